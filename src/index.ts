@@ -1,0 +1,15 @@
+/**
+ * effect-agent-os: an operating system for LLM agents on Effect v4.
+ *
+ * @since 0.1.0
+ */
+export * as Accounts from "./services/Accounts.ts"
+export * as Capability from "./services/Capability.ts"
+export * as CapabilityTable from "./services/CapabilityTable.ts"
+export * as EventLog from "./services/EventLog.ts"
+export * as Kernel from "./layers/Kernel.ts"
+export * as KernelConfig from "./services/KernelConfig.ts"
+export * as NameRegistry from "./services/NameRegistry.ts"
+export * as Process from "./services/Process.ts"
+export * as ProcessTable from "./services/ProcessTable.ts"
+export * as Sys from "./services/Sys.ts"

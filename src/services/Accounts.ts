@@ -1,0 +1,270 @@
+/**
+ * Keeps hierarchical budgets: carves a child's quota from its parent's and charges meters up the ancestor chain.
+ *
+ * Each process has an account. Cumulative meters (`tokens`, `toolCalls`, `usd`) count what the process and its whole
+ * subtree spent: a charge is applied to the process and every ancestor in one synchronous step, never to part of the
+ * chain. A limit is a ceiling on the subtree: a child's limit may not exceed what its parent has left when it is
+ * spawned, and every charge is checked against every ancestor, so no subtree can spend more than any of its roots
+ * allows. `children` counts live direct children; `wall` is a lifetime ending at an absolute kernel-clock time; `mem`
+ * is a ceiling on context memory (used by the context-memory service); `mailbox` bounds the process's mailbox.
+ *
+ * @since 0.1.0
+ */
+import { Duration, Option, Schema } from "effect"
+import type { QuotaResource } from "./Process.ts"
+
+/**
+ * What a spawn or boot may ask for. Absent fields are inherited: meters are bounded only by the ancestors, `wall`
+ * ends with the parent's, `mem` is the parent's, `mailbox` is `KernelConfig.mailboxMessagesMax`, `children` is
+ * unbounded (the kernel-wide `processesMax` still holds).
+ *
+ * @category models
+ */
+export interface Quota {
+  readonly tokens?: number | undefined
+  readonly toolCalls?: number | undefined
+  readonly usd?: number | undefined
+  readonly children?: number | undefined
+  readonly wall?: Duration.Input | undefined
+  readonly mem?: number | undefined
+  readonly mailbox?: number | undefined
+}
+
+/**
+ * A charge for work done: any of the cumulative meters, each a finite number ≥ 0.
+ *
+ * @category models
+ */
+export interface Cost {
+  readonly tokens?: number | undefined
+  readonly toolCalls?: number | undefined
+  readonly usd?: number | undefined
+}
+
+/** @category models */
+export type Meter = "tokens" | "toolCalls" | "usd"
+
+/**
+ * A snapshot of one account, as `Sys.budget()` returns it. `Infinity` means no limit at this level (the ancestors'
+ * still apply: `remaining` takes them into account).
+ *
+ * @category models
+ */
+export interface Budget {
+  readonly limits: {
+    readonly tokens: number
+    readonly toolCalls: number
+    readonly usd: number
+    readonly children: number
+    readonly mem: number
+    readonly mailbox: number
+  }
+  readonly used: { readonly tokens: number; readonly toolCalls: number; readonly usd: number; readonly children: number }
+  /** What can still be charged, the tightest level of the chain counted. */
+  readonly remaining: { readonly tokens: number; readonly toolCalls: number; readonly usd: number }
+  /** Absolute kernel-clock millis at which the `wall` quota ends the process; `Infinity` for none. */
+  readonly wallEndsAt: number
+}
+
+/**
+ * A spawn or boot asked for a quota the kernel cannot give.
+ *
+ * - `invalid`: a field is not a finite number ≥ 0 (or a positive integer, for `children` and `mailbox`);
+ * - `exceeds-parent`: more than the parent has left (or a `wall` ending after the parent's, a `mem` above it).
+ *
+ * @category errors
+ */
+export class QuotaError extends Schema.TaggedError<QuotaError>()("QuotaError", {
+  resource: Schema.String,
+  reason: Schema.Literals(["invalid", "exceeds-parent"]),
+  requested: Schema.optionalKey(Schema.Number),
+  available: Schema.optionalKey(Schema.Number)
+}) {
+  override get message(): string {
+    const detail = this.requested === undefined ? "" : ` (asked ${this.requested}, available ${this.available})`
+    return `quota ${this.resource}: ${this.reason}${detail}`
+  }
+}
+
+/**
+ * One process's account. Mutable, owned by the kernel, touched only synchronously.
+ *
+ * @category models
+ */
+export class Account {
+  parent: Account | undefined
+  tokensMax: number
+  toolCallsMax: number
+  usdMax: number
+  childrenMax: number
+  memMax: number
+  mailboxMax: number
+  wallEndsAt: number
+  tokens = 0
+  toolCalls = 0
+  usd = 0
+  children = 0
+  constructor(
+    parent: Account | undefined,
+    limits: {
+      tokensMax: number
+      toolCallsMax: number
+      usdMax: number
+      childrenMax: number
+      memMax: number
+      mailboxMax: number
+      wallEndsAt: number
+    }
+  ) {
+    this.parent = parent
+    this.tokensMax = limits.tokensMax
+    this.toolCallsMax = limits.toolCallsMax
+    this.usdMax = limits.usdMax
+    this.childrenMax = limits.childrenMax
+    this.memMax = limits.memMax
+    this.mailboxMax = limits.mailboxMax
+    this.wallEndsAt = limits.wallEndsAt
+  }
+}
+
+const isAmount = (n: unknown): n is number => typeof n === "number" && Number.isFinite(n) && n >= 0
+const isCount = (n: unknown): n is number => typeof n === "number" && Number.isInteger(n) && n > 0
+
+/** Remaining on one meter, tightest level of the chain. */
+export const remaining = (account: Account, meter: Meter): number => {
+  let left = Infinity
+  for (let a: Account | undefined = account; a !== undefined; a = a.parent) {
+    const max = meter === "tokens" ? a.tokensMax : meter === "toolCalls" ? a.toolCallsMax : a.usdMax
+    if (max !== Infinity) {
+      const used = meter === "tokens" ? a.tokens : meter === "toolCalls" ? a.toolCalls : a.usd
+      if (max - used < left) left = max - used
+    }
+  }
+  return left
+}
+
+/**
+ * Builds a child's account from the parent's and the requested quota, or says why it cannot.
+ *
+ * @category constructors
+ */
+export const carve = (
+  parent: Account | undefined,
+  quota: Quota | undefined,
+  now: number,
+  mailboxDefault: number
+): Account | QuotaError => {
+  const q = quota ?? {}
+  const meter = (resource: Meter): number | QuotaError => {
+    const asked = q[resource]
+    const available = parent === undefined ? Infinity : remaining(parent, resource)
+    if (asked === undefined) return Infinity
+    if (!isAmount(asked)) return new QuotaError({ resource, reason: "invalid" })
+    if (asked > available) return new QuotaError({ resource, reason: "exceeds-parent", requested: asked, available })
+    return asked
+  }
+  const tokensMax = meter("tokens")
+  if (typeof tokensMax !== "number") return tokensMax
+  const toolCallsMax = meter("toolCalls")
+  if (typeof toolCallsMax !== "number") return toolCallsMax
+  const usdMax = meter("usd")
+  if (typeof usdMax !== "number") return usdMax
+  if (q.children !== undefined && !(isCount(q.children) || q.children === 0)) {
+    return new QuotaError({ resource: "children", reason: "invalid" })
+  }
+  const childrenMax = q.children ?? Infinity
+  if (q.mailbox !== undefined && !isCount(q.mailbox)) return new QuotaError({ resource: "mailbox", reason: "invalid" })
+  const mailboxMax = q.mailbox ?? mailboxDefault
+  const parentMem = parent === undefined ? Infinity : parent.memMax
+  let memMax = parentMem
+  if (q.mem !== undefined) {
+    if (!isAmount(q.mem)) return new QuotaError({ resource: "mem", reason: "invalid" })
+    if (q.mem > parentMem) {
+      return new QuotaError({ resource: "mem", reason: "exceeds-parent", requested: q.mem, available: parentMem })
+    }
+    memMax = q.mem
+  }
+  const parentEnds = parent === undefined ? Infinity : parent.wallEndsAt
+  let wallEndsAt = parentEnds
+  if (q.wall !== undefined) {
+    const duration = Duration.fromInput(q.wall)
+    const ms = Option.isNone(duration) ? NaN : Duration.toMillis(duration.value)
+    if (!(ms >= 0)) return new QuotaError({ resource: "wall", reason: "invalid" })
+    const ends = now + ms
+    if (ends > parentEnds) {
+      return new QuotaError({ resource: "wall", reason: "exceeds-parent", requested: ms, available: parentEnds - now })
+    }
+    wallEndsAt = ends
+  }
+  return new Account(parent, { tokensMax, toolCallsMax, usdMax, childrenMax, memMax, mailboxMax, wallEndsAt })
+}
+
+/**
+ * Validates a cost: every given meter a finite number ≥ 0.
+ *
+ * @category guards
+ */
+export const isValidCost = (cost: Cost): boolean =>
+  (cost.tokens === undefined || isAmount(cost.tokens)) &&
+  (cost.toolCalls === undefined || isAmount(cost.toolCalls)) &&
+  (cost.usd === undefined || isAmount(cost.usd))
+
+/**
+ * Applies a (valid) cost to the account and all its ancestors in one step, then returns the first meter that went
+ * past a limit at any level, or `undefined`. The charge is applied whole even when it breaches: the work was done,
+ * and conservation (a parent's usage is its own plus its subtree's) must hold. The caller ends the process.
+ *
+ * @category charging
+ */
+export const charge = (account: Account, cost: Cost): Meter | undefined => {
+  const tokens = cost.tokens ?? 0
+  const toolCalls = cost.toolCalls ?? 0
+  const usd = cost.usd ?? 0
+  let breach: Meter | undefined
+  for (let a: Account | undefined = account; a !== undefined; a = a.parent) {
+    a.tokens += tokens
+    a.toolCalls += toolCalls
+    a.usd += usd
+    if (breach === undefined) {
+      if (a.tokens > a.tokensMax) breach = "tokens"
+      else if (a.toolCalls > a.toolCallsMax) breach = "toolCalls"
+      else if (a.usd > a.usdMax) breach = "usd"
+    }
+  }
+  return breach
+}
+
+/**
+ * The first meter among `meters` that has nothing left at some level of the chain: a call that would charge it must
+ * not start.
+ *
+ * @category charging
+ */
+export const exhausted = (account: Account, meters: ReadonlyArray<Meter>): Meter | undefined => {
+  for (const meter of meters) if (remaining(account, meter) <= 0) return meter
+  return undefined
+}
+
+/**
+ * @category accessors
+ */
+export const budget = (account: Account): Budget => ({
+  limits: {
+    tokens: account.tokensMax,
+    toolCalls: account.toolCallsMax,
+    usd: account.usdMax,
+    children: account.childrenMax,
+    mem: account.memMax,
+    mailbox: account.mailboxMax
+  },
+  used: { tokens: account.tokens, toolCalls: account.toolCalls, usd: account.usd, children: account.children },
+  remaining: {
+    tokens: remaining(account, "tokens"),
+    toolCalls: remaining(account, "toolCalls"),
+    usd: remaining(account, "usd")
+  },
+  wallEndsAt: account.wallEndsAt
+})
+
+/** Widens a meter to the exit-reason resource type. */
+export const asResource = (meter: Meter): QuotaResource => meter

@@ -1,0 +1,165 @@
+/**
+ * Mints, checks, derives, moves and revokes capabilities: the kernel's table of who may do what to which object.
+ *
+ * The table is small on purpose (Zircon's handle model): a cap is an object, a rights mask and an owner. Derivation
+ * only narrows (a subset of rights, an expiry no later than the source's), and revoking a cap revokes everything
+ * derived from it. All operations are synchronous and run inside the kernel's critical sections.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer } from "effect"
+import { CapabilityError, type Resource } from "./Capability.ts"
+import { type CapRecord, mintRecord, recordOf } from "./internal/capRef.ts"
+
+/**
+ * @category models
+ */
+export interface CapabilityTableShape {
+  /** Creates a cap owned by `owner`. */
+  readonly mint: (owner: number, resource: Resource, rights: number, expiresAt?: number) => CapRecord
+  /**
+   * Checks that `caller` may use `ref` with every right in `rights` (0: just holding it) at time `now`; returns the
+   * record or the error to fail the syscall with.
+   */
+  readonly check: (call: string, caller: number, ref: unknown, rights: number, now: number) => CapRecord | CapabilityError
+  /** Makes a narrower copy owned by the same process; `rights` must be a subset, `expiresAt` no later. */
+  readonly derive: (source: CapRecord, rights: number, expiresAt: number) => CapRecord
+  /** Revokes a cap and, transitively, every cap derived from it. */
+  readonly revoke: (record: CapRecord) => void
+  /** Moves a cap to a new owner (message passing, spawn). */
+  readonly transfer: (record: CapRecord, owner: number) => void
+  /** Revokes every cap `owner` holds (the process exited). */
+  readonly revokeOwnedBy: (owner: number) => void
+  /** Revokes every cap that designates process `pid` (its exit record was evicted). */
+  readonly revokeDesignating: (pid: number) => void
+  /** How many caps `owner` holds. */
+  readonly heldBy: (owner: number) => number
+  /** Live (unrevoked) caps, kernel-wide. */
+  readonly size: () => number
+}
+
+/**
+ * @category services
+ */
+export class CapabilityTable extends Context.Service<CapabilityTable, CapabilityTableShape>()(
+  "effect-agent-os/CapabilityTable"
+) {}
+
+/**
+ * @category constructors
+ */
+export const makeUnsafe = (): CapabilityTableShape => {
+  const table = {}
+  let nextId = 1
+  let live = 0
+  const owned = new Map<number, Set<CapRecord>>()
+  // caps designating a process, so they can be revoked once nothing can use them any more
+  const designating = new Map<number, Set<CapRecord>>()
+
+  const own = (record: CapRecord) => {
+    let set = owned.get(record.owner)
+    if (set === undefined) owned.set(record.owner, (set = new Set()))
+    set.add(record)
+  }
+  const disown = (record: CapRecord) => {
+    const set = owned.get(record.owner)
+    if (set !== undefined) {
+      set.delete(record)
+      if (set.size === 0) owned.delete(record.owner)
+    }
+  }
+
+  const mint = (owner: number, resource: Resource, rights: number, expiresAt = Infinity, parent?: CapRecord) => {
+    const record = mintRecord({
+      id: nextId++,
+      table,
+      owner,
+      resource,
+      rights,
+      expiresAt,
+      parent,
+      derived: undefined,
+      revoked: false
+    })
+    live++
+    own(record)
+    if (resource._tag === "Process") {
+      let set = designating.get(resource.pid)
+      if (set === undefined) designating.set(resource.pid, (set = new Set()))
+      set.add(record)
+    }
+    if (parent !== undefined) (parent.derived ??= new Set()).add(record)
+    return record
+  }
+
+  const revokeOne = (record: CapRecord) => {
+    record.revoked = true
+    live--
+    disown(record)
+    if (record.resource._tag === "Process") {
+      const set = designating.get(record.resource.pid)
+      if (set !== undefined) {
+        set.delete(record)
+        if (set.size === 0) designating.delete(record.resource.pid)
+      }
+    }
+  }
+
+  const revoke = (root: CapRecord) => {
+    if (root.revoked) return
+    if (root.parent !== undefined) root.parent.derived?.delete(root)
+    const stack = [root]
+    while (stack.length > 0) {
+      const record = stack.pop()!
+      if (record.revoked) continue
+      revokeOne(record)
+      if (record.derived !== undefined) {
+        for (const child of record.derived) stack.push(child)
+        record.derived = undefined
+      }
+    }
+  }
+
+  return {
+    mint: (owner, resource, rights, expiresAt) => mint(owner, resource, rights, expiresAt),
+    check(call, caller, ref, rights, now) {
+      const record = recordOf(ref)
+      if (record === undefined || record.table !== table) return new CapabilityError({ call, reason: "invalid" })
+      if (record.revoked) return new CapabilityError({ call, reason: "revoked", cap: record.id })
+      if (record.owner !== caller) return new CapabilityError({ call, reason: "not-held", cap: record.id })
+      if (record.expiresAt <= now) return new CapabilityError({ call, reason: "expired", cap: record.id })
+      if ((record.rights & rights) !== rights) {
+        return new CapabilityError({ call, reason: "missing-right", cap: record.id })
+      }
+      return record
+    },
+    derive: (source, rights, expiresAt) =>
+      mint(source.owner, source.resource, rights & source.rights, Math.min(expiresAt, source.expiresAt), source),
+    revoke,
+    transfer(record, owner) {
+      if (record.owner === owner) return
+      disown(record)
+      record.owner = owner
+      own(record)
+    },
+    revokeOwnedBy(owner) {
+      const set = owned.get(owner)
+      if (set === undefined) return
+      for (const record of Array.from(set)) revoke(record)
+      owned.delete(owner)
+    },
+    revokeDesignating(pid) {
+      const set = designating.get(pid)
+      if (set === undefined) return
+      for (const record of Array.from(set)) revoke(record)
+      designating.delete(pid)
+    },
+    heldBy: (owner) => owned.get(owner)?.size ?? 0,
+    size: () => live
+  }
+}
+
+/**
+ * @category layers
+ */
+export const layer: Layer.Layer<CapabilityTable> = Layer.effect(CapabilityTable)(Effect.sync(makeUnsafe))

@@ -1,0 +1,159 @@
+/**
+ * Records every syscall, charge, spawn, exit, signal and fault as a typed event in a bounded ring.
+ *
+ * Events carry a sequence number (from 1, never reused) and the kernel-clock time in millis. Nothing in an event
+ * depends on wall time or object identity, so two runs of the same program under `TestClock` produce identical
+ * traces. The ring keeps the newest `KernelConfig.eventRingMax` events; per-tag counters keep counting past it.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Effect, Layer, Schema } from "effect"
+import { KernelConfig } from "./KernelConfig.ts"
+import { ExitReason } from "./Process.ts"
+
+const base = { seq: Schema.Number, at: Schema.Number, pid: Schema.Number }
+
+/**
+ * The syscalls named in `Syscall` and `Denied` events.
+ *
+ * @category models
+ */
+export type SyscallName =
+  | "send"
+  | "recv"
+  | "spawn"
+  | "exit"
+  | "derive"
+  | "attenuate"
+  | "revoke"
+  | "monitor"
+  | "waitpid"
+  | "register"
+  | "unregister"
+  | "lookup"
+  | "sched"
+  | "charge"
+  | "selfCap"
+  | "kill"
+  | "suspend"
+  | "resume"
+  | "term"
+  | "open"
+  | "read"
+  | "write"
+
+/**
+ * A kernel event. `pid` is the process the event is about (0 for the kernel itself).
+ *
+ * - `Spawn { parent, name }`; `Exit { reason }`; `Fault { error }` (just before its `Exit`);
+ * - `Syscall { call, target? }`: a call that passed its checks (`target`: the pid or cap id it acted on);
+ * - `Denied { call, error, reason }`: a call refused with a typed error;
+ * - `Charge { tokens, toolCalls, usd }`: a metered charge;
+ * - `Signal { signal, target }`: kill, suspend, resume or term sent by `pid`;
+ * - `Drop { reason, target }`: a message not delivered (dead receiver, or its deadline passed);
+ * - `Log { level, message }`: `Sys.log`.
+ *
+ * @category models
+ */
+export const KernelEvent = Schema.Union([
+  Schema.TaggedStruct("Spawn", { ...base, parent: Schema.Number, name: Schema.String }),
+  Schema.TaggedStruct("Exit", { ...base, reason: ExitReason }),
+  Schema.TaggedStruct("Fault", { ...base, error: Schema.String }),
+  Schema.TaggedStruct("Syscall", { ...base, call: Schema.String, target: Schema.optionalKey(Schema.Number) }),
+  Schema.TaggedStruct("Denied", { ...base, call: Schema.String, error: Schema.String, reason: Schema.String }),
+  Schema.TaggedStruct("Charge", { ...base, tokens: Schema.Number, toolCalls: Schema.Number, usd: Schema.Number }),
+  Schema.TaggedStruct("Signal", {
+    ...base,
+    signal: Schema.Literals(["kill", "suspend", "resume", "term"]),
+    target: Schema.Number
+  }),
+  Schema.TaggedStruct("Drop", { ...base, reason: Schema.Literals(["dead", "deadline"]), target: Schema.Number }),
+  Schema.TaggedStruct("Log", {
+    ...base,
+    level: Schema.String,
+    message: Schema.String,
+    fields: Schema.optionalKey(Schema.Record(Schema.String, Schema.Unknown))
+  })
+])
+export type KernelEvent = typeof KernelEvent.Type
+
+/** @category models */
+export type KernelEventTag = KernelEvent["_tag"]
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
+
+/** An event before the log numbers and stamps it. */
+export type EventInput = DistributiveOmit<KernelEvent, "seq" | "at">
+
+/**
+ * The event log's interface. `emit` is synchronous: the kernel calls it inside its own critical sections.
+ *
+ * @category models
+ */
+export interface EventLogShape {
+  readonly emit: (event: EventInput) => void
+  /** The newest `n` events (all kept, when `n` is absent), oldest first. */
+  readonly trace: (n?: number) => ReadonlyArray<KernelEvent>
+  /** Events emitted so far, per tag (not limited by the ring). */
+  readonly counts: () => Readonly<Record<KernelEventTag, number>>
+  /** Sequence number of the last event (0 before the first). */
+  readonly lastSeq: () => number
+}
+
+/**
+ * @category services
+ */
+export class EventLog extends Context.Service<EventLog, EventLogShape>()("effect-agent-os/EventLog") {}
+
+/**
+ * Makes a log over a clock function (kernel-clock millis).
+ *
+ * @category constructors
+ */
+export const makeUnsafe = (ringMax: number, now: () => number): EventLogShape => {
+  const ring: Array<KernelEvent | undefined> = new Array(ringMax)
+  let seq = 0
+  const counts: Record<KernelEventTag, number> = {
+    Spawn: 0,
+    Exit: 0,
+    Fault: 0,
+    Syscall: 0,
+    Denied: 0,
+    Charge: 0,
+    Signal: 0,
+    Drop: 0,
+    Log: 0
+  }
+  return {
+    emit(event) {
+      seq++
+      const stamped = event as unknown as { seq: number; at: number }
+      stamped.seq = seq
+      stamped.at = now()
+      ring[seq % ringMax] = event as KernelEvent
+      counts[event._tag]++
+    },
+    trace(n) {
+      const kept = Math.min(seq, ringMax)
+      const take = n === undefined ? kept : Math.max(0, Math.min(Math.floor(n), kept))
+      const out: Array<KernelEvent> = []
+      for (let s = seq - take + 1; s <= seq; s++) out.push(ring[s % ringMax]!)
+      return out
+    },
+    counts: () => ({ ...counts }),
+    lastSeq: () => seq
+  }
+}
+
+/**
+ * Reads the limit from `KernelConfig` and stamps events with the `Clock` in the context the layer is built in.
+ *
+ * @category layers
+ */
+export const layer: Layer.Layer<EventLog, never, KernelConfig> = Layer.effect(EventLog)(
+  Effect.gen(function* () {
+    const config = yield* KernelConfig
+    const clock = yield* Clock.clockWith(Effect.succeed)
+    return makeUnsafe(config.eventRingMax, () => clock.currentTimeMillisUnsafe())
+  })
+)

@@ -1,0 +1,185 @@
+/**
+ * Boots and observes processes from the host program: the kernel as a service an Effect app embeds.
+ *
+ * `boot` starts a root process (the first one is init, pid 1, which inherits orphans); `waitExit`, `ps`, `trace`,
+ * `metrics` and `metricsText` read the kernel's state; `shutdown` ends every process with `Shutdown`. Closing the
+ * scope of the layer that built the kernel shuts it down.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer, Schema, type Scope } from "effect"
+import type { Quota, QuotaError } from "./Accounts.ts"
+import type { CapRef } from "./Capability.ts"
+import { CapabilityTable } from "./CapabilityTable.ts"
+import { EventLog, type KernelEvent, type KernelEventTag } from "./EventLog.ts"
+import { NameRegistry } from "./NameRegistry.ts"
+import type { ExitReason, Image } from "./Process.ts"
+import { type ProcessInfo, ProcessTable } from "./ProcessTable.ts"
+import type { ExitUnknownError, SpawnError } from "./Sys.ts"
+
+export type { ProcessInfo }
+
+/**
+ * What init receives as its argument: a cap with right `spawn`, and one cap with right `open` per granted device.
+ *
+ * @category models
+ */
+export interface BootGrant {
+  readonly spawn: CapRef
+  readonly devices: Readonly<Record<string, CapRef>>
+}
+
+/**
+ * Options of `boot`: the devices to grant (by driver name) and the root quota (unlimited when absent).
+ *
+ * @category models
+ */
+export interface BootOptions {
+  readonly grant?: ReadonlyArray<string> | undefined
+  readonly quota?: Quota | undefined
+}
+
+/**
+ * `boot` refused: the kernel was shut down, or a granted device has no driver.
+ *
+ * @category errors
+ */
+export class KernelError extends Schema.TaggedError<KernelError>()("KernelError", {
+  reason: Schema.Literals(["shutdown", "unknown-device"]),
+  message: Schema.String
+}) {}
+
+/**
+ * Kernel-wide counters and gauges.
+ *
+ * @category models
+ */
+export interface KernelMetrics {
+  readonly processes: number
+  readonly spawned: number
+  readonly exited: number
+  readonly exitsByReason: Readonly<Record<ExitReason["_tag"], number>>
+  readonly messagesSent: number
+  readonly messagesDropped: number
+  readonly syscalls: number
+  readonly denied: number
+  readonly caps: number
+  readonly names: number
+  readonly events: number
+  readonly eventsByType: Readonly<Record<KernelEventTag, number>>
+}
+
+/**
+ * @category models
+ */
+export interface KernelShape {
+  readonly boot: (
+    init: Image<BootGrant>,
+    options?: BootOptions
+  ) => Effect.Effect<number, KernelError | QuotaError | SpawnError>
+  readonly waitExit: (pid: number) => Effect.Effect<ExitReason, ExitUnknownError>
+  readonly ps: () => Effect.Effect<ReadonlyArray<ProcessInfo>>
+  readonly trace: (n?: number) => Effect.Effect<ReadonlyArray<KernelEvent>>
+  readonly metrics: () => Effect.Effect<KernelMetrics>
+  readonly metricsText: () => Effect.Effect<string>
+  readonly shutdown: () => Effect.Effect<void>
+}
+
+/**
+ * @category services
+ */
+export class Kernel extends Context.Service<Kernel, KernelShape>()("effect-agent-os/Kernel") {}
+
+const gauge = (name: string, help: string, value: number) =>
+  `# HELP ${name} ${help}\n# TYPE ${name} gauge\n${name} ${value}\n`
+const counter = (name: string, help: string, value: number) =>
+  `# HELP ${name} ${help}\n# TYPE ${name} counter\n${name} ${value}\n`
+const labelled = (name: string, help: string, label: string, values: Readonly<Record<string, number>>) =>
+  `# HELP ${name} ${help}\n# TYPE ${name} counter\n` +
+  Object.entries(values).map(([key, value]) => `${name}{${label}="${key}"} ${value}\n`).join("")
+
+/**
+ * Renders metrics in the Prometheus text exposition format, every name prefixed `agentos_`.
+ *
+ * @category formatting
+ */
+export const prometheusText = (m: KernelMetrics): string =>
+  gauge("agentos_processes", "Live processes.", m.processes) +
+  counter("agentos_spawned_total", "Processes started.", m.spawned) +
+  counter("agentos_exited_total", "Processes ended.", m.exited) +
+  labelled("agentos_exits_total", "Processes ended, by exit reason.", "reason", m.exitsByReason) +
+  counter("agentos_messages_sent_total", "Messages sent.", m.messagesSent) +
+  counter("agentos_messages_dropped_total", "Messages dropped (dead receiver or deadline).", m.messagesDropped) +
+  counter("agentos_syscalls_total", "Syscalls that passed their checks.", m.syscalls) +
+  counter("agentos_syscalls_denied_total", "Syscalls refused with a typed error.", m.denied) +
+  gauge("agentos_capabilities", "Live capabilities.", m.caps) +
+  gauge("agentos_names", "Registered names.", m.names) +
+  counter("agentos_events_total", "Events emitted.", m.events) +
+  labelled("agentos_events_by_type_total", "Events emitted, by type.", "type", m.eventsByType)
+
+/**
+ * Builds the kernel over its services, given the names of the devices it has drivers for.
+ *
+ * @category constructors
+ */
+export const make = (
+  devices: ReadonlyArray<string>
+): Effect.Effect<KernelShape, never, ProcessTable | EventLog | CapabilityTable | NameRegistry | Scope.Scope> =>
+  Effect.gen(function* () {
+    const table = yield* ProcessTable
+    const events = yield* EventLog
+    const caps = yield* CapabilityTable
+    const names = yield* NameRegistry
+    const known = new Set(devices)
+    const metrics = (): KernelMetrics => {
+      const c = table.counters
+      return {
+        processes: table.live().length,
+        spawned: c.spawned,
+        exited: c.exited,
+        exitsByReason: { ...c.exitsByReason },
+        messagesSent: c.messagesSent,
+        messagesDropped: c.messagesDropped,
+        syscalls: c.syscalls,
+        denied: c.denied,
+        caps: caps.size(),
+        names: names.size(),
+        events: events.lastSeq(),
+        eventsByType: events.counts()
+      }
+    }
+    const kernel: KernelShape = {
+      boot: (init, options) =>
+        Effect.suspend((): Effect.Effect<number, KernelError | QuotaError | SpawnError> => {
+          if (table.isShutdown()) {
+            return Effect.fail(new KernelError({ reason: "shutdown", message: "the kernel has been shut down" }))
+          }
+          const grant = Array.from(new Set(options?.grant ?? []))
+          const unknown = grant.filter((name) => !known.has(name))
+          if (unknown.length > 0) {
+            return Effect.fail(
+              new KernelError({ reason: "unknown-device", message: `no driver for device(s): ${unknown.join(", ")}` })
+            )
+          }
+          return table.boot(init, (bootGrant) => bootGrant, grant, options?.quota)
+        }),
+      waitExit: table.waitExit,
+      ps: () => Effect.sync(() => table.live().map(table.info)),
+      trace: (n) => Effect.sync(() => events.trace(n)),
+      metrics: () => Effect.sync(metrics),
+      metricsText: () => Effect.sync(() => prometheusText(metrics())),
+      shutdown: () => table.shutdown
+    }
+    yield* Effect.addFinalizer(() => table.shutdown)
+    return kernel
+  })
+
+/**
+ * The kernel service alone; `Kernel.layer` (in `layers/Kernel.ts`) provides its dependencies.
+ *
+ * @category layers
+ */
+export const layerWithoutDependencies = (
+  devices: ReadonlyArray<string> = []
+): Layer.Layer<Kernel, never, ProcessTable | EventLog | CapabilityTable | NameRegistry> =>
+  Layer.effect(Kernel)(make(devices))

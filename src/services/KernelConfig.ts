@@ -1,0 +1,119 @@
+/**
+ * Holds every limit the kernel enforces, in one place, each with its default and the reason for it.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer, Schema } from "effect"
+
+/**
+ * The limits. Names put the unit or qualifier last (`mailboxMessagesMax`, `shutdownTimeoutMs`).
+ *
+ * @category models
+ */
+export interface KernelLimits {
+  /** Live processes at once, kernel-wide. Default 100 000: a parked process costs about 1 KB. */
+  readonly processesMax: number
+  /** Default mailbox bound (messages) for a process whose quota sets none; a full mailbox parks senders. Default 1024. */
+  readonly mailboxMessagesMax: number
+  /** Events kept in the in-memory ring read by `trace`; older events are overwritten. Default 10 000. */
+  readonly eventRingMax: number
+  /**
+   * Exit reasons kept after death for `waitpid`/`waitExit`. When an entry is evicted (oldest first) the caps that
+   * still point at that dead process are revoked, so churn cannot grow the cap table. Default 10 000.
+   */
+  readonly exitHistoryMax: number
+  /** Depth of the process tree below a booted root (spawn recursion). Default 64. */
+  readonly spawnDepthMax: number
+  /** Caps carried by one message or one spawn. Default 64. */
+  readonly capsPerMessageMax: number
+  /** Caps one process may hold at once; minting past it fails with a `SpawnError`/`CapacityError`. Default 10 000. */
+  readonly capsPerProcessMax: number
+  /** Registered names, kernel-wide. Default 10 000. */
+  readonly namesMax: number
+  /** Length of a registered name, in UTF-16 code units. Default 256. */
+  readonly nameLengthMax: number
+  /** Length of a log message, in UTF-16 code units; longer messages are truncated. Default 4096. */
+  readonly logMessageLengthMax: number
+  /**
+   * Scheduler batches run on the microtask queue before one is run from a macrotask, so that sockets and timers are
+   * never starved by busy processes. Lower favours I/O latency, higher favours IPC throughput. Default 256.
+   */
+  readonly schedulerBatchesPerMacrotask: number
+  /** How long `shutdown` (and closing the kernel layer) waits for process fibers to finish their finalizers. Default 5000. */
+  readonly shutdownTimeoutMs: number
+}
+
+/**
+ * The documented defaults.
+ *
+ * @category defaults
+ */
+export const defaults: KernelLimits = {
+  processesMax: 100_000,
+  mailboxMessagesMax: 1024,
+  eventRingMax: 10_000,
+  exitHistoryMax: 10_000,
+  spawnDepthMax: 64,
+  capsPerMessageMax: 64,
+  capsPerProcessMax: 10_000,
+  namesMax: 10_000,
+  nameLengthMax: 256,
+  logMessageLengthMax: 4096,
+  schedulerBatchesPerMacrotask: 256,
+  shutdownTimeoutMs: 5000
+}
+
+const PositiveInt = Schema.Int.check(Schema.isGreaterThan(0))
+
+/**
+ * Decodes partial limits given by a user; every field is a positive integer.
+ *
+ * @category schemas
+ */
+export const KernelLimitsInput = Schema.Struct({
+  processesMax: Schema.optionalKey(PositiveInt),
+  mailboxMessagesMax: Schema.optionalKey(PositiveInt),
+  eventRingMax: Schema.optionalKey(PositiveInt),
+  exitHistoryMax: Schema.optionalKey(PositiveInt),
+  spawnDepthMax: Schema.optionalKey(PositiveInt),
+  capsPerMessageMax: Schema.optionalKey(PositiveInt),
+  capsPerProcessMax: Schema.optionalKey(PositiveInt),
+  namesMax: Schema.optionalKey(PositiveInt),
+  nameLengthMax: Schema.optionalKey(PositiveInt),
+  logMessageLengthMax: Schema.optionalKey(PositiveInt),
+  schedulerBatchesPerMacrotask: Schema.optionalKey(PositiveInt),
+  shutdownTimeoutMs: Schema.optionalKey(PositiveInt)
+})
+
+/**
+ * A limit given to `Kernel.layer` was not a positive integer.
+ *
+ * @category errors
+ */
+export class KernelConfigError extends Schema.TaggedError<KernelConfigError>()("KernelConfigError", {
+  message: Schema.String
+}) {}
+
+/**
+ * The kernel's limits as a service.
+ *
+ * @category services
+ */
+export class KernelConfig extends Context.Service<KernelConfig, KernelLimits>()("effect-agent-os/KernelConfig") {}
+
+/**
+ * Validates partial limits and fills in the defaults.
+ *
+ * @category constructors
+ */
+export const make = (options?: Partial<KernelLimits>): Effect.Effect<KernelLimits, KernelConfigError> =>
+  Schema.decodeUnknownEffect(KernelLimitsInput)(options ?? {}).pipe(
+    Effect.map((given) => ({ ...defaults, ...given })),
+    Effect.mapError((error) => new KernelConfigError({ message: `invalid kernel limits: ${error.message}` }))
+  )
+
+/**
+ * @category layers
+ */
+export const layer = (options?: Partial<KernelLimits>): Layer.Layer<KernelConfig, KernelConfigError> =>
+  Layer.effect(KernelConfig)(make(options))

@@ -1,0 +1,217 @@
+/**
+ * Queues a process's messages: FIFO, bounded, parking senders when full and receivers when empty.
+ *
+ * A mailbox has one bound for user messages; kernel messages (`Down`, `Term`) may exceed it, because the kernel never
+ * waits on a process. Parked senders are admitted in arrival order as the receiver drains, so nothing is dropped and
+ * order is kept. A message whose deadline has passed when it would be delivered is dropped (reported through
+ * `onDrop`). Everything here is synchronous; the syscall layer wraps parking in `Effect.callback`.
+ *
+ * @since 0.1.0
+ */
+import type { Message } from "./Process.ts"
+
+/** A parked receiver: called once with the message it receives. */
+export type Receiver = (message: Message) => void
+
+interface ParkedSender {
+  readonly message: Message
+  readonly admitted: () => void
+}
+
+/**
+ * A growable ring buffer (a deque without the O(n) `shift`).
+ */
+class Ring<A> {
+  private items: Array<A | undefined>
+  private head = 0
+  size = 0
+  constructor(capacity: number) {
+    this.items = new Array(capacity)
+  }
+  push(item: A): void {
+    if (this.size === this.items.length) this.grow()
+    this.items[(this.head + this.size) & (this.items.length - 1)] = item
+    this.size++
+  }
+  shift(): A | undefined {
+    if (this.size === 0) return undefined
+    const item = this.items[this.head]
+    this.items[this.head] = undefined
+    this.head = (this.head + 1) & (this.items.length - 1)
+    this.size--
+    return item
+  }
+  peek(): A | undefined {
+    return this.size === 0 ? undefined : this.items[this.head]
+  }
+  remove(item: A): boolean {
+    const mask = this.items.length - 1
+    for (let i = 0; i < this.size; i++) {
+      if (this.items[(this.head + i) & mask] === item) {
+        for (let j = i; j < this.size - 1; j++) {
+          this.items[(this.head + j) & mask] = this.items[(this.head + j + 1) & mask]
+        }
+        this.items[(this.head + this.size - 1) & mask] = undefined
+        this.size--
+        return true
+      }
+    }
+    return false
+  }
+  drain(): Array<A> {
+    const out: Array<A> = []
+    for (let item = this.shift(); item !== undefined; item = this.shift()) out.push(item)
+    return out
+  }
+  private grow(): void {
+    const next: Array<A | undefined> = new Array(this.items.length * 2)
+    for (let i = 0; i < this.size; i++) next[i] = this.items[(this.head + i) & (this.items.length - 1)]
+    this.items = next
+    this.head = 0
+  }
+}
+
+/**
+ * @category models
+ */
+export class Mailbox {
+  /** Messages waiting to be received. Allocated on first use: an idle process's mailbox costs a few words. */
+  private queue: Ring<Message> | undefined
+  private receivers: Ring<Receiver> | undefined
+  private senders: Ring<ParkedSender> | undefined
+  private closed = false
+  readonly capacity: number
+  private readonly now: () => number
+  private readonly onDrop: (message: Message) => void
+
+  constructor(capacity: number, now: () => number, onDrop: (message: Message) => void) {
+    this.capacity = capacity
+    this.now = now
+    this.onDrop = onDrop
+  }
+
+  /** Messages queued (not counting parked senders). */
+  get size(): number {
+    return this.queue?.size ?? 0
+  }
+
+  /** Senders parked on the bound. */
+  get parkedSenders(): number {
+    return this.senders?.size ?? 0
+  }
+
+  /** Receivers parked waiting for a message. */
+  get parkedReceivers(): number {
+    return this.receivers?.size ?? 0
+  }
+
+  private expired(message: Message): boolean {
+    return message.deadline !== undefined && message.deadline <= this.now()
+  }
+
+  /** Hands the message to a parked receiver if there is one. */
+  private handOff(message: Message): boolean {
+    const receivers = this.receivers
+    if (receivers === undefined || receivers.size === 0) return false
+    if (this.expired(message)) {
+      this.onDrop(message)
+      return true
+    }
+    receivers.shift()!(message)
+    return true
+  }
+
+  /**
+   * Offers a user message. Returns `true` when it was accepted (queued, handed to a receiver, or dropped for its
+   * deadline), `false` when the mailbox is full and the sender must park with `parkSender`.
+   */
+  offer(message: Message): boolean {
+    if (this.closed) return true
+    if (this.handOff(message)) return true
+    const queue = (this.queue ??= new Ring(8))
+    if (queue.size >= this.capacity || (this.senders !== undefined && this.senders.size > 0)) return false
+    queue.push(message)
+    return true
+  }
+
+  /** Queues a kernel message regardless of the bound. */
+  push(message: Message): void {
+    if (this.closed) return
+    if (this.handOff(message)) return
+    ;(this.queue ??= new Ring(8)).push(message)
+  }
+
+  /** Parks a sender until its message is admitted; returns the cancel function. */
+  parkSender(message: Message, admitted: () => void): () => void {
+    const parked: ParkedSender = { message, admitted }
+    ;(this.senders ??= new Ring(4)).push(parked)
+    return () => {
+      this.senders?.remove(parked)
+    }
+  }
+
+  /** Takes the next deliverable message, or `undefined`. */
+  poll(): Message | undefined {
+    const queue = this.queue
+    while (queue !== undefined && queue.size > 0) {
+      const message = queue.shift()!
+      this.admitSenders()
+      if (this.expired(message)) {
+        this.onDrop(message)
+        continue
+      }
+      return message
+    }
+    return undefined
+  }
+
+  private admitSenders(): void {
+    const senders = this.senders
+    if (senders === undefined) return
+    const queue = (this.queue ??= new Ring(8))
+    while (senders.size > 0 && queue.size < this.capacity) {
+      const parked = senders.shift()!
+      queue.push(parked.message)
+      parked.admitted()
+    }
+  }
+
+  /** Parks a receiver; returns the cancel function. */
+  parkReceiver(receiver: Receiver): () => void {
+    ;(this.receivers ??= new Ring(2)).push(receiver)
+    return () => {
+      this.receivers?.remove(receiver)
+    }
+  }
+
+  /**
+   * Closes the mailbox (its process ended): releases parked senders (their messages are dropped) and returns every
+   * undelivered message, so the kernel can revoke the caps they carried.
+   */
+  close(): Array<Message> {
+    if (this.closed) return []
+    this.closed = true
+    const dropped = this.queue?.drain() ?? []
+    if (this.senders !== undefined) {
+      for (const parked of this.senders.drain()) {
+        dropped.push(parked.message)
+        parked.admitted()
+      }
+    }
+    this.receivers = undefined
+    return dropped
+  }
+
+  /** The queued messages, oldest first, without taking them (for `ps` and snapshots). */
+  peekAll(): ReadonlyArray<Message> {
+    const out: Array<Message> = []
+    const queue = this.queue
+    if (queue === undefined) return out
+    const items = queue.drain()
+    for (const item of items) {
+      queue.push(item)
+      out.push(item)
+    }
+    return out
+  }
+}

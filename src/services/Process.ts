@@ -1,0 +1,167 @@
+/**
+ * Defines process images, exit reasons and the messages processes exchange.
+ *
+ * @since 0.1.0
+ */
+import type { Effect } from "effect"
+import { Schema } from "effect"
+import type { CapRef } from "./Capability.ts"
+import type { Sys } from "./Sys.ts"
+
+/**
+ * A program the kernel can run as a process: a name (for `ps` and the trace) and a main function from the spawn
+ * arguments to an effect whose only requirement is `Sys`. The type checker thereby proves the image asks for no host
+ * service: everything it touches goes through a syscall.
+ *
+ * @category models
+ */
+export interface Image<in A = void> {
+  readonly _tag: "Image"
+  readonly name: string
+  readonly main: (args: A) => Effect.Effect<void, unknown, Sys>
+}
+
+/**
+ * Makes an image.
+ *
+ * @example
+ * ```ts
+ * const echo = Process.make("echo", () =>
+ *   Effect.forever(Effect.gen(function* () {
+ *     const m = yield* Sys.recv<string>()
+ *     if (m.caps[0]) yield* Sys.send(m.caps[0], m.body)
+ *   })))
+ * ```
+ *
+ * @category constructors
+ */
+export const make = <A = void>(name: string, main: (args: A) => Effect.Effect<void, unknown, Sys>): Image<A> => ({
+  _tag: "Image",
+  name,
+  main
+})
+
+/**
+ * A resource a quota bounds; `Quota` exits name one.
+ *
+ * @category models
+ */
+export const QuotaResource = Schema.Literals(["tokens", "toolCalls", "usd", "children", "wall", "mem", "mailbox"])
+export type QuotaResource = typeof QuotaResource.Type
+
+/**
+ * Why a process ended.
+ *
+ * - `Normal`: its main effect succeeded, or it called `Sys.exit()`;
+ * - `Killed { by }`: `Sys.kill` by process `by` (0 is the kernel);
+ * - `Quota { resource }`: a metered charge or its `wall` lifetime went past its quota;
+ * - `Fault { error }`: its main effect failed or died; `error` is the message;
+ * - `Deadline`: its scheduling deadline passed;
+ * - `Shutdown`: the kernel shut down;
+ * - `Policy { rule }`: a kernel policy ended it.
+ *
+ * @category models
+ */
+export const ExitReason = Schema.Union([
+  Schema.TaggedStruct("Normal", {}),
+  Schema.TaggedStruct("Killed", { by: Schema.Number }),
+  Schema.TaggedStruct("Quota", { resource: QuotaResource }),
+  Schema.TaggedStruct("Fault", { error: Schema.String }),
+  Schema.TaggedStruct("Deadline", {}),
+  Schema.TaggedStruct("Shutdown", {}),
+  Schema.TaggedStruct("Policy", { rule: Schema.String })
+])
+export type ExitReason = typeof ExitReason.Type
+
+/** @category constructors */
+export const normal: ExitReason = { _tag: "Normal" }
+/** @category constructors */
+export const killed = (by: number): ExitReason => ({ _tag: "Killed", by })
+/** @category constructors */
+export const quota = (resource: QuotaResource): ExitReason => ({ _tag: "Quota", resource })
+/** @category constructors */
+export const fault = (error: string): ExitReason => ({ _tag: "Fault", error })
+/** @category constructors */
+export const deadline: ExitReason = { _tag: "Deadline" }
+/** @category constructors */
+export const shutdown: ExitReason = { _tag: "Shutdown" }
+/** @category constructors */
+export const policy = (rule: string): ExitReason => ({ _tag: "Policy", rule })
+
+/**
+ * True for every reason but `Normal` (OTP's "abnormal exit").
+ *
+ * @category guards
+ */
+export const isAbnormal = (reason: ExitReason): boolean => reason._tag !== "Normal"
+
+/**
+ * Sent by the kernel to monitors and links when a process ends.
+ *
+ * @category messages
+ */
+export interface Down {
+  readonly _tag: "Down"
+  readonly pid: number
+  readonly reason: ExitReason
+}
+
+/**
+ * Sent by `Sys.term`: a polite request to stop, which the receiver handles itself.
+ *
+ * @category messages
+ */
+export interface Term {
+  readonly _tag: "Term"
+  readonly from: number
+}
+
+/** @category messages */
+export type KernelMessage = Down | Term
+
+/**
+ * A received message. `from` is the sender's pid (0 for the kernel); `caps` moved to the receiver with it; `corr` is
+ * the sender's correlation value, for replies; `deadline` is the absolute kernel-clock millis after which it would
+ * have been dropped.
+ *
+ * @category messages
+ */
+export interface Message<T = unknown> {
+  readonly from: number
+  readonly body: T
+  readonly caps: ReadonlyArray<CapRef>
+  readonly corr?: string | number | undefined
+  readonly deadline?: number | undefined
+}
+
+/**
+ * Did the kernel send this message (a `Down` or a `Term`)? Checks the sender (`from` 0, set by the kernel and not by
+ * the sender), so a process cannot forge one by sending a body shaped like it.
+ *
+ * @category guards
+ */
+export const isKernelMessage = (message: Message): message is Message<KernelMessage> => {
+  if (message.from !== 0 || typeof message.body !== "object" || message.body === null) return false
+  const tag = (message.body as { readonly _tag?: unknown })._tag
+  return tag === "Down" || tag === "Term"
+}
+
+/**
+ * Renders a failure or defect as the `error` of a `Fault`: an `Error`'s message (prefixed by its `_tag` when it has
+ * one), a string as is, anything else as JSON when possible.
+ *
+ * @category utils
+ */
+export const describeError = (error: unknown): string => {
+  if (error instanceof Error) {
+    const tag = (error as { _tag?: unknown })._tag
+    return typeof tag === "string" && tag !== error.message ? `${tag}: ${error.message}` : error.message || error.name
+  }
+  if (typeof error === "string") return error
+  try {
+    const json = JSON.stringify(error)
+    return json === undefined ? String(error) : json
+  } catch {
+    return String(error)
+  }
+}

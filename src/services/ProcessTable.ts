@@ -1,0 +1,985 @@
+/**
+ * Runs processes: spawns image fibers, serves their syscalls, and ends them with a reason, releasing everything they
+ * held.
+ *
+ * This is the kernel's chokepoint. Each process is a fiber forked with no parent (a child outlives its parent unless
+ * linked) whose context holds its own `Sys`. A process ends *logically* the moment the kernel decides it (kill,
+ * quota, deadline, fault, normal return): from then on, none of its syscalls takes effect, even if its fiber is still
+ * finishing an uninterruptible region. Ending a process revokes its caps, closes its mailbox, clears its names,
+ * re-parents its children to init, delivers `Down` to links and monitors, wakes `waitpid` callers and records an
+ * `Exit` event, all in one synchronous step.
+ *
+ * @since 0.1.0
+ */
+import type { Fiber } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, Layer, Option, Scheduler } from "effect"
+import * as Accounts from "./Accounts.ts"
+import { type CapRef, CapabilityError, type Resource, type Right, rightBit, rightsMask } from "./Capability.ts"
+import { CapabilityTable, type CapabilityTableShape } from "./CapabilityTable.ts"
+import { EventLog, type EventLogShape, type SyscallName } from "./EventLog.ts"
+import type { CapRecord } from "./internal/capRef.ts"
+import { KernelScheduler } from "./internal/scheduler.ts"
+import { KernelConfig, type KernelLimits } from "./KernelConfig.ts"
+import { Mailbox } from "./Mailbox.ts"
+import { NameRegistry, type NameRegistryShape } from "./NameRegistry.ts"
+import * as Process from "./Process.ts"
+import {
+  ArgumentError,
+  ExitUnknownError,
+  type LogLevel,
+  type SendOptions,
+  type Spawned,
+  SpawnError,
+  type SpawnOptions,
+  Sys,
+  type SysShape
+} from "./Sys.ts"
+
+const SEND = rightBit("send")
+const MONITOR = rightBit("monitor")
+const SPAWN = rightBit("spawn")
+const KILL = rightBit("kill")
+const CHILD_RIGHTS = SEND | MONITOR | KILL
+const SELF_RIGHTS = SEND | MONITOR
+
+/**
+ * A live (or just ended) process, as the kernel sees it. Fields that most processes never use are allocated lazily,
+ * so an idle process costs little more than its fiber.
+ *
+ * @category models
+ */
+export class Proc {
+  readonly pid: number
+  readonly name: string
+  parent: Proc | undefined
+  readonly depth: number
+  readonly account: Accounts.Account
+  readonly mailbox: Mailbox
+  readonly startCaps: ReadonlyArray<CapRef>
+  readonly startedAt: number
+  sys!: ProcessSys
+  fiber: Fiber.Fiber<void, unknown> | undefined = undefined
+  /** Set once the process has ended; every later syscall is a no-op interrupt. */
+  exitReason: Process.ExitReason | undefined = undefined
+  /** `undefined` while running; while suspended, the callbacks of syscalls parked until `resume`. */
+  suspended: Array<() => void> | undefined = undefined
+  children: Set<Proc> | undefined = undefined
+  links: Set<Proc> | undefined = undefined
+  watchers: Set<Proc> | undefined = undefined
+  watching: Set<Proc> | undefined = undefined
+  exitWaiters: Set<(reason: Process.ExitReason) => void> | undefined = undefined
+  timer: Fiber.Fiber<void> | undefined = undefined
+  selfCap: CapRecord | undefined = undefined
+  spawnCap: CapRecord | undefined = undefined
+  priority: number
+  deadlineAt: number
+
+  constructor(
+    pid: number,
+    name: string,
+    parent: Proc | undefined,
+    account: Accounts.Account,
+    mailbox: Mailbox,
+    startCaps: ReadonlyArray<CapRef>,
+    now: number,
+    priority: number,
+    deadlineAt: number
+  ) {
+    this.pid = pid
+    this.name = name
+    this.parent = parent
+    this.depth = parent === undefined ? 0 : parent.depth + 1
+    this.account = account
+    this.mailbox = mailbox
+    this.startCaps = startCaps
+    this.startedAt = now
+    this.priority = priority
+    this.deadlineAt = deadlineAt
+  }
+}
+
+/**
+ * A row of `ps`.
+ *
+ * @category models
+ */
+export interface ProcessInfo {
+  readonly pid: number
+  readonly name: string
+  readonly parent: number
+  readonly status: "running" | "suspended"
+  readonly priority: number
+  readonly children: number
+  readonly mailbox: number
+  readonly caps: number
+  readonly startedAt: number
+  readonly budget: Accounts.Budget
+}
+
+/**
+ * Counters for `metrics`.
+ *
+ * @category models
+ */
+export interface Counters {
+  spawned: number
+  exited: number
+  messagesSent: number
+  messagesDropped: number
+  syscalls: number
+  denied: number
+  exitsByReason: Record<Process.ExitReason["_tag"], number>
+}
+
+/**
+ * The process table's interface, used by `Kernel`.
+ *
+ * @category models
+ */
+export interface ProcessTableShape {
+  /** Starts a root process (init is the first), with a spawn cap and the given device caps as its start caps. */
+  readonly boot: <A>(
+    image: Process.Image<A>,
+    args: (grant: { readonly spawn: CapRef; readonly devices: Record<string, CapRef> }) => A,
+    devices: ReadonlyArray<string>,
+    quota: Accounts.Quota | undefined
+  ) => Effect.Effect<number, Accounts.QuotaError | SpawnError>
+  readonly get: (pid: number) => Proc | undefined
+  readonly live: () => ReadonlyArray<Proc>
+  readonly info: (proc: Proc) => ProcessInfo
+  /** The exit reason of an ended process, while the history keeps it. */
+  readonly exitOf: (pid: number) => Process.ExitReason | undefined
+  /** Waits for `pid` to end (or returns its recorded reason). */
+  readonly waitExit: (pid: number) => Effect.Effect<Process.ExitReason, ExitUnknownError>
+  /** Ends a process now (kernel-initiated). */
+  readonly terminate: (proc: Proc, reason: Process.ExitReason) => void
+  /** Ends every process with `Shutdown` and waits (bounded) for their fibers. */
+  readonly shutdown: Effect.Effect<void>
+  readonly isShutdown: () => boolean
+  readonly counters: Readonly<Counters>
+  readonly now: () => number
+}
+
+/**
+ * @category services
+ */
+export class ProcessTable extends Context.Service<ProcessTable, ProcessTableShape>()("effect-agent-os/ProcessTable") {}
+
+const toMillis = (input: Duration.Input | undefined): number | undefined => {
+  if (input === undefined) return undefined
+  const duration = Duration.fromInput(input)
+  if (Option.isNone(duration)) return NaN
+  const ms = Duration.toMillis(duration.value)
+  return ms >= 0 ? ms : NaN
+}
+
+interface Kernel {
+  readonly limits: KernelLimits
+  readonly caps: CapabilityTableShape
+  readonly events: EventLogShape
+  readonly names: NameRegistryShape
+  readonly procs: Map<number, Proc>
+  readonly counters: Counters
+  readonly now: () => number
+  readonly spawnChild: <A>(
+    parent: Proc,
+    image: Process.Image<A>,
+    options: SpawnOptions<A> | undefined
+  ) => Effect.Effect<Spawned, CapabilityError | Accounts.QuotaError | SpawnError | ArgumentError>
+  readonly terminate: (proc: Proc, reason: Process.ExitReason) => void
+  readonly exitOf: (pid: number) => Process.ExitReason | undefined
+  readonly armTimer: (proc: Proc) => void
+  readonly deliver: (to: Proc, body: Process.KernelMessage) => void
+}
+
+/** Validates caps to move (held, live, unexpired, no duplicates, within the per-message bound). */
+const checkMovable = (
+  kernel: Kernel,
+  pid: number,
+  call: SyscallName,
+  refs: ReadonlyArray<CapRef>
+): ReadonlyArray<CapRecord> | CapabilityError | ArgumentError => {
+  if (!Array.isArray(refs)) return new ArgumentError({ call, message: "caps must be an array" })
+  if (refs.length > kernel.limits.capsPerMessageMax) {
+    return new ArgumentError({ call, message: `more than ${kernel.limits.capsPerMessageMax} caps` })
+  }
+  const now = kernel.now()
+  const records: Array<CapRecord> = []
+  for (const ref of refs) {
+    const record = kernel.caps.check(call, pid, ref, 0, now)
+    if (record instanceof CapabilityError) return record
+    if (records.includes(record)) return new ArgumentError({ call, message: `${record.ref} given twice` })
+    records.push(record)
+  }
+  return records
+}
+
+const parkWhileSuspended = (proc: Proc): Effect.Effect<void> =>
+  Effect.callback<void>((resume) => {
+    const waiters = proc.suspended
+    if (waiters === undefined) return resume(Effect.void)
+    const wake = () => resume(Effect.void)
+    waiters.push(wake)
+    return Effect.sync(() => {
+      const at = proc.suspended?.indexOf(wake) ?? -1
+      if (at >= 0) proc.suspended!.splice(at, 1)
+    })
+  })
+
+/**
+ * Runs `body` as a syscall of `proc`: not at all once the process has ended (the caller is interrupted), and only
+ * after `resume` while it is suspended.
+ */
+const enter = <A, E>(proc: Proc, body: () => Effect.Effect<A, E>): Effect.Effect<A, E> =>
+  Effect.suspend(() => {
+    if (proc.exitReason !== undefined) return Effect.interrupt
+    if (proc.suspended !== undefined) return Effect.andThen(parkWhileSuspended(proc), enter(proc, body))
+    return body()
+  })
+
+/** What a blocking syscall returns once woken: nothing if the process ended meanwhile, later if it was suspended. */
+const settle = <A>(proc: Proc, value: A): Effect.Effect<A> =>
+  proc.exitReason !== undefined
+    ? Effect.interrupt
+    : proc.suspended !== undefined
+    ? Effect.andThen(parkWhileSuspended(proc), settle(proc, value))
+    : Effect.succeed(value)
+
+/**
+ * The `Sys` of one process. Methods live on the prototype; an instance is two pointers.
+ *
+ * @category models
+ */
+export class ProcessSys implements SysShape {
+  private readonly proc: Proc
+  private readonly kernel: Kernel
+  constructor(proc: Proc, kernel: Kernel) {
+    this.proc = proc
+    this.kernel = kernel
+  }
+
+  private deny<E extends { readonly _tag: string; readonly reason?: string }>(call: SyscallName, error: E) {
+    this.kernel.counters.denied++
+    this.kernel.events.emit({
+      _tag: "Denied",
+      pid: this.proc.pid,
+      call,
+      error: error._tag,
+      reason: error.reason ?? ("message" in error ? String((error as { message: unknown }).message) : "")
+    })
+    return Effect.fail(error)
+  }
+
+  private syscall(call: SyscallName, target?: number): void {
+    this.kernel.counters.syscalls++
+    this.kernel.events.emit(
+      target === undefined
+        ? { _tag: "Syscall", pid: this.proc.pid, call }
+        : { _tag: "Syscall", pid: this.proc.pid, call, target }
+    )
+  }
+
+  /** Checks a cap designating a live-or-dead process. */
+  private processCap(call: SyscallName, ref: CapRef, rights: number): CapRecord | CapabilityError {
+    const record = this.kernel.caps.check(call, this.proc.pid, ref, rights, this.kernel.now())
+    if (record instanceof CapabilityError) return record
+    if (record.resource._tag !== "Process") return new CapabilityError({ call, reason: "wrong-resource", cap: record.id })
+    return record
+  }
+
+  self(): Effect.Effect<number> {
+    return enter(this.proc, () => Effect.succeed(this.proc.pid))
+  }
+
+  selfCap(): Effect.Effect<CapRef> {
+    return enter(this.proc, () => {
+      const proc = this.proc
+      const cached = proc.selfCap
+      if (cached !== undefined && !cached.revoked && cached.owner === proc.pid) return Effect.succeed(cached.ref)
+      const record = this.kernel.caps.mint(proc.pid, { _tag: "Process", pid: proc.pid }, SELF_RIGHTS)
+      proc.selfCap = record
+      this.syscall("selfCap", record.id)
+      return Effect.succeed(record.ref)
+    })
+  }
+
+  caps(): Effect.Effect<ReadonlyArray<CapRef>> {
+    return enter(this.proc, () => Effect.succeed(this.proc.startCaps))
+  }
+
+  recv<T = unknown>(): Effect.Effect<Process.Message<T>> {
+    return enter(this.proc, () => {
+      const proc = this.proc
+      this.syscall("recv")
+      const ready = proc.mailbox.poll()
+      if (ready !== undefined) return Effect.succeed(ready as Process.Message<T>)
+      return Effect.callback<Process.Message<T>>((resume) => {
+        const cancel = proc.mailbox.parkReceiver((message) =>
+          resume(settle(proc, message as Process.Message<T>))
+        )
+        return Effect.sync(cancel)
+      })
+    })
+  }
+
+  send(to: CapRef, body: unknown, options?: SendOptions): Effect.Effect<void, CapabilityError | ArgumentError> {
+    return enter(this.proc, () => {
+      const kernel = this.kernel
+      const proc = this.proc
+      const record = this.processCap("send", to, SEND)
+      if (record instanceof CapabilityError) return this.deny("send", record)
+      const targetPid = (record.resource as { readonly pid: number }).pid
+      let moved: ReadonlyArray<CapRecord> | undefined
+      if (options?.caps !== undefined && options.caps.length > 0) {
+        const checked = checkMovable(kernel, proc.pid, "send", options.caps)
+        if (!Array.isArray(checked)) return this.deny("send", checked as CapabilityError | ArgumentError)
+        moved = checked
+      }
+      let deadline: number | undefined
+      if (options?.deadline !== undefined) {
+        const ms = toMillis(options.deadline)
+        if (ms === undefined || Number.isNaN(ms)) {
+          return this.deny("send", new ArgumentError({ call: "send", message: "deadline is not a duration ≥ 0" }))
+        }
+        deadline = kernel.now() + ms
+      }
+      this.syscall("send", targetPid)
+      kernel.counters.messagesSent++
+      const target = kernel.procs.get(targetPid)
+      if (target === undefined || target.exitReason !== undefined) {
+        // a dead receiver drops the message; caps sent with it die with it
+        if (moved !== undefined) for (const cap of moved) kernel.caps.revoke(cap)
+        kernel.counters.messagesDropped++
+        kernel.events.emit({ _tag: "Drop", pid: proc.pid, reason: "dead", target: targetPid })
+        return Effect.void
+      }
+      const refs: ReadonlyArray<CapRef> = moved === undefined ? noCaps : moved.map((cap) => cap.ref)
+      if (moved !== undefined) for (const cap of moved) kernel.caps.transfer(cap, targetPid)
+      const message: Process.Message = {
+        from: proc.pid,
+        body,
+        caps: refs,
+        corr: options?.corr,
+        deadline
+      }
+      if (target.mailbox.offer(message)) return Effect.void
+      return Effect.callback<void>((resume) => {
+        const cancel = target.mailbox.parkSender(message, () => resume(settle(proc, undefined)))
+        return Effect.sync(() => {
+          cancel()
+          // the sender gave up (it was killed while parked): its message is never delivered
+          if (moved !== undefined) for (const cap of moved) kernel.caps.revoke(cap)
+        })
+      })
+    })
+  }
+
+  spawn<A>(
+    image: Process.Image<A>,
+    options?: SpawnOptions<A>
+  ): Effect.Effect<Spawned, CapabilityError | Accounts.QuotaError | SpawnError | ArgumentError> {
+    return enter(this.proc, () => this.kernel.spawnChild(this.proc, image, options))
+  }
+
+  exit(reason?: Process.ExitReason): Effect.Effect<never> {
+    return enter(this.proc, () => {
+      this.syscall("exit")
+      this.kernel.terminate(this.proc, reason ?? Process.normal)
+      return Effect.interrupt
+    })
+  }
+
+  derive(cap: CapRef, rights: ReadonlyArray<Right>): Effect.Effect<CapRef, CapabilityError> {
+    return enter(this.proc, () => this.narrow("derive", cap, rights, undefined) as Effect.Effect<CapRef, CapabilityError>)
+  }
+
+  attenuate(
+    cap: CapRef,
+    options: { readonly rights?: ReadonlyArray<Right> | undefined; readonly expiresIn?: Duration.Input | undefined }
+  ): Effect.Effect<CapRef, CapabilityError | ArgumentError> {
+    return enter(this.proc, () => this.narrow("attenuate", cap, options.rights, options.expiresIn))
+  }
+
+  private narrow(
+    call: "derive" | "attenuate",
+    cap: CapRef,
+    rights: ReadonlyArray<Right> | undefined,
+    expiresIn: Duration.Input | undefined
+  ): Effect.Effect<CapRef, CapabilityError | ArgumentError> {
+    const kernel = this.kernel
+    const now = kernel.now()
+    const record = kernel.caps.check(call, this.proc.pid, cap, 0, now)
+    if (record instanceof CapabilityError) return this.deny(call, record)
+    let mask = record.rights
+    if (rights !== undefined) {
+      const asked = Array.isArray(rights) ? rightsMask(rights) : undefined
+      if (asked === undefined) {
+        return this.deny(call, new ArgumentError({ call, message: "rights must be an array of right names" }))
+      }
+      if ((asked & record.rights) !== asked) {
+        return this.deny(call, new CapabilityError({ call, reason: "amplification", cap: record.id }))
+      }
+      mask = asked
+    }
+    let expiresAt = record.expiresAt
+    if (expiresIn !== undefined) {
+      const ms = toMillis(expiresIn)
+      if (ms === undefined || Number.isNaN(ms)) {
+        return this.deny(call, new ArgumentError({ call, message: "expiresIn is not a duration ≥ 0" }))
+      }
+      expiresAt = Math.min(expiresAt, now + ms)
+    }
+    const derived = kernel.caps.derive(record, mask, expiresAt)
+    this.syscall(call, derived.id)
+    return Effect.succeed(derived.ref)
+  }
+
+  revoke(cap: CapRef): Effect.Effect<void, CapabilityError> {
+    return enter(this.proc, () => {
+      const record = this.kernel.caps.check("revoke", this.proc.pid, cap, 0, -Infinity)
+      if (record instanceof CapabilityError) return this.deny("revoke", record)
+      this.syscall("revoke", record.id)
+      this.kernel.caps.revoke(record)
+      return Effect.void
+    })
+  }
+
+  monitor(cap: CapRef): Effect.Effect<void, CapabilityError> {
+    return enter(this.proc, () => {
+      const kernel = this.kernel
+      const proc = this.proc
+      const record = this.processCap("monitor", cap, MONITOR)
+      if (record instanceof CapabilityError) return this.deny("monitor", record)
+      const pid = (record.resource as { readonly pid: number }).pid
+      this.syscall("monitor", pid)
+      const target = kernel.procs.get(pid)
+      if (target === undefined || target.exitReason !== undefined) {
+        kernel.deliver(proc, { _tag: "Down", pid, reason: kernel.exitOf(pid) ?? Process.fault("noproc") })
+        return Effect.void
+      }
+      ;(target.watchers ??= new Set()).add(proc)
+      ;(proc.watching ??= new Set()).add(target)
+      return Effect.void
+    })
+  }
+
+  waitpid(cap: CapRef): Effect.Effect<Process.ExitReason, CapabilityError | ExitUnknownError> {
+    return enter(this.proc, (): Effect.Effect<Process.ExitReason, CapabilityError | ExitUnknownError> => {
+      const kernel = this.kernel
+      const proc = this.proc
+      const record = this.processCap("waitpid", cap, MONITOR)
+      if (record instanceof CapabilityError) return this.deny("waitpid", record)
+      const pid = (record.resource as { readonly pid: number }).pid
+      this.syscall("waitpid", pid)
+      const target = kernel.procs.get(pid)
+      if (target === undefined || target.exitReason !== undefined) {
+        const reason = target?.exitReason ?? kernel.exitOf(pid)
+        return reason === undefined ? this.deny("waitpid", new ExitUnknownError({ pid })) : Effect.succeed(reason)
+      }
+      return Effect.callback<Process.ExitReason>((resume) => {
+        const waiter = (reason: Process.ExitReason) => resume(settle(proc, reason))
+        ;(target.exitWaiters ??= new Set()).add(waiter)
+        return Effect.sync(() => {
+          target.exitWaiters?.delete(waiter)
+        })
+      })
+    })
+  }
+
+  private signal(
+    signal: "kill" | "suspend" | "resume" | "term",
+    cap: CapRef,
+    act: (target: Proc) => void
+  ): Effect.Effect<void, CapabilityError> {
+    return enter(this.proc, () => {
+      const kernel = this.kernel
+      const record = this.processCap(signal, cap, KILL)
+      if (record instanceof CapabilityError) return this.deny(signal, record)
+      const pid = (record.resource as { readonly pid: number }).pid
+      kernel.counters.syscalls++
+      kernel.events.emit({ _tag: "Signal", pid: this.proc.pid, signal, target: pid })
+      const target = kernel.procs.get(pid)
+      if (target !== undefined && target.exitReason === undefined) act(target)
+      // a process that killed itself does not go on
+      return this.proc.exitReason !== undefined ? Effect.interrupt : Effect.void
+    })
+  }
+
+  kill(cap: CapRef, reason?: Process.ExitReason): Effect.Effect<void, CapabilityError> {
+    return this.signal("kill", cap, (target) =>
+      this.kernel.terminate(target, reason ?? Process.killed(this.proc.pid))
+    )
+  }
+
+  suspend(cap: CapRef): Effect.Effect<void, CapabilityError> {
+    return this.signal("suspend", cap, (target) => {
+      target.suspended ??= []
+    })
+  }
+
+  resume(cap: CapRef): Effect.Effect<void, CapabilityError> {
+    return this.signal("resume", cap, (target) => {
+      const waiters = target.suspended
+      target.suspended = undefined
+      if (waiters !== undefined) for (const wake of waiters) wake()
+    })
+  }
+
+  term(cap: CapRef): Effect.Effect<void, CapabilityError> {
+    return this.signal("term", cap, (target) => this.kernel.deliver(target, { _tag: "Term", from: this.proc.pid }))
+  }
+
+  register(name: string): Effect.Effect<void, import("./NameRegistry.ts").NameError> {
+    return enter(this.proc, () => {
+      const error = this.kernel.names.register(name, this.proc.pid)
+      if (error !== undefined) return this.deny("register", error)
+      this.syscall("register")
+      return Effect.void
+    })
+  }
+
+  unregister(name: string): Effect.Effect<void, import("./NameRegistry.ts").NameError> {
+    return enter(this.proc, () => {
+      const error = this.kernel.names.unregister(name, this.proc.pid)
+      if (error !== undefined) return this.deny("unregister", error)
+      this.syscall("unregister")
+      return Effect.void
+    })
+  }
+
+  lookup(name: string): Effect.Effect<Option.Option<CapRef>> {
+    return enter(this.proc, () => {
+      const pid = this.kernel.names.whereis(name)
+      this.syscall("lookup", pid)
+      if (pid === undefined) return Effect.succeed(Option.none())
+      const record = this.kernel.caps.mint(this.proc.pid, { _tag: "Process", pid }, SEND)
+      return Effect.succeed(Option.some(record.ref))
+    })
+  }
+
+  budget(): Effect.Effect<Accounts.Budget> {
+    return enter(this.proc, () => Effect.succeed(Accounts.budget(this.proc.account)))
+  }
+
+  charge(cost: Accounts.Cost): Effect.Effect<void, ArgumentError> {
+    return enter(this.proc, () => {
+      if (typeof cost !== "object" || cost === null || !Accounts.isValidCost(cost)) {
+        return this.deny("charge", new ArgumentError({ call: "charge", message: "a cost is finite numbers ≥ 0" }))
+      }
+      const kernel = this.kernel
+      kernel.counters.syscalls++
+      kernel.events.emit({
+        _tag: "Charge",
+        pid: this.proc.pid,
+        tokens: cost.tokens ?? 0,
+        toolCalls: cost.toolCalls ?? 0,
+        usd: cost.usd ?? 0
+      })
+      const breach = Accounts.charge(this.proc.account, cost)
+      if (breach === undefined) return Effect.void
+      kernel.terminate(this.proc, Process.quota(breach))
+      return Effect.interrupt
+    })
+  }
+
+  sched(options: {
+    readonly priority?: number | undefined
+    readonly deadline?: Duration.Input | undefined
+  }): Effect.Effect<void, ArgumentError> {
+    return enter(this.proc, () => {
+      const proc = this.proc
+      if (options.priority !== undefined && !Number.isInteger(options.priority)) {
+        return this.deny("sched", new ArgumentError({ call: "sched", message: "priority must be an integer" }))
+      }
+      const ms = toMillis(options.deadline)
+      if (ms !== undefined && Number.isNaN(ms)) {
+        return this.deny("sched", new ArgumentError({ call: "sched", message: "deadline is not a duration ≥ 0" }))
+      }
+      this.syscall("sched")
+      if (options.priority !== undefined) proc.priority = options.priority
+      if (ms !== undefined) {
+        proc.deadlineAt = this.kernel.now() + ms
+        this.kernel.armTimer(proc)
+      }
+      return Effect.void
+    })
+  }
+
+  yield(): Effect.Effect<void> {
+    return enter(this.proc, () => Effect.yieldNow)
+  }
+
+  log(level: LogLevel, message: string, fields?: Record<string, unknown>): Effect.Effect<void> {
+    return enter(this.proc, () => {
+      const max = this.kernel.limits.logMessageLengthMax
+      const text = String(message)
+      const truncated = text.length > max ? text.slice(0, max) : text
+      this.kernel.events.emit(
+        fields === undefined
+          ? { _tag: "Log", pid: this.proc.pid, level, message: truncated }
+          : { _tag: "Log", pid: this.proc.pid, level, message: truncated, fields }
+      )
+      const severity = level === "debug" ? "Debug" : level === "info" ? "Info" : level === "warn" ? "Warn" : "Error"
+      return Effect.logWithLevel(severity)(truncated).pipe(
+        Effect.annotateLogs({ ...fields, pid: this.proc.pid, process: this.proc.name })
+      )
+    })
+  }
+}
+
+const noCaps: ReadonlyArray<CapRef> = Object.freeze([])
+
+/**
+ * Builds the process table over the other kernel services. The `Clock` and other references of the context the
+ * table is built in (a `TestClock`, say) are the ones every process runs with.
+ *
+ * @category constructors
+ */
+export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | CapabilityTable | EventLog | NameRegistry> =
+  Effect.gen(function* () {
+    const limits = yield* KernelConfig
+    const caps = yield* CapabilityTable
+    const events = yield* EventLog
+    const names = yield* NameRegistry
+    const clock = yield* Clock.clockWith(Effect.succeed)
+    const now = () => clock.currentTimeMillisUnsafe()
+    const scheduler = new KernelScheduler(limits.schedulerBatchesPerMacrotask)
+    const baseContext = Context.add(yield* Effect.context<never>(), Scheduler.Scheduler, scheduler)
+    const procs = new Map<number, Proc>()
+    const history = new Map<number, Process.ExitReason>()
+    let nextPid = 1
+    let down = false
+    const counters: Counters = {
+      spawned: 0,
+      exited: 0,
+      messagesSent: 0,
+      messagesDropped: 0,
+      syscalls: 0,
+      denied: 0,
+      exitsByReason: { Normal: 0, Killed: 0, Quota: 0, Fault: 0, Deadline: 0, Shutdown: 0, Policy: 0 }
+    }
+
+    const record = (pid: number, reason: Process.ExitReason) => {
+      history.set(pid, reason)
+      if (history.size > limits.exitHistoryMax) {
+        const oldest = history.keys().next().value as number
+        history.delete(oldest)
+        // nothing can use a cap to this process any more: reclaim them
+        caps.revokeDesignating(oldest)
+      }
+    }
+
+    const deliver = (to: Proc, body: Process.KernelMessage) => {
+      if (to.exitReason === undefined) to.mailbox.push({ from: 0, body, caps: noCaps })
+    }
+
+    const terminate = (proc: Proc, reason: Process.ExitReason): void => {
+      if (proc.exitReason !== undefined) return
+      proc.exitReason = reason
+      procs.delete(proc.pid)
+      record(proc.pid, reason)
+      counters.exited++
+      counters.exitsByReason[reason._tag]++
+      if (proc.timer !== undefined) {
+        proc.timer.interruptUnsafe()
+        proc.timer = undefined
+      }
+      proc.suspended = undefined
+      caps.revokeOwnedBy(proc.pid)
+      proc.mailbox.close()
+      names.releaseAll(proc.pid)
+      const parent = proc.parent
+      if (parent !== undefined) {
+        parent.children?.delete(proc)
+        parent.account.children--
+      }
+      if (proc.children !== undefined) {
+        const init = procs.get(1)
+        for (const child of proc.children) {
+          child.parent = init
+          child.account.parent = init?.account
+          if (init !== undefined) {
+            ;(init.children ??= new Set()).add(child)
+            init.account.children++
+          }
+        }
+        proc.children = undefined
+      }
+      const down: Process.Down = { _tag: "Down", pid: proc.pid, reason }
+      if (proc.links !== undefined) {
+        for (const other of proc.links) {
+          other.links?.delete(proc)
+          deliver(other, down)
+        }
+        proc.links = undefined
+      }
+      if (proc.watchers !== undefined) {
+        for (const watcher of proc.watchers) {
+          watcher.watching?.delete(proc)
+          deliver(watcher, down)
+        }
+        proc.watchers = undefined
+      }
+      if (proc.watching !== undefined) {
+        for (const target of proc.watching) target.watchers?.delete(proc)
+        proc.watching = undefined
+      }
+      if (proc.exitWaiters !== undefined) {
+        const waiters = proc.exitWaiters
+        proc.exitWaiters = undefined
+        for (const wake of waiters) wake(reason)
+      }
+      events.emit({ _tag: "Exit", pid: proc.pid, reason })
+      const fiber = proc.fiber
+      if (fiber !== undefined && fiber.pollUnsafe() === undefined) fiber.interruptUnsafe()
+    }
+
+    const onFiberExit = (proc: Proc, exit: Exit.Exit<void, unknown>) => {
+      if (proc.exitReason !== undefined) return
+      if (Exit.isSuccess(exit)) return terminate(proc, Process.normal)
+      const cause = exit.cause
+      const error = Cause.hasInterruptsOnly(cause) ? "interrupted" : Process.describeError(Cause.squash(cause))
+      events.emit({ _tag: "Fault", pid: proc.pid, error })
+      terminate(proc, Process.fault(error))
+    }
+
+    const fire = (proc: Proc) => {
+      if (proc.exitReason !== undefined) return
+      terminate(proc, proc.account.wallEndsAt <= proc.deadlineAt ? Process.quota("wall") : Process.deadline)
+    }
+
+    const armTimer = (proc: Proc) => {
+      if (proc.timer !== undefined) {
+        proc.timer.interruptUnsafe()
+        proc.timer = undefined
+      }
+      const at = Math.min(proc.account.wallEndsAt, proc.deadlineAt)
+      if (at === Infinity || proc.exitReason !== undefined) return
+      proc.timer = Effect.runForkWith(baseContext)(
+        Effect.sleep(Math.max(0, at - now())).pipe(Effect.andThen(Effect.sync(() => fire(proc))))
+      )
+    }
+
+    const start = <A>(proc: Proc, image: Process.Image<A>, args: A) => {
+      counters.spawned++
+      armTimer(proc)
+      const main = Effect.suspend(() => image.main(args))
+      const fiber = Effect.runForkWith(Context.add(baseContext, Sys, proc.sys))(main)
+      proc.fiber = fiber
+      fiber.addObserver((exit) => onFiberExit(proc, exit))
+      // it may have been ended while it ran synchronously, before its fiber was known
+      if (proc.exitReason !== undefined && fiber.pollUnsafe() === undefined) fiber.interruptUnsafe()
+    }
+
+    const kernel: Kernel = {
+      limits,
+      caps,
+      events,
+      names,
+      procs,
+      counters,
+      now,
+      terminate,
+      exitOf: (pid) => history.get(pid),
+      armTimer,
+      deliver,
+      spawnChild: <A>(
+        parent: Proc,
+        image: Process.Image<A>,
+        options: SpawnOptions<A> | undefined
+      ): Effect.Effect<Spawned, CapabilityError | Accounts.QuotaError | SpawnError | ArgumentError> => {
+        const fail = <E extends { readonly _tag: string }>(error: E) => {
+          counters.denied++
+          events.emit({
+            _tag: "Denied",
+            pid: parent.pid,
+            call: "spawn",
+            error: error._tag,
+            reason: String((error as { reason?: unknown }).reason ?? (error as { message?: unknown }).message)
+          })
+          return Effect.fail(error)
+        }
+        const at = now()
+        // the caller must hold a live spawn cap
+        let spawnCap = parent.spawnCap
+        if (spawnCap === undefined || spawnCap.revoked || spawnCap.owner !== parent.pid || spawnCap.expiresAt <= at) {
+          spawnCap = undefined
+          let expired = false
+          for (const ref of parent.startCaps) {
+            const checked = caps.check("spawn", parent.pid, ref, SPAWN, at)
+            if (!(checked instanceof CapabilityError) && checked.resource._tag === "Spawn") {
+              spawnCap = checked
+              break
+            }
+            if (checked instanceof CapabilityError && checked.reason === "expired") expired = true
+          }
+          if (spawnCap === undefined) {
+            return fail(new CapabilityError({ call: "spawn", reason: expired ? "expired" : "not-held", right: "spawn" }))
+          }
+          parent.spawnCap = spawnCap
+        }
+        if (typeof image !== "object" || image === null || image._tag !== "Image" || typeof image.main !== "function") {
+          return fail(new ArgumentError({ call: "spawn", message: "not a process image (use Process.make)" }))
+        }
+        if (parent.account.children >= parent.account.childrenMax) {
+          return fail(new SpawnError({ reason: "children", limit: parent.account.childrenMax }))
+        }
+        if (procs.size >= limits.processesMax) {
+          return fail(new SpawnError({ reason: "processes", limit: limits.processesMax }))
+        }
+        if (parent.depth + 1 > limits.spawnDepthMax) {
+          return fail(new SpawnError({ reason: "depth", limit: limits.spawnDepthMax }))
+        }
+        let moved: ReadonlyArray<CapRecord> = []
+        if (options?.caps !== undefined && options.caps.length > 0) {
+          const checked = checkMovable(kernel, parent.pid, "spawn", options.caps)
+          if (!Array.isArray(checked)) return fail(checked as CapabilityError | ArgumentError)
+          moved = checked
+        }
+        const account = Accounts.carve(parent.account, options?.quota, at, limits.mailboxMessagesMax)
+        if (account instanceof Accounts.QuotaError) return fail(account)
+        const priority = options?.priority ?? parent.priority
+        if (!Number.isInteger(priority)) {
+          return fail(new ArgumentError({ call: "spawn", message: "priority must be an integer" }))
+        }
+        const deadlineMs = toMillis(options?.deadline)
+        if (deadlineMs !== undefined && Number.isNaN(deadlineMs)) {
+          return fail(new ArgumentError({ call: "spawn", message: "deadline is not a duration ≥ 0" }))
+        }
+        const pid = nextPid++
+        const child = makeProc(
+          pid,
+          image.name,
+          parent,
+          account,
+          moved.map((cap) => cap.ref),
+          at,
+          priority,
+          deadlineMs === undefined ? Infinity : at + deadlineMs
+        )
+        for (const cap of moved) caps.transfer(cap, pid)
+        parent.account.children++
+        ;(parent.children ??= new Set()).add(child)
+        const cap = caps.mint(parent.pid, { _tag: "Process", pid }, CHILD_RIGHTS)
+        if (options?.link === true) {
+          ;(parent.links ??= new Set()).add(child)
+          child.links = new Set([parent])
+        }
+        counters.syscalls++
+        events.emit({ _tag: "Spawn", pid, parent: parent.pid, name: image.name })
+        start(child, image, options?.args as A)
+        return Effect.succeed({ pid, cap: cap.ref })
+      }
+    }
+
+    const makeProc = (
+      pid: number,
+      name: string,
+      parent: Proc | undefined,
+      account: Accounts.Account,
+      startCaps: ReadonlyArray<CapRef>,
+      at: number,
+      priority: number,
+      deadlineAt: number
+    ) => {
+      const mailbox = new Mailbox(account.mailboxMax, now, (message) => {
+        counters.messagesDropped++
+        events.emit({ _tag: "Drop", pid: message.from, reason: "deadline", target: pid })
+      })
+      const proc = new Proc(pid, String(name), parent, account, mailbox, startCaps, at, priority, deadlineAt)
+      proc.sys = new ProcessSys(proc, kernel)
+      procs.set(pid, proc)
+      return proc
+    }
+
+    const info = (proc: Proc): ProcessInfo => ({
+      pid: proc.pid,
+      name: proc.name,
+      parent: proc.parent?.pid ?? 0,
+      status: proc.suspended === undefined ? "running" : "suspended",
+      priority: proc.priority,
+      children: proc.children?.size ?? 0,
+      mailbox: proc.mailbox.size,
+      caps: caps.heldBy(proc.pid),
+      startedAt: proc.startedAt,
+      budget: Accounts.budget(proc.account)
+    })
+
+    const waitExit = (pid: number): Effect.Effect<Process.ExitReason, ExitUnknownError> =>
+      Effect.suspend(() => {
+        const proc = procs.get(pid)
+        if (proc === undefined || proc.exitReason !== undefined) {
+          const reason = proc?.exitReason ?? history.get(pid)
+          return reason === undefined ? Effect.fail(new ExitUnknownError({ pid })) : Effect.succeed(reason)
+        }
+        return Effect.callback<Process.ExitReason>((resume) => {
+          const waiter = (reason: Process.ExitReason) => resume(Effect.succeed(reason))
+          ;(proc.exitWaiters ??= new Set()).add(waiter)
+          return Effect.sync(() => {
+            proc.exitWaiters?.delete(waiter)
+          })
+        })
+      })
+
+    const shutdown = Effect.suspend(() => {
+      down = true
+      const fibers: Array<Fiber.Fiber<void, unknown>> = []
+      for (const proc of Array.from(procs.values())) {
+        if (proc.fiber !== undefined) fibers.push(proc.fiber)
+        terminate(proc, Process.shutdown)
+      }
+      if (fibers.length === 0) return Effect.void
+      return Effect.callback<void>((resume) => {
+        let pending = fibers.length
+        for (const fiber of fibers) {
+          fiber.addObserver(() => {
+            if (--pending === 0) resume(Effect.void)
+          })
+        }
+      }).pipe(Effect.timeoutOption(limits.shutdownTimeoutMs), Effect.asVoid)
+    })
+
+    const table: ProcessTableShape = {
+      boot: (image, args, devices, quota) =>
+        Effect.suspend((): Effect.Effect<number, Accounts.QuotaError | SpawnError> => {
+          const at = now()
+          if (procs.size >= limits.processesMax) {
+            return Effect.fail(new SpawnError({ reason: "processes", limit: limits.processesMax }))
+          }
+          const account = Accounts.carve(undefined, quota, at, limits.mailboxMessagesMax)
+          if (account instanceof Accounts.QuotaError) return Effect.fail(account)
+          const pid = nextPid++
+          const resources: Array<Resource> = [{ _tag: "Spawn" }]
+          for (const name of devices) resources.push({ _tag: "Device", name })
+          const minted = resources.map((resource) =>
+            caps.mint(pid, resource, resource._tag === "Spawn" ? SPAWN : rightBit("open"))
+          )
+          const grant = {
+            spawn: minted[0]!.ref,
+            devices: Object.fromEntries(devices.map((name, i) => [name, minted[i + 1]!.ref]))
+          }
+          const proc = makeProc(pid, image.name, undefined, account, minted.map((cap) => cap.ref), at, 0, Infinity)
+          proc.spawnCap = minted[0]
+          events.emit({ _tag: "Spawn", pid, parent: 0, name: image.name })
+          start(proc, image, args(grant))
+          return Effect.succeed(pid)
+        }),
+      get: (pid) => procs.get(pid),
+      live: () => Array.from(procs.values()),
+      info,
+      exitOf: (pid) => history.get(pid),
+      waitExit,
+      terminate,
+      shutdown,
+      isShutdown: () => down,
+      counters,
+      now
+    }
+    return table
+  })
+
+/**
+ * @category layers
+ */
+export const layer: Layer.Layer<ProcessTable, never, KernelConfig | CapabilityTable | EventLog | NameRegistry> =
+  Layer.effect(ProcessTable)(make)

@@ -1,0 +1,268 @@
+/**
+ * Exposes the syscall surface to a running process: the only way a process image touches anything.
+ *
+ * `Sys` is provided by the kernel to each process fiber (and inherited by the fibers that process forks, so they act
+ * as the same process). Every call checks that the process is still alive (a call made after the process was killed
+ * or ran out of quota interrupts the caller and takes no effect) and that it is not suspended (a suspended process
+ * parks at its next syscall until resumed), then checks capabilities, charges, journals an event and acts.
+ *
+ * Use the accessors (`Sys.send(...)`, `Sys.recv()`) inside an image, or `yield* Sys.Sys` for the service itself.
+ *
+ * @since 0.1.0
+ */
+import type { Duration } from "effect"
+import { Context, Effect, Schema } from "effect"
+import type { Budget, Cost, Quota, QuotaError } from "./Accounts.ts"
+import type { CapabilityError, CapRef, Right } from "./Capability.ts"
+import type { NameError } from "./NameRegistry.ts"
+import type { ExitReason, Image, Message } from "./Process.ts"
+import type { Option } from "effect"
+
+/**
+ * Options of `Sys.send`.
+ *
+ * - `caps`: caps to move to the receiver with the message (all must be held by the sender; ownership moves);
+ * - `corr`: a correlation value the receiver can echo in its reply;
+ * - `deadline`: how long the message stays deliverable; past it, it is dropped at delivery.
+ *
+ * @category models
+ */
+export interface SendOptions {
+  readonly caps?: ReadonlyArray<CapRef> | undefined
+  readonly corr?: string | number | undefined
+  readonly deadline?: Duration.Input | undefined
+}
+
+/**
+ * Options of `Sys.spawn`.
+ *
+ * - `args`: the image's argument;
+ * - `caps`: caps moved to the child (it holds exactly these, readable with `Sys.caps()`); derive first to keep one;
+ * - `quota`: the child's quota, carved from the caller's (see `Accounts`);
+ * - `link`: link caller and child (each gets `Down` when the other ends);
+ * - `priority`: scheduling priority (an integer, default the caller's; read by schedulers of later devices);
+ * - `deadline`: the child ends with `Deadline` this long after it starts.
+ *
+ * @category models
+ */
+export interface SpawnOptions<A> {
+  readonly args?: A
+  readonly caps?: ReadonlyArray<CapRef> | undefined
+  readonly quota?: Quota | undefined
+  readonly link?: boolean | undefined
+  readonly priority?: number | undefined
+  readonly deadline?: Duration.Input | undefined
+}
+
+/**
+ * What `Sys.spawn` returns: the child's pid and a cap to it with `send`, `monitor` and `kill`.
+ *
+ * @category models
+ */
+export interface Spawned {
+  readonly pid: number
+  readonly cap: CapRef
+}
+
+/**
+ * A spawn the kernel refused for a reason other than a capability or a quota field:
+ *
+ * - `children`: the caller's `children` quota is used up (it frees when a child exits);
+ * - `processes`: `KernelConfig.processesMax` live processes;
+ * - `depth`: the tree is `KernelConfig.spawnDepthMax` deep;
+ * - `caps`: more than `KernelConfig.capsPerMessageMax` caps, or the same cap twice.
+ *
+ * @category errors
+ */
+export class SpawnError extends Schema.TaggedError<SpawnError>()("SpawnError", {
+  reason: Schema.Literals(["children", "processes", "depth", "caps"]),
+  limit: Schema.Number
+}) {
+  override get message(): string {
+    return `spawn refused: ${this.reason} (limit ${this.limit})`
+  }
+}
+
+/**
+ * A syscall argument the kernel cannot act on (not a cap error): a message carrying too many caps or one cap twice,
+ * a negative charge, an unknown right name, a deadline that is not a duration.
+ *
+ * @category errors
+ */
+export class ArgumentError extends Schema.TaggedError<ArgumentError>()("ArgumentError", {
+  call: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * `waitpid` on a process whose exit record the kernel no longer keeps (`KernelConfig.exitHistoryMax`).
+ *
+ * @category errors
+ */
+export class ExitUnknownError extends Schema.TaggedError<ExitUnknownError>()("ExitUnknownError", {
+  pid: Schema.Number
+}) {
+  override get message(): string {
+    return `exit of pid ${this.pid} is no longer retained`
+  }
+}
+
+/**
+ * A log level for `Sys.log`.
+ *
+ * @category models
+ */
+export type LogLevel = "debug" | "info" | "warn" | "error"
+
+/**
+ * The syscall surface.
+ *
+ * @category models
+ */
+export interface SysShape {
+  /** The caller's pid. */
+  readonly self: () => Effect.Effect<number>
+  /** A fresh cap to the caller itself with `send` and `monitor`, to hand to others for replies. */
+  readonly selfCap: () => Effect.Effect<CapRef>
+  /** The caps the process was started with, in the order given (for init: spawn, then devices by name). */
+  readonly caps: () => Effect.Effect<ReadonlyArray<CapRef>>
+  /** Takes the next message, parking while the mailbox is empty. */
+  readonly recv: <T = unknown>() => Effect.Effect<Message<T>>
+  /** Sends to a process (right `send`); parks while the receiver's mailbox is full. A dead receiver drops it. */
+  readonly send: (
+    to: CapRef,
+    body: unknown,
+    options?: SendOptions
+  ) => Effect.Effect<void, CapabilityError | ArgumentError>
+  /** Starts a child process (needs a cap with right `spawn`). */
+  readonly spawn: <A>(
+    image: Image<A>,
+    options?: SpawnOptions<A>
+  ) => Effect.Effect<Spawned, CapabilityError | QuotaError | SpawnError | ArgumentError>
+  /** Ends the caller with `reason` (default `Normal`). */
+  readonly exit: (reason?: ExitReason) => Effect.Effect<never>
+  /** A copy of a held cap with a subset of its rights, owned by the caller. */
+  readonly derive: (cap: CapRef, rights: ReadonlyArray<Right>) => Effect.Effect<CapRef, CapabilityError>
+  /** A copy with fewer rights and/or an expiry (`expiresIn` from now); caveats only ever narrow. */
+  readonly attenuate: (
+    cap: CapRef,
+    options: { readonly rights?: ReadonlyArray<Right> | undefined; readonly expiresIn?: Duration.Input | undefined }
+  ) => Effect.Effect<CapRef, CapabilityError | ArgumentError>
+  /** Revokes a held cap and everything derived from it. */
+  readonly revoke: (cap: CapRef) => Effect.Effect<void, CapabilityError>
+  /** Asks for a `Down` message when the target ends (immediately, if it already has). Right `monitor`. */
+  readonly monitor: (cap: CapRef) => Effect.Effect<void, CapabilityError>
+  /** Waits for the target to end and returns why (works after its death too). Right `monitor`. */
+  readonly waitpid: (cap: CapRef) => Effect.Effect<ExitReason, CapabilityError | ExitUnknownError>
+  /** Ends the target with `reason` (default `Killed { by: caller }`). Right `kill`. */
+  readonly kill: (cap: CapRef, reason?: ExitReason) => Effect.Effect<void, CapabilityError>
+  /** Stops the target at its next syscall until `resume`. Right `kill`. */
+  readonly suspend: (cap: CapRef) => Effect.Effect<void, CapabilityError>
+  /** Lets a suspended target go on. Right `kill`. */
+  readonly resume: (cap: CapRef) => Effect.Effect<void, CapabilityError>
+  /** Sends the target a `Term { from }` message, which it handles itself. Right `kill`. */
+  readonly term: (cap: CapRef) => Effect.Effect<void, CapabilityError>
+  /** Registers the caller under a name; cleared when it exits. */
+  readonly register: (name: string) => Effect.Effect<void, NameError>
+  /** Drops a name the caller holds. */
+  readonly unregister: (name: string) => Effect.Effect<void, NameError>
+  /** A send-only cap to the process registered under `name`, if any. */
+  readonly lookup: (name: string) => Effect.Effect<Option.Option<CapRef>>
+  /** The caller's account. */
+  readonly budget: () => Effect.Effect<Budget>
+  /**
+   * Charges the caller (and its ancestors) for work done outside a device. Past a limit the caller ends with
+   * `Quota`; that is not an error it can catch.
+   */
+  readonly charge: (cost: Cost) => Effect.Effect<void, ArgumentError>
+  /** Changes the caller's priority and/or deadline (from now). */
+  readonly sched: (options: {
+    readonly priority?: number | undefined
+    readonly deadline?: Duration.Input | undefined
+  }) => Effect.Effect<void, ArgumentError>
+  /** Lets other processes run. */
+  readonly yield: () => Effect.Effect<void>
+  /** Writes a `Log` event (and an Effect log line annotated with the pid). */
+  readonly log: (level: LogLevel, message: string, fields?: Record<string, unknown>) => Effect.Effect<void>
+}
+
+/**
+ * The per-process syscall service.
+ *
+ * @category services
+ */
+export class Sys extends Context.Service<Sys, SysShape>()("effect-agent-os/Sys") {}
+
+/** @category accessors */
+export const self = (): Effect.Effect<number, never, Sys> => Sys.use((sys) => sys.self())
+/** @category accessors */
+export const selfCap = (): Effect.Effect<CapRef, never, Sys> => Sys.use((sys) => sys.selfCap())
+/** @category accessors */
+export const caps = (): Effect.Effect<ReadonlyArray<CapRef>, never, Sys> => Sys.use((sys) => sys.caps())
+/** @category accessors */
+export const recv = <T = unknown>(): Effect.Effect<Message<T>, never, Sys> => Sys.use((sys) => sys.recv<T>())
+/** @category accessors */
+export const send = (
+  to: CapRef,
+  body: unknown,
+  options?: SendOptions
+): Effect.Effect<void, CapabilityError | ArgumentError, Sys> => Sys.use((sys) => sys.send(to, body, options))
+/** @category accessors */
+export const spawn = <A>(
+  image: Image<A>,
+  options?: SpawnOptions<A>
+): Effect.Effect<Spawned, CapabilityError | QuotaError | SpawnError | ArgumentError, Sys> =>
+  Sys.use((sys) => sys.spawn(image, options))
+/** @category accessors */
+export const exit = (reason?: ExitReason): Effect.Effect<never, never, Sys> => Sys.use((sys) => sys.exit(reason))
+/** @category accessors */
+export const derive = (cap: CapRef, rights: ReadonlyArray<Right>): Effect.Effect<CapRef, CapabilityError, Sys> =>
+  Sys.use((sys) => sys.derive(cap, rights))
+/** @category accessors */
+export const attenuate = (
+  cap: CapRef,
+  options: { readonly rights?: ReadonlyArray<Right> | undefined; readonly expiresIn?: Duration.Input | undefined }
+): Effect.Effect<CapRef, CapabilityError | ArgumentError, Sys> => Sys.use((sys) => sys.attenuate(cap, options))
+/** @category accessors */
+export const revoke = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> => Sys.use((sys) => sys.revoke(cap))
+/** @category accessors */
+export const monitor = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> => Sys.use((sys) => sys.monitor(cap))
+/** @category accessors */
+export const waitpid = (cap: CapRef): Effect.Effect<ExitReason, CapabilityError | ExitUnknownError, Sys> =>
+  Sys.use((sys) => sys.waitpid(cap))
+/** @category accessors */
+export const kill = (cap: CapRef, reason?: ExitReason): Effect.Effect<void, CapabilityError, Sys> =>
+  Sys.use((sys) => sys.kill(cap, reason))
+/** @category accessors */
+export const suspend = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> => Sys.use((sys) => sys.suspend(cap))
+/** @category accessors */
+export const resume = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> => Sys.use((sys) => sys.resume(cap))
+/** @category accessors */
+export const term = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> => Sys.use((sys) => sys.term(cap))
+/** @category accessors */
+export const register = (name: string): Effect.Effect<void, NameError, Sys> => Sys.use((sys) => sys.register(name))
+/** @category accessors */
+export const unregister = (name: string): Effect.Effect<void, NameError, Sys> =>
+  Sys.use((sys) => sys.unregister(name))
+/** @category accessors */
+export const lookup = (name: string): Effect.Effect<Option.Option<CapRef>, never, Sys> =>
+  Sys.use((sys) => sys.lookup(name))
+/** @category accessors */
+export const budget = (): Effect.Effect<Budget, never, Sys> => Sys.use((sys) => sys.budget())
+/** @category accessors */
+export const charge = (cost: Cost): Effect.Effect<void, ArgumentError, Sys> => Sys.use((sys) => sys.charge(cost))
+/** @category accessors */
+export const sched = (options: {
+  readonly priority?: number | undefined
+  readonly deadline?: Duration.Input | undefined
+}): Effect.Effect<void, ArgumentError, Sys> => Sys.use((sys) => sys.sched(options))
+/**
+ * Lets other processes run (named `yield_` because `yield` is reserved in generators' scope).
+ *
+ * @category accessors
+ */
+export const yield_ = (): Effect.Effect<void, never, Sys> => Sys.use((sys) => sys.yield())
+export { yield_ as yield }
+/** @category accessors */
+export const log = (level: LogLevel, message: string, fields?: Record<string, unknown>): Effect.Effect<void, never, Sys> =>
+  Sys.use((sys) => sys.log(level, message, fields))

@@ -1,0 +1,63 @@
+/**
+ * Binds each capability ref to its kernel-side record through a private class field, so only the kernel can read it.
+ *
+ * Private to the package: the `exports` map closes `internal/*`.
+ */
+import type { Resource } from "../Capability.ts"
+
+/** The kernel-side record behind a ref. Only the kernel sees it. */
+export interface CapRecord {
+  readonly id: number
+  readonly ref: CapRef
+  readonly table: object
+  owner: number
+  readonly resource: Resource
+  readonly rights: number
+  /** Absolute kernel-clock millis; `Infinity` when the cap has no `Expires` caveat. */
+  readonly expiresAt: number
+  readonly parent: CapRecord | undefined
+  derived: Set<CapRecord> | undefined
+  revoked: boolean
+}
+
+let readRecord: (ref: unknown) => CapRecord | undefined
+let makeRef: (record: Omit<CapRecord, "ref">) => CapRecord
+
+/**
+ * An unforgeable capability handle. Pass it to syscalls, put it on messages (ownership moves to the receiver), derive
+ * weaker copies of it. Printing it shows `cap#<id>`.
+ *
+ * @category models
+ */
+export class CapRef {
+  readonly id: number
+  readonly #record: CapRecord
+  private constructor(id: number, record: CapRecord) {
+    this.id = id
+    this.#record = record
+    Object.freeze(this)
+  }
+  toString(): string {
+    return `cap#${this.id}`
+  }
+  toJSON(): string {
+    return `cap#${this.id}`
+  }
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return `cap#${this.id}`
+  }
+  static {
+    readRecord = (ref) => (ref !== null && typeof ref === "object" && #record in ref ? ref.#record : undefined)
+    makeRef = (fields) => {
+      const record = fields as CapRecord
+      ;(record as { ref: CapRef }).ref = new CapRef(fields.id, record)
+      return record
+    }
+  }
+}
+
+/** Reads the record behind a ref; `undefined` for anything the kernel did not mint. */
+export const recordOf = (ref: unknown): CapRecord | undefined => readRecord(ref)
+
+/** Creates a record and its ref together. */
+export const mintRecord = (fields: Omit<CapRecord, "ref">): CapRecord => makeRef(fields)
