@@ -87,45 +87,73 @@ export class QuotaError extends Schema.TaggedError<QuotaError>()("QuotaError", {
 }
 
 /**
- * One process's account. Mutable, owned by the kernel, touched only synchronously.
+ * An account's limits. Immutable, and shared between the accounts of children spawned without a quota (most of them).
+ *
+ * @category models
+ */
+export interface Limits {
+  readonly tokensMax: number
+  readonly toolCallsMax: number
+  readonly usdMax: number
+  readonly childrenMax: number
+  readonly memMax: number
+  readonly mailboxMax: number
+  /** Absolute kernel-clock millis; `Infinity` for no `wall` quota. */
+  readonly wallEndsAt: number
+}
+
+/**
+ * One process's account. Mutable usage counters over shared immutable limits, owned by the kernel and touched only
+ * synchronously.
  *
  * @category models
  */
 export class Account {
   parent: Account | undefined
-  tokensMax: number
-  toolCallsMax: number
-  usdMax: number
-  childrenMax: number
-  memMax: number
-  mailboxMax: number
-  wallEndsAt: number
+  readonly limits: Limits
+  /** The limits of a child spawned without a quota, made once and shared by all such children. */
+  inherited: Limits | undefined = undefined
   tokens = 0
   toolCalls = 0
   usd = 0
   children = 0
-  constructor(
-    parent: Account | undefined,
-    limits: {
-      tokensMax: number
-      toolCallsMax: number
-      usdMax: number
-      childrenMax: number
-      memMax: number
-      mailboxMax: number
-      wallEndsAt: number
-    }
-  ) {
+  constructor(parent: Account | undefined, limits: Limits) {
     this.parent = parent
-    this.tokensMax = limits.tokensMax
-    this.toolCallsMax = limits.toolCallsMax
-    this.usdMax = limits.usdMax
-    this.childrenMax = limits.childrenMax
-    this.memMax = limits.memMax
-    this.mailboxMax = limits.mailboxMax
-    this.wallEndsAt = limits.wallEndsAt
+    this.limits = limits
+  }
+  get tokensMax(): number {
+    return this.limits.tokensMax
+  }
+  get toolCallsMax(): number {
+    return this.limits.toolCallsMax
+  }
+  get usdMax(): number {
+    return this.limits.usdMax
+  }
+  get childrenMax(): number {
+    return this.limits.childrenMax
+  }
+  get memMax(): number {
+    return this.limits.memMax
+  }
+  get mailboxMax(): number {
+    return this.limits.mailboxMax
+  }
+  get wallEndsAt(): number {
+    return this.limits.wallEndsAt
   }
 }
+
+const unlimited = (memMax: number, mailboxMax: number, wallEndsAt: number): Limits =>
+  Object.freeze({
+    tokensMax: Infinity,
+    toolCallsMax: Infinity,
+    usdMax: Infinity,
+    childrenMax: Infinity,
+    memMax,
+    mailboxMax,
+    wallEndsAt
+  })
 
 const isAmount = (n: unknown): n is number => typeof n === "number" && Number.isFinite(n) && n >= 0
 const isCount = (n: unknown): n is number => typeof n === "number" && Number.isInteger(n) && n > 0
@@ -154,7 +182,14 @@ export const carve = (
   now: number,
   mailboxDefault: number
 ): Account | QuotaError => {
-  const q = quota ?? {}
+  if (quota === undefined || Object.keys(quota).length === 0) {
+    if (parent === undefined) return new Account(undefined, unlimited(Infinity, mailboxDefault, Infinity))
+    const inherited = parent.inherited?.mailboxMax === mailboxDefault
+      ? parent.inherited
+      : (parent.inherited = unlimited(parent.memMax, mailboxDefault, parent.wallEndsAt))
+    return new Account(parent, inherited)
+  }
+  const q = quota
   const meter = (resource: Meter): number | QuotaError => {
     const asked = q[resource]
     const available = parent === undefined ? Infinity : remaining(parent, resource)
@@ -196,7 +231,10 @@ export const carve = (
     }
     wallEndsAt = ends
   }
-  return new Account(parent, { tokensMax, toolCallsMax, usdMax, childrenMax, memMax, mailboxMax, wallEndsAt })
+  return new Account(
+    parent,
+    Object.freeze({ tokensMax, toolCallsMax, usdMax, childrenMax, memMax, mailboxMax, wallEndsAt })
+  )
 }
 
 /**

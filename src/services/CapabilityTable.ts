@@ -18,10 +18,16 @@ export interface CapabilityTableShape {
   /** Creates a cap owned by `owner`. */
   readonly mint: (owner: number, resource: Resource, rights: number, expiresAt?: number) => CapRecord
   /**
-   * Checks that `caller` may use `ref` with every right in `rights` (0: just holding it) at time `now`; returns the
-   * record or the error to fail the syscall with.
+   * Checks that `caller` may use `ref` with every right in `rights` (0: just holding it) at the time `now()` gives
+   * (read only for caps with an expiry); returns the record or the error to fail the syscall with.
    */
-  readonly check: (call: string, caller: number, ref: unknown, rights: number, now: number) => CapRecord | CapabilityError
+  readonly check: (
+    call: string,
+    caller: number,
+    ref: unknown,
+    rights: number,
+    now: () => number
+  ) => CapRecord | CapabilityError
   /** Makes a narrower copy owned by the same process; `rights` must be a subset, `expiresAt` no later. */
   readonly derive: (source: CapRecord, rights: number, expiresAt: number) => CapRecord
   /** Revokes a cap and, transitively, every cap derived from it. */
@@ -53,8 +59,9 @@ export const makeUnsafe = (): CapabilityTableShape => {
   let nextId = 1
   let live = 0
   const owned = new Map<number, Set<CapRecord>>()
-  // caps designating a process, so they can be revoked once nothing can use them any more
-  const designating = new Map<number, Set<CapRecord>>()
+  // caps designating a process, so they can be revoked once nothing can use them any more; most processes are
+  // designated by one cap (their parent's), kept without a Set
+  const designating = new Map<number, CapRecord | Set<CapRecord>>()
 
   const own = (record: CapRecord) => {
     let set = owned.get(record.owner)
@@ -84,9 +91,10 @@ export const makeUnsafe = (): CapabilityTableShape => {
     live++
     own(record)
     if (resource._tag === "Process") {
-      let set = designating.get(resource.pid)
-      if (set === undefined) designating.set(resource.pid, (set = new Set()))
-      set.add(record)
+      const entry = designating.get(resource.pid)
+      if (entry === undefined) designating.set(resource.pid, record)
+      else if (entry instanceof Set) entry.add(record)
+      else designating.set(resource.pid, new Set([entry, record]))
     }
     if (parent !== undefined) (parent.derived ??= new Set()).add(record)
     return record
@@ -97,10 +105,11 @@ export const makeUnsafe = (): CapabilityTableShape => {
     live--
     disown(record)
     if (record.resource._tag === "Process") {
-      const set = designating.get(record.resource.pid)
-      if (set !== undefined) {
-        set.delete(record)
-        if (set.size === 0) designating.delete(record.resource.pid)
+      const entry = designating.get(record.resource.pid)
+      if (entry === record) designating.delete(record.resource.pid)
+      else if (entry instanceof Set) {
+        entry.delete(record)
+        if (entry.size === 0) designating.delete(record.resource.pid)
       }
     }
   }
@@ -127,7 +136,7 @@ export const makeUnsafe = (): CapabilityTableShape => {
       if (record === undefined || record.table !== table) return new CapabilityError({ call, reason: "invalid" })
       if (record.revoked) return new CapabilityError({ call, reason: "revoked", cap: record.id })
       if (record.owner !== caller) return new CapabilityError({ call, reason: "not-held", cap: record.id })
-      if (record.expiresAt <= now) return new CapabilityError({ call, reason: "expired", cap: record.id })
+      if (record.expiresAt !== Infinity && record.expiresAt <= now()) return new CapabilityError({ call, reason: "expired", cap: record.id })
       if ((record.rights & rights) !== rights) {
         return new CapabilityError({ call, reason: "missing-right", cap: record.id })
       }
@@ -149,9 +158,10 @@ export const makeUnsafe = (): CapabilityTableShape => {
       owned.delete(owner)
     },
     revokeDesignating(pid) {
-      const set = designating.get(pid)
-      if (set === undefined) return
-      for (const record of Array.from(set)) revoke(record)
+      const entry = designating.get(pid)
+      if (entry === undefined) return
+      if (entry instanceof Set) for (const record of Array.from(entry)) revoke(record)
+      else revoke(entry)
       designating.delete(pid)
     },
     heldBy: (owner) => owned.get(owner)?.size ?? 0,

@@ -86,12 +86,18 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 export type EventInput = DistributiveOmit<KernelEvent, "seq" | "at">
 
 /**
- * The event log's interface. `emit` is synchronous: the kernel calls it inside its own critical sections.
+ * The event log's interface. Emitting is synchronous: the kernel calls it inside its own critical sections.
  *
  * @category models
  */
 export interface EventLogShape {
   readonly emit: (event: EventInput) => void
+  /**
+   * Emits a `Syscall` event without allocating: the hot path of every send and recv. `target` is `-1` for none.
+   */
+  readonly syscall: (pid: number, call: SyscallName, target: number) => void
+  /** Emits a `Spawn` event without allocating. */
+  readonly spawn: (pid: number, parent: number, name: string) => void
   /** The newest `n` events (all kept, when `n` is absent), oldest first. */
   readonly trace: (n?: number) => ReadonlyArray<KernelEvent>
   /** Events emitted so far, per tag (not limited by the ring). */
@@ -108,11 +114,21 @@ export class EventLog extends Context.Service<EventLog, EventLogShape>()("effect
 /**
  * Makes a log over a clock function (kernel-clock millis).
  *
+ * The ring is columnar: `Syscall` and `Spawn` events, by far the most frequent, are stored in typed arrays and only
+ * turned into objects when `trace` reads them; other events are stored as the objects they were emitted as.
+ *
  * @category constructors
  */
 export const makeUnsafe = (ringMax: number, now: () => number): EventLogShape => {
-  const ring: Array<KernelEvent | undefined> = new Array(ringMax)
+  const at = new Float64Array(ringMax)
+  const pids = new Float64Array(ringMax)
+  const targets = new Float64Array(ringMax)
+  // what a columnar slot holds: the syscall name (Syscall) or the process name (Spawn)
+  const texts = new Array<string | undefined>(ringMax)
+  const spawns = new Uint8Array(ringMax)
+  const objects = new Array<KernelEvent | undefined>(ringMax)
   let seq = 0
+  let syscalls = 0
   const counts: Record<KernelEventTag, number> = {
     Spawn: 0,
     Exit: 0,
@@ -124,23 +140,55 @@ export const makeUnsafe = (ringMax: number, now: () => number): EventLogShape =>
     Drop: 0,
     Log: 0
   }
+  const materialize = (s: number): KernelEvent => {
+    const i = s % ringMax
+    const object = objects[i]
+    if (object !== undefined) return object
+    const target = targets[i]!
+    if (spawns[i] === 1) return { _tag: "Spawn", seq: s, at: at[i]!, pid: pids[i]!, parent: target, name: texts[i]! }
+    return target < 0
+      ? { _tag: "Syscall", seq: s, at: at[i]!, pid: pids[i]!, call: texts[i]! }
+      : { _tag: "Syscall", seq: s, at: at[i]!, pid: pids[i]!, call: texts[i]!, target }
+  }
   return {
     emit(event) {
       seq++
       const stamped = event as unknown as { seq: number; at: number }
       stamped.seq = seq
       stamped.at = now()
-      ring[seq % ringMax] = event as KernelEvent
+      objects[seq % ringMax] = event as KernelEvent
       counts[event._tag]++
+    },
+    syscall(pid, call, target) {
+      seq++
+      syscalls++
+      const i = seq % ringMax
+      at[i] = now()
+      pids[i] = pid
+      texts[i] = call
+      targets[i] = target
+      spawns[i] = 0
+      objects[i] = undefined
+    },
+    spawn(pid, parent, name) {
+      seq++
+      counts.Spawn++
+      const i = seq % ringMax
+      at[i] = now()
+      pids[i] = pid
+      texts[i] = name
+      targets[i] = parent
+      spawns[i] = 1
+      objects[i] = undefined
     },
     trace(n) {
       const kept = Math.min(seq, ringMax)
       const take = n === undefined ? kept : Math.max(0, Math.min(Math.floor(n), kept))
       const out: Array<KernelEvent> = []
-      for (let s = seq - take + 1; s <= seq; s++) out.push(ring[s % ringMax]!)
+      for (let s = seq - take + 1; s <= seq; s++) out.push(materialize(s))
       return out
     },
-    counts: () => ({ ...counts }),
+    counts: () => ({ ...counts, Syscall: counts.Syscall + syscalls }),
     lastSeq: () => seq
   }
 }

@@ -8,10 +8,22 @@
  *
  * @since 0.1.0
  */
+import type { Effect } from "effect"
 import type { Message } from "./Process.ts"
 
-/** A parked receiver: called once with the message it receives. */
-export type Receiver = (message: Message) => void
+/**
+ * What a mailbox needs from its process: the kernel clock (for message deadlines) and where to report a message
+ * dropped for its deadline.
+ */
+export interface MailboxOwner {
+  readonly now: () => number
+  readonly dropped: (message: Message) => void
+  /** Hands `message` to a parked receiver (the `resume` of the fiber parked in `recv`). */
+  readonly handTo: (receiver: Receiver, message: Message) => void
+}
+
+/** A parked receiver, as the `Effect.callback` of `recv` gave it: resumed once with the message it receives. */
+export type Receiver = (effect: Effect.Effect<Message>) => void
 
 interface ParkedSender {
   readonly message: Message
@@ -77,17 +89,17 @@ class Ring<A> {
 export class Mailbox {
   /** Messages waiting to be received. Allocated on first use: an idle process's mailbox costs a few words. */
   private queue: Ring<Message> | undefined
+  /** The longest-waiting receiver; later ones queue in `receivers` (rare: a process receiving from several fibers). */
+  private receiver: Receiver | undefined
   private receivers: Ring<Receiver> | undefined
   private senders: Ring<ParkedSender> | undefined
   private closed = false
   readonly capacity: number
-  private readonly now: () => number
-  private readonly onDrop: (message: Message) => void
+  private readonly owner: MailboxOwner
 
-  constructor(capacity: number, now: () => number, onDrop: (message: Message) => void) {
+  constructor(capacity: number, owner: MailboxOwner) {
     this.capacity = capacity
-    this.now = now
-    this.onDrop = onDrop
+    this.owner = owner
   }
 
   /** Messages queued (not counting parked senders). */
@@ -102,22 +114,23 @@ export class Mailbox {
 
   /** Receivers parked waiting for a message. */
   get parkedReceivers(): number {
-    return this.receivers?.size ?? 0
+    return (this.receiver === undefined ? 0 : 1) + (this.receivers?.size ?? 0)
   }
 
   private expired(message: Message): boolean {
-    return message.deadline !== undefined && message.deadline <= this.now()
+    return message.deadline !== undefined && message.deadline <= this.owner.now()
   }
 
   /** Hands the message to a parked receiver if there is one. */
   private handOff(message: Message): boolean {
-    const receivers = this.receivers
-    if (receivers === undefined || receivers.size === 0) return false
+    const receiver = this.receiver
+    if (receiver === undefined) return false
     if (this.expired(message)) {
-      this.onDrop(message)
+      this.owner.dropped(message)
       return true
     }
-    receivers.shift()!(message)
+    this.receiver = this.receivers?.shift()
+    this.owner.handTo(receiver, message)
     return true
   }
 
@@ -157,7 +170,7 @@ export class Mailbox {
       const message = queue.shift()!
       this.admitSenders()
       if (this.expired(message)) {
-        this.onDrop(message)
+        this.owner.dropped(message)
         continue
       }
       return message
@@ -177,11 +190,15 @@ export class Mailbox {
   }
 
   /** Parks a receiver; returns the cancel function. */
-  parkReceiver(receiver: Receiver): () => void {
-    ;(this.receivers ??= new Ring(2)).push(receiver)
-    return () => {
-      this.receivers?.remove(receiver)
-    }
+  parkReceiver(receiver: Receiver): void {
+    if (this.receiver === undefined) this.receiver = receiver
+    else (this.receivers ??= new Ring(2)).push(receiver)
+  }
+
+  /** Removes a parked receiver that gave up (its fiber was interrupted). */
+  cancelReceiver(receiver: Receiver): void {
+    if (this.receiver === receiver) this.receiver = this.receivers?.shift()
+    else this.receivers?.remove(receiver)
   }
 
   /**
@@ -198,6 +215,7 @@ export class Mailbox {
         parked.admitted()
       }
     }
+    this.receiver = undefined
     this.receivers = undefined
     return dropped
   }

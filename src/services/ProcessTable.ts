@@ -20,7 +20,7 @@ import { EventLog, type EventLogShape, type SyscallName } from "./EventLog.ts"
 import type { CapRecord } from "./internal/capRef.ts"
 import { KernelScheduler } from "./internal/scheduler.ts"
 import { KernelConfig, type KernelLimits } from "./KernelConfig.ts"
-import { Mailbox } from "./Mailbox.ts"
+import { Mailbox, type MailboxOwner, type Receiver } from "./Mailbox.ts"
 import { NameRegistry, type NameRegistryShape } from "./NameRegistry.ts"
 import * as Process from "./Process.ts"
 import {
@@ -48,16 +48,17 @@ const SELF_RIGHTS = SEND | MONITOR
  *
  * @category models
  */
-export class Proc {
+export class Proc implements MailboxOwner {
   readonly pid: number
   readonly name: string
   parent: Proc | undefined
   readonly depth: number
   readonly account: Accounts.Account
   readonly mailbox: Mailbox
+  readonly kernel: Kernel
   readonly startCaps: ReadonlyArray<CapRef>
   readonly startedAt: number
-  sys!: ProcessSys
+  readonly sys: ProcessSys
   fiber: Fiber.Fiber<void, unknown> | undefined = undefined
   /** Set once the process has ended; every later syscall is a no-op interrupt. */
   exitReason: Process.ExitReason | undefined = undefined
@@ -72,29 +73,47 @@ export class Proc {
   selfCap: CapRecord | undefined = undefined
   spawnCap: CapRecord | undefined = undefined
   priority: number
-  deadlineAt: number
+  /** Absolute kernel-clock millis of the scheduling deadline; `undefined` for none. */
+  deadlineAt: number | undefined
 
   constructor(
+    kernel: Kernel,
     pid: number,
     name: string,
     parent: Proc | undefined,
     account: Accounts.Account,
-    mailbox: Mailbox,
     startCaps: ReadonlyArray<CapRef>,
     now: number,
     priority: number,
-    deadlineAt: number
+    deadlineAt: number | undefined
   ) {
     this.pid = pid
     this.name = name
     this.parent = parent
     this.depth = parent === undefined ? 0 : parent.depth + 1
     this.account = account
-    this.mailbox = mailbox
     this.startCaps = startCaps
     this.startedAt = now
     this.priority = priority
     this.deadlineAt = deadlineAt
+    this.kernel = kernel
+    this.mailbox = new Mailbox(account.mailboxMax, this)
+    this.sys = new ProcessSys(this)
+  }
+
+  now(): number {
+    return this.kernel.now()
+  }
+
+  handTo(receiver: Receiver, message: Process.Message): void {
+    receiver(
+      this.exitReason === undefined && this.suspended === undefined ? Effect.succeed(message) : settle(this, message)
+    )
+  }
+
+  dropped(message: Process.Message): void {
+    this.kernel.counters.messagesDropped++
+    this.kernel.events.emit({ _tag: "Drop", pid: message.from, reason: "deadline", target: this.pid })
   }
 }
 
@@ -203,10 +222,9 @@ const checkMovable = (
   if (refs.length > kernel.limits.capsPerMessageMax) {
     return new ArgumentError({ call, message: `more than ${kernel.limits.capsPerMessageMax} caps` })
   }
-  const now = kernel.now()
   const records: Array<CapRecord> = []
   for (const ref of refs) {
-    const record = kernel.caps.check(call, pid, ref, 0, now)
+    const record = kernel.caps.check(call, pid, ref, 0, kernel.now)
     if (record instanceof CapabilityError) return record
     if (records.includes(record)) return new ArgumentError({ call, message: `${record.ref} given twice` })
     records.push(record)
@@ -251,11 +269,16 @@ const settle = <A>(proc: Proc, value: A): Effect.Effect<A> =>
  * @category models
  */
 export class ProcessSys implements SysShape {
-  private readonly proc: Proc
-  private readonly kernel: Kernel
-  constructor(proc: Proc, kernel: Kernel) {
-    this.proc = proc
-    this.kernel = kernel
+  // JS-private: a process that reaches its own `Sys` object cannot reach the kernel through it
+  readonly #proc: Proc
+  constructor(proc: Proc) {
+    this.#proc = proc
+  }
+  private get proc(): Proc {
+    return this.#proc
+  }
+  private get kernel(): Kernel {
+    return this.#proc.kernel
   }
 
   private deny<E extends { readonly _tag: string; readonly reason?: string }>(call: SyscallName, error: E) {
@@ -272,16 +295,12 @@ export class ProcessSys implements SysShape {
 
   private syscall(call: SyscallName, target?: number): void {
     this.kernel.counters.syscalls++
-    this.kernel.events.emit(
-      target === undefined
-        ? { _tag: "Syscall", pid: this.proc.pid, call }
-        : { _tag: "Syscall", pid: this.proc.pid, call, target }
-    )
+    this.kernel.events.syscall(this.proc.pid, call, target ?? -1)
   }
 
   /** Checks a cap designating a live-or-dead process. */
   private processCap(call: SyscallName, ref: CapRef, rights: number): CapRecord | CapabilityError {
-    const record = this.kernel.caps.check(call, this.proc.pid, ref, rights, this.kernel.now())
+    const record = this.kernel.caps.check(call, this.proc.pid, ref, rights, this.kernel.now)
     if (record instanceof CapabilityError) return record
     if (record.resource._tag !== "Process") return new CapabilityError({ call, reason: "wrong-resource", cap: record.id })
     return record
@@ -308,24 +327,37 @@ export class ProcessSys implements SysShape {
   }
 
   recv<T = unknown>(): Effect.Effect<Process.Message<T>> {
-    return enter(this.proc, () => {
-      const proc = this.proc
-      this.syscall("recv")
-      const ready = proc.mailbox.poll()
-      if (ready !== undefined) return Effect.succeed(ready as Process.Message<T>)
-      return Effect.callback<Process.Message<T>>((resume) => {
-        const cancel = proc.mailbox.parkReceiver((message) =>
-          resume(settle(proc, message as Process.Message<T>))
-        )
-        return Effect.sync(cancel)
-      })
+    return Effect.suspend(() => this.recvNow<T>())
+  }
+
+  private recvNow<T>(): Effect.Effect<Process.Message<T>> {
+    const proc = this.proc
+    if (proc.exitReason !== undefined || proc.suspended !== undefined) return enter(proc, () => this.recvNow<T>())
+    this.syscall("recv")
+    const ready = proc.mailbox.poll()
+    if (ready !== undefined) return Effect.succeed(ready as Process.Message<T>)
+    return Effect.callback<Process.Message<T>>((resume) => {
+      const receiver = resume as Receiver
+      proc.mailbox.parkReceiver(receiver)
+      return Effect.sync(() => proc.mailbox.cancelReceiver(receiver))
     })
   }
 
   send(to: CapRef, body: unknown, options?: SendOptions): Effect.Effect<void, CapabilityError | ArgumentError> {
-    return enter(this.proc, () => {
+    return Effect.suspend(() => this.sendNow(to, body, options))
+  }
+
+  private sendNow(
+    to: CapRef,
+    body: unknown,
+    options: SendOptions | undefined
+  ): Effect.Effect<void, CapabilityError | ArgumentError> {
+    {
       const kernel = this.kernel
       const proc = this.proc
+      if (proc.exitReason !== undefined || proc.suspended !== undefined) {
+        return enter(proc, () => this.sendNow(to, body, options))
+      }
       const record = this.processCap("send", to, SEND)
       if (record instanceof CapabilityError) return this.deny("send", record)
       const targetPid = (record.resource as { readonly pid: number }).pid
@@ -371,7 +403,7 @@ export class ProcessSys implements SysShape {
           if (moved !== undefined) for (const cap of moved) kernel.caps.revoke(cap)
         })
       })
-    })
+    }
   }
 
   spawn<A>(
@@ -408,7 +440,7 @@ export class ProcessSys implements SysShape {
   ): Effect.Effect<CapRef, CapabilityError | ArgumentError> {
     const kernel = this.kernel
     const now = kernel.now()
-    const record = kernel.caps.check(call, this.proc.pid, cap, 0, now)
+    const record = kernel.caps.check(call, this.proc.pid, cap, 0, kernel.now)
     if (record instanceof CapabilityError) return this.deny(call, record)
     let mask = record.rights
     if (rights !== undefined) {
@@ -436,7 +468,7 @@ export class ProcessSys implements SysShape {
 
   revoke(cap: CapRef): Effect.Effect<void, CapabilityError> {
     return enter(this.proc, () => {
-      const record = this.kernel.caps.check("revoke", this.proc.pid, cap, 0, -Infinity)
+      const record = this.kernel.caps.check("revoke", this.proc.pid, cap, 0, never)
       if (record instanceof CapabilityError) return this.deny("revoke", record)
       this.syscall("revoke", record.id)
       this.kernel.caps.revoke(record)
@@ -606,7 +638,11 @@ export class ProcessSys implements SysShape {
   }
 
   yield(): Effect.Effect<void> {
-    return enter(this.proc, () => Effect.yieldNow)
+    return Effect.suspend(() => {
+      const proc = this.proc
+      if (proc.exitReason !== undefined || proc.suspended !== undefined) return enter(proc, () => Effect.yieldNow)
+      return Effect.yieldNow
+    })
   }
 
   log(level: LogLevel, message: string, fields?: Record<string, unknown>): Effect.Effect<void> {
@@ -628,6 +664,8 @@ export class ProcessSys implements SysShape {
 }
 
 const noCaps: ReadonlyArray<CapRef> = Object.freeze([])
+/** A clock for checks that ignore expiry (revoking an expired cap is allowed). */
+const never = () => -Infinity
 
 /**
  * Builds the process table over the other kernel services. The `Clock` and other references of the context the
@@ -745,7 +783,7 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
 
     const fire = (proc: Proc) => {
       if (proc.exitReason !== undefined) return
-      terminate(proc, proc.account.wallEndsAt <= proc.deadlineAt ? Process.quota("wall") : Process.deadline)
+      terminate(proc, proc.account.wallEndsAt <= (proc.deadlineAt ?? Infinity) ? Process.quota("wall") : Process.deadline)
     }
 
     const armTimer = (proc: Proc) => {
@@ -753,7 +791,7 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
         proc.timer.interruptUnsafe()
         proc.timer = undefined
       }
-      const at = Math.min(proc.account.wallEndsAt, proc.deadlineAt)
+      const at = Math.min(proc.account.wallEndsAt, proc.deadlineAt ?? Infinity)
       if (at === Infinity || proc.exitReason !== undefined) return
       proc.timer = Effect.runForkWith(baseContext)(
         Effect.sleep(Math.max(0, at - now())).pipe(Effect.andThen(Effect.sync(() => fire(proc))))
@@ -806,7 +844,7 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
           spawnCap = undefined
           let expired = false
           for (const ref of parent.startCaps) {
-            const checked = caps.check("spawn", parent.pid, ref, SPAWN, at)
+            const checked = caps.check("spawn", parent.pid, ref, SPAWN, now)
             if (!(checked instanceof CapabilityError) && checked.resource._tag === "Spawn") {
               spawnCap = checked
               break
@@ -852,10 +890,10 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
           image.name,
           parent,
           account,
-          moved.map((cap) => cap.ref),
+          moved.length === 0 ? noCaps : moved.map((cap) => cap.ref),
           at,
           priority,
-          deadlineMs === undefined ? Infinity : at + deadlineMs
+          deadlineMs === undefined ? undefined : at + deadlineMs
         )
         for (const cap of moved) caps.transfer(cap, pid)
         parent.account.children++
@@ -866,7 +904,7 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
           child.links = new Set([parent])
         }
         counters.syscalls++
-        events.emit({ _tag: "Spawn", pid, parent: parent.pid, name: image.name })
+        events.spawn(pid, parent.pid, child.name)
         start(child, image, options?.args as A)
         return Effect.succeed({ pid, cap: cap.ref })
       }
@@ -880,14 +918,9 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
       startCaps: ReadonlyArray<CapRef>,
       at: number,
       priority: number,
-      deadlineAt: number
+      deadlineAt: number | undefined
     ) => {
-      const mailbox = new Mailbox(account.mailboxMax, now, (message) => {
-        counters.messagesDropped++
-        events.emit({ _tag: "Drop", pid: message.from, reason: "deadline", target: pid })
-      })
-      const proc = new Proc(pid, String(name), parent, account, mailbox, startCaps, at, priority, deadlineAt)
-      proc.sys = new ProcessSys(proc, kernel)
+      const proc = new Proc(kernel, pid, String(name), parent, account, startCaps, at, priority, deadlineAt)
       procs.set(pid, proc)
       return proc
     }
@@ -958,9 +991,9 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
             spawn: minted[0]!.ref,
             devices: Object.fromEntries(devices.map((name, i) => [name, minted[i + 1]!.ref]))
           }
-          const proc = makeProc(pid, image.name, undefined, account, minted.map((cap) => cap.ref), at, 0, Infinity)
+          const proc = makeProc(pid, image.name, undefined, account, minted.map((cap) => cap.ref), at, 0, undefined)
           proc.spawnCap = minted[0]
-          events.emit({ _tag: "Spawn", pid, parent: 0, name: image.name })
+          events.spawn(pid, 0, proc.name)
           start(proc, image, args(grant))
           return Effect.succeed(pid)
         }),

@@ -49,7 +49,8 @@ export class CapRef {
   static {
     readRecord = (ref) => (ref !== null && typeof ref === "object" && #record in ref ? ref.#record : undefined)
     makeRef = (fields) => {
-      const record = fields as CapRecord
+      // `ref` is declared first so the record keeps one shape (no out-of-object property storage)
+      const record = { ref: undefined as unknown as CapRef, ...fields } as CapRecord
       ;(record as { ref: CapRef }).ref = new CapRef(fields.id, record)
       return record
     }
