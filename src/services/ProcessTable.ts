@@ -260,7 +260,7 @@ const settle = <A>(proc: Proc, value: A): Effect.Effect<A> =>
   proc.exitReason !== undefined
     ? Effect.interrupt
     : proc.suspended !== undefined
-    ? Effect.andThen(parkWhileSuspended(proc), settle(proc, value))
+    ? Effect.andThen(parkWhileSuspended(proc), Effect.suspend(() => settle(proc, value)))
     : Effect.succeed(value)
 
 /**
