@@ -56,6 +56,8 @@ export class KernelError extends Schema.TaggedError<KernelError>()("KernelError"
  */
 export interface KernelMetrics {
   readonly processes: number
+  /** Process fibers still running, ended processes finishing an uninterruptible region included. */
+  readonly fibers: number
   readonly spawned: number
   readonly exited: number
   readonly exitsByReason: Readonly<Record<ExitReason["_tag"], number>>
@@ -105,6 +107,7 @@ const labelled = (name: string, help: string, label: string, values: Readonly<Re
  */
 export const prometheusText = (m: KernelMetrics): string =>
   gauge("agentos_processes", "Live processes.", m.processes) +
+  gauge("agentos_fibers", "Process fibers still running.", m.fibers) +
   counter("agentos_spawned_total", "Processes started.", m.spawned) +
   counter("agentos_exited_total", "Processes ended.", m.exited) +
   labelled("agentos_exits_total", "Processes ended, by exit reason.", "reason", m.exitsByReason) +
@@ -135,6 +138,7 @@ export const make = (
       const c = table.counters
       return {
         processes: table.live().length,
+        fibers: c.fibers,
         spawned: c.spawned,
         exited: c.exited,
         exitsByReason: { ...c.exitsByReason },

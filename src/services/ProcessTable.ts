@@ -142,6 +142,8 @@ export interface ProcessInfo {
  */
 export interface Counters {
   spawned: number
+  /** Process fibers still running (a killed process's fiber may finish an uninterruptible region after its exit). */
+  fibers: number
   exited: number
   messagesSent: number
   messagesDropped: number
@@ -689,6 +691,7 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
     let down = false
     const counters: Counters = {
       spawned: 0,
+      fibers: 0,
       exited: 0,
       messagesSent: 0,
       messagesDropped: 0,
@@ -804,7 +807,11 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
       const main = Effect.suspend(() => image.main(args))
       const fiber = Effect.runForkWith(Context.add(baseContext, Sys, proc.sys))(main)
       proc.fiber = fiber
-      fiber.addObserver((exit) => onFiberExit(proc, exit))
+      counters.fibers++
+      fiber.addObserver((exit) => {
+        counters.fibers--
+        onFiberExit(proc, exit)
+      })
       // it may have been ended while it ran synchronously, before its fiber was known
       if (proc.exitReason !== undefined && fiber.pollUnsafe() === undefined) fiber.interruptUnsafe()
     }
