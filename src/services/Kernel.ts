@@ -75,8 +75,9 @@ export interface KernelMetrics {
  * @category models
  */
 export interface KernelShape {
-  readonly boot: (
-    init: Image<BootGrant>,
+  /** Starts a root process; its argument is the boot grant (an image that takes no argument may ignore it). */
+  readonly boot: <A extends BootGrant | void = BootGrant>(
+    init: Image<A>,
     options?: BootOptions
   ) => Effect.Effect<number, KernelError | QuotaError | SpawnError>
   readonly waitExit: (pid: number) => Effect.Effect<ExitReason, ExitUnknownError>
@@ -165,7 +166,7 @@ export const make = (
               new KernelError({ reason: "unknown-device", message: `no driver for device(s): ${unknown.join(", ")}` })
             )
           }
-          return table.boot(init, (bootGrant) => bootGrant, grant, options?.quota)
+          return table.boot(init as unknown as Image<BootGrant>, (bootGrant) => bootGrant, grant, options?.quota)
         }),
       waitExit: table.waitExit,
       ps: () => Effect.sync(() => table.live().map(table.info)),
