@@ -717,6 +717,8 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
     const terminate = (proc: Proc, reason: Process.ExitReason): void => {
       if (proc.exitReason !== undefined) return
       proc.exitReason = reason
+      // recorded first: the notifications below wake other processes synchronously, and what they do comes after
+      events.emit({ _tag: "Exit", pid: proc.pid, reason })
       procs.delete(proc.pid)
       record(proc.pid, reason)
       counters.exited++
@@ -770,7 +772,6 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
         proc.exitWaiters = undefined
         for (const wake of waiters) wake(reason)
       }
-      events.emit({ _tag: "Exit", pid: proc.pid, reason })
       const fiber = proc.fiber
       if (fiber !== undefined && fiber.pollUnsafe() === undefined) fiber.interruptUnsafe()
     }
