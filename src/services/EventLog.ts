@@ -19,6 +19,10 @@ const base = { seq: Schema.Number, at: Schema.Number, pid: Schema.Number }
  * @category models
  */
 export type SyscallName =
+  | "self"
+  | "caps"
+  | "budget"
+  | "yield"
   | "send"
   | "recv"
   | "spawn"

@@ -178,10 +178,16 @@ export class Mailbox {
     return undefined
   }
 
+  /**
+   * Admits parked senders once the queue has drained to half its bound (not at every free slot): each woken sender
+   * then has room for a run of messages instead of parking again after one, which keeps fan-in from paying a park and
+   * a wake-up per message.
+   */
   private admitSenders(): void {
     const senders = this.senders
-    if (senders === undefined) return
+    if (senders === undefined || senders.size === 0) return
     const queue = (this.queue ??= new Ring(8))
+    if (queue.size > this.capacity >> 1) return
     while (senders.size > 0 && queue.size < this.capacity) {
       const parked = senders.shift()!
       queue.push(parked.message)

@@ -309,23 +309,30 @@ export class ProcessSys implements SysShape {
   }
 
   self(): Effect.Effect<number> {
-    return enter(this.proc, () => Effect.succeed(this.proc.pid))
+    return enter(this.proc, () => {
+      this.syscall("self")
+      return Effect.succeed(this.proc.pid)
+    })
   }
 
   selfCap(): Effect.Effect<CapRef> {
     return enter(this.proc, () => {
       const proc = this.proc
-      const cached = proc.selfCap
-      if (cached !== undefined && !cached.revoked && cached.owner === proc.pid) return Effect.succeed(cached.ref)
-      const record = this.kernel.caps.mint(proc.pid, { _tag: "Process", pid: proc.pid }, SELF_RIGHTS)
-      proc.selfCap = record
+      let record = proc.selfCap
+      if (record === undefined || record.revoked || record.owner !== proc.pid) {
+        record = this.kernel.caps.mint(proc.pid, { _tag: "Process", pid: proc.pid }, SELF_RIGHTS)
+        proc.selfCap = record
+      }
       this.syscall("selfCap", record.id)
       return Effect.succeed(record.ref)
     })
   }
 
   caps(): Effect.Effect<ReadonlyArray<CapRef>> {
-    return enter(this.proc, () => Effect.succeed(this.proc.startCaps))
+    return enter(this.proc, () => {
+      this.syscall("caps")
+      return Effect.succeed(this.proc.startCaps)
+    })
   }
 
   recv<T = unknown>(): Effect.Effect<Process.Message<T>> {
@@ -592,7 +599,10 @@ export class ProcessSys implements SysShape {
   }
 
   budget(): Effect.Effect<Accounts.Budget> {
-    return enter(this.proc, () => Effect.succeed(Accounts.budget(this.proc.account)))
+    return enter(this.proc, () => {
+      this.syscall("budget")
+      return Effect.succeed(Accounts.budget(this.proc.account))
+    })
   }
 
   charge(cost: Accounts.Cost): Effect.Effect<void, ArgumentError> {
@@ -642,7 +652,8 @@ export class ProcessSys implements SysShape {
   yield(): Effect.Effect<void> {
     return Effect.suspend(() => {
       const proc = this.proc
-      if (proc.exitReason !== undefined || proc.suspended !== undefined) return enter(proc, () => Effect.yieldNow)
+      if (proc.exitReason !== undefined || proc.suspended !== undefined) return enter(proc, () => this.yield())
+      this.syscall("yield")
       return Effect.yieldNow
     })
   }

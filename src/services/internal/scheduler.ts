@@ -1,6 +1,6 @@
 /**
- * Runs process fibers from one shared run queue, drained on the microtask queue, with a macrotask turn every N
- * batches so sockets and timers are never starved.
+ * Runs process fibers from one shared run queue, drained batch after batch in one microtask, with a macrotask turn
+ * every N batches so sockets and timers are never starved.
  *
  * Effect's default scheduler gives each fiber its own dispatcher and drains it with `setImmediate`, which costs a
  * macrotask per wake-up; a kernel full of processes handing messages to each other wakes fibers constantly. Sharing
@@ -12,7 +12,8 @@ import type { Scheduler, SchedulerDispatcher } from "effect/Scheduler"
 
 class KernelDispatcher implements SchedulerDispatcher {
   private tasks: Array<() => void> = []
-  private scheduled = false
+  /** A drain is queued (as a microtask or a macrotask) or running. */
+  private pending = false
   private batches = 0
   private readonly batchesPerMacrotask: number
 
@@ -22,26 +23,36 @@ class KernelDispatcher implements SchedulerDispatcher {
 
   scheduleTask(task: () => void, _priority: number): void {
     this.tasks.push(task)
-    if (!this.scheduled) {
-      this.scheduled = true
-      if (++this.batches >= this.batchesPerMacrotask) {
-        this.batches = 0
-        setImmediate(this.run)
-      } else {
-        queueMicrotask(this.run)
-      }
+    if (!this.pending) {
+      this.pending = true
+      queueMicrotask(this.run)
     }
   }
 
+  /**
+   * Drains the run queue, batch after batch (tasks scheduled while a batch runs form the next one), in one microtask;
+   * after `batchesPerMacrotask` batches it lets the event loop turn before going on.
+   */
   private readonly run = (): void => {
-    this.scheduled = false
-    const tasks = this.tasks
-    this.tasks = []
-    for (let i = 0; i < tasks.length; i++) tasks[i]!()
+    while (this.tasks.length > 0) {
+      if (++this.batches > this.batchesPerMacrotask) {
+        this.batches = 0
+        setImmediate(this.run)
+        return
+      }
+      const tasks = this.tasks
+      this.tasks = []
+      for (let i = 0; i < tasks.length; i++) tasks[i]!()
+    }
+    this.pending = false
   }
 
   flush(): void {
-    while (this.tasks.length > 0) this.run()
+    while (this.tasks.length > 0) {
+      const tasks = this.tasks
+      this.tasks = []
+      for (let i = 0; i < tasks.length; i++) tasks[i]!()
+    }
   }
 }
 
