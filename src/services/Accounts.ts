@@ -10,7 +10,8 @@
  *
  * @since 0.1.0
  */
-import { Duration, Option, Schema } from "effect"
+import { type Duration, Schema } from "effect"
+import { durationMillis } from "./internal/duration.ts"
 import type { QuotaResource } from "./Process.ts"
 
 /**
@@ -222,9 +223,8 @@ export const carve = (
   const parentEnds = parent === undefined ? Infinity : parent.wallEndsAt
   let wallEndsAt = parentEnds
   if (q.wall !== undefined) {
-    const duration = Duration.fromInput(q.wall)
-    const ms = Option.isNone(duration) ? NaN : Duration.toMillis(duration.value)
-    if (!(ms >= 0)) return new QuotaError({ resource: "wall", reason: "invalid" })
+    const ms = durationMillis(q.wall)
+    if (Number.isNaN(ms)) return new QuotaError({ resource: "wall", reason: "invalid" })
     const ends = now + ms
     if (ends > parentEnds) {
       return new QuotaError({ resource: "wall", reason: "exceeds-parent", requested: ms, available: parentEnds - now })

@@ -18,6 +18,7 @@ import { type CapRef, CapabilityError, type Resource, type Right, rightBit, righ
 import { CapabilityTable, type CapabilityTableShape } from "./CapabilityTable.ts"
 import { EventLog, type EventLogShape, type SyscallName } from "./EventLog.ts"
 import type { CapRecord } from "./internal/capRef.ts"
+import { durationMillis } from "./internal/duration.ts"
 import { KernelScheduler } from "./internal/scheduler.ts"
 import { KernelConfig, type KernelLimits } from "./KernelConfig.ts"
 import { Mailbox, type MailboxOwner, type Receiver } from "./Mailbox.ts"
@@ -186,13 +187,9 @@ export interface ProcessTableShape {
  */
 export class ProcessTable extends Context.Service<ProcessTable, ProcessTableShape>()("effect-agent-os/ProcessTable") {}
 
-const toMillis = (input: Duration.Input | undefined): number | undefined => {
-  if (input === undefined) return undefined
-  const duration = Duration.fromInput(input)
-  if (Option.isNone(duration)) return NaN
-  const ms = Duration.toMillis(duration.value)
-  return ms >= 0 ? ms : NaN
-}
+/** Millis of an optional user duration; `NaN` when it is not a duration ≥ 0. */
+const toMillis = (input: Duration.Input | undefined): number | undefined =>
+  input === undefined ? undefined : durationMillis(input)
 
 interface Kernel {
   readonly limits: KernelLimits
