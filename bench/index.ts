@@ -2,14 +2,14 @@
  * `npm run bench`: measures our kernel, the peer kernel and raw Effect in this one process and prints a table of
  * rates with the ratios ours/peer (and ours/raw). Compare ratios, not absolute numbers: the machines are shared.
  *
- * Environment: N (default 100000) sets the workload size; ROUNDS (default 2) runs each row that many times,
+ * Environment: N (default 100000) sets the workload size; ROUNDS (default 3) runs each row that many times,
  * alternating implementations, and keeps each one's best; AGENTOS_PEER points at another peer directory.
  */
 import * as core from "./core.ts"
 import { loadPeer } from "./peer.ts"
 
 const N = Number(process.env.N ?? 100_000)
-const ROUNDS = Number(process.env.ROUNDS ?? 2)
+const ROUNDS = Number(process.env.ROUNDS ?? 3)
 const IDLE = 10_000
 
 interface Spec {

@@ -19,6 +19,7 @@ import { CapabilityTable, type CapabilityTableShape } from "./CapabilityTable.ts
 import { EventLog, type EventLogShape, type SyscallName } from "./EventLog.ts"
 import type { CapRecord } from "./internal/capRef.ts"
 import { durationMillis } from "./internal/duration.ts"
+import { eager, type EagerSys } from "./internal/eagerSys.ts"
 import { KernelScheduler } from "./internal/scheduler.ts"
 import { KernelConfig, type KernelLimits } from "./KernelConfig.ts"
 import { Mailbox, type MailboxOwner, type Receiver } from "./Mailbox.ts"
@@ -267,7 +268,7 @@ const settle = <A>(proc: Proc, value: A): Effect.Effect<A> =>
  *
  * @category models
  */
-export class ProcessSys implements SysShape {
+export class ProcessSys implements SysShape, EagerSys {
   // JS-private: a process that reaches its own `Sys` object cannot reach the kernel through it
   readonly #proc: Proc
   constructor(proc: Proc) {
@@ -275,6 +276,11 @@ export class ProcessSys implements SysShape {
   }
   private get proc(): Proc {
     return this.#proc
+  }
+
+  /** The accessors' fast path (see `internal/eagerSys.ts`). */
+  get [eager](): EagerSys {
+    return this
   }
   private get kernel(): Kernel {
     return this.#proc.kernel
@@ -298,7 +304,7 @@ export class ProcessSys implements SysShape {
   }
 
   /** Checks a cap designating a live-or-dead process. */
-  private processCap(call: SyscallName, ref: CapRef, rights: number): CapRecord | CapabilityError {
+  private processCap(call: SyscallName, ref: unknown, rights: number): CapRecord | CapabilityError {
     const record = this.kernel.caps.check(call, this.proc.pid, ref, rights, this.kernel.now)
     if (record instanceof CapabilityError) return record
     if (record.resource._tag !== "Process") return new CapabilityError({ call, reason: "wrong-resource", cap: record.id })
@@ -336,7 +342,7 @@ export class ProcessSys implements SysShape {
     return Effect.suspend(() => this.recvNow<T>())
   }
 
-  private recvNow<T>(): Effect.Effect<Process.Message<T>> {
+  recvNow<T>(): Effect.Effect<Process.Message<T>> {
     const proc = this.proc
     if (proc.exitReason !== undefined || proc.suspended !== undefined) return enter(proc, () => this.recvNow<T>())
     this.syscall("recv")
@@ -353,8 +359,8 @@ export class ProcessSys implements SysShape {
     return Effect.suspend(() => this.sendNow(to, body, options))
   }
 
-  private sendNow(
-    to: CapRef,
+  sendNow(
+    to: unknown,
     body: unknown,
     options: SendOptions | undefined
   ): Effect.Effect<void, CapabilityError | ArgumentError> {
@@ -647,12 +653,14 @@ export class ProcessSys implements SysShape {
   }
 
   yield(): Effect.Effect<void> {
-    return Effect.suspend(() => {
-      const proc = this.proc
-      if (proc.exitReason !== undefined || proc.suspended !== undefined) return enter(proc, () => this.yield())
-      this.syscall("yield")
-      return Effect.yieldNow
-    })
+    return Effect.suspend(() => this.yieldNow())
+  }
+
+  yieldNow(): Effect.Effect<void> {
+    const proc = this.proc
+    if (proc.exitReason !== undefined || proc.suspended !== undefined) return enter(proc, () => this.yieldNow())
+    this.syscall("yield")
+    return Effect.yieldNow
   }
 
   log(level: LogLevel, message: string, fields?: Record<string, unknown>): Effect.Effect<void> {

@@ -17,6 +17,7 @@ import type { CapabilityError, CapRef, Right } from "./Capability.ts"
 import type { NameError } from "./NameRegistry.ts"
 import type { ExitReason, Image, Message } from "./Process.ts"
 import type { Option } from "effect"
+import { eagerOf } from "./internal/eagerSys.ts"
 
 /**
  * Options of `Sys.send`.
@@ -200,13 +201,15 @@ export const selfCap = (): Effect.Effect<CapRef, never, Sys> => Sys.use((sys) =>
 /** @category accessors */
 export const caps = (): Effect.Effect<ReadonlyArray<CapRef>, never, Sys> => Sys.use((sys) => sys.caps())
 /** @category accessors */
-export const recv = <T = unknown>(): Effect.Effect<Message<T>, never, Sys> => Sys.use((sys) => sys.recv<T>())
+export const recv = <T = unknown>(): Effect.Effect<Message<T>, never, Sys> =>
+  Sys.use((sys) => eagerOf(sys)?.recvNow<T>() ?? sys.recv<T>())
 /** @category accessors */
 export const send = (
   to: CapRef,
   body: unknown,
   options?: SendOptions
-): Effect.Effect<void, CapabilityError | ArgumentError, Sys> => Sys.use((sys) => sys.send(to, body, options))
+): Effect.Effect<void, CapabilityError | ArgumentError, Sys> =>
+  Sys.use((sys) => eagerOf(sys)?.sendNow(to, body, options) ?? sys.send(to, body, options))
 /** @category accessors */
 export const spawn = <A>(
   image: Image<A>,
@@ -261,7 +264,8 @@ export const sched = (options: {
  *
  * @category accessors
  */
-export const yield_ = (): Effect.Effect<void, never, Sys> => Sys.use((sys) => sys.yield())
+export const yield_ = (): Effect.Effect<void, never, Sys> =>
+  Sys.use((sys) => eagerOf(sys)?.yieldNow() ?? sys.yield())
 export { yield_ as yield }
 /** @category accessors */
 export const log = (level: LogLevel, message: string, fields?: Record<string, unknown>): Effect.Effect<void, never, Sys> =>

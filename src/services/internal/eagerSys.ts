@@ -1,0 +1,27 @@
+/**
+ * Lets the `Sys` accessors skip a layer of laziness on the hot syscalls.
+ *
+ * A `Sys` method must return a lazy effect (it may be run many times, or never). The accessors (`Sys.send(...)`)
+ * already run inside the calling fiber when they look the service up, so for the kernel's own `Sys` they may perform
+ * the call right there instead of building a second lazy layer: one primitive and one closure less per message.
+ * Another implementation of `Sys` (a test double) simply lacks the symbol and is called the ordinary way.
+ */
+import type { Effect } from "effect"
+import type { CapabilityError } from "../Capability.ts"
+import type { Message } from "../Process.ts"
+import type { ArgumentError, SendOptions } from "../Sys.ts"
+
+export const eager: unique symbol = Symbol.for("effect-agent-os/Sys/eager")
+
+/** Performs the syscall when called: only ever called while the process's fiber is running the accessor. */
+export interface EagerSys {
+  readonly sendNow: (
+    to: unknown,
+    body: unknown,
+    options: SendOptions | undefined
+  ) => Effect.Effect<void, CapabilityError | ArgumentError>
+  readonly recvNow: <T>() => Effect.Effect<Message<T>>
+  readonly yieldNow: () => Effect.Effect<void>
+}
+
+export const eagerOf = (sys: object): EagerSys | undefined => (sys as { readonly [eager]?: EagerSys })[eager]
