@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Deferred, Effect, Schema } from "effect"
+import { Cause, Deferred, Effect, Exit, Schema } from "effect"
 import * as Kernel from "./layers/Kernel.ts"
 import * as Process from "./services/Process.ts"
 import type { Sys } from "./services/Sys.ts"
@@ -46,7 +46,13 @@ export const runProcess = <A, E>(
     const kernel = yield* Kernel.Kernel
     const result = yield* Deferred.make<A, E>()
     const image = Process.make<Kernel.BootGrant>(options?.name ?? "test", (grant) =>
-      Effect.exit(body(grant)).pipe(Effect.flatMap((exit) => Deferred.done(result, exit)), Effect.asVoid)
+      Effect.exit(body(grant)).pipe(
+        // an interrupted body means the process was ended: reported below as ProcessEnded, with the exit reason
+        Effect.flatMap((exit) =>
+          Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? Effect.void : Deferred.done(result, exit)
+        ),
+        Effect.asVoid
+      )
     )
     const pid = yield* kernel.boot(image, options)
     const reason = yield* kernel.waitExit(pid).pipe(Effect.orDie)

@@ -1,7 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import type { Process } from "effect-agent-os"
-import { Mailbox } from "../../src/services/Mailbox.ts"
+import { Mailbox as MailboxModule } from "effect-agent-os"
+
+const { Mailbox } = MailboxModule
+type Mailbox = MailboxModule.Mailbox
 
 const msg = (body: string, deadline?: number): Process.Message =>
   deadline === undefined ? { from: 1, body, caps: [] } : { from: 1, body, caps: [], deadline }
