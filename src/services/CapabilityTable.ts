@@ -38,6 +38,8 @@ export interface CapabilityTableShape {
   readonly revokeOwnedBy: (owner: number) => void
   /** Revokes every cap that designates process `pid` (its exit record was evicted). */
   readonly revokeDesignating: (pid: number) => void
+  /** The live caps `owner` holds. */
+  readonly held: (owner: number) => Iterable<CapRecord>
   /** How many caps `owner` holds. */
   readonly heldBy: (owner: number) => number
   /** Live (unrevoked) caps, kernel-wide. */
@@ -50,6 +52,8 @@ export interface CapabilityTableShape {
 export class CapabilityTable extends Context.Service<CapabilityTable, CapabilityTableShape>()(
   "effect-agent-os/CapabilityTable"
 ) {}
+
+const noRecords: ReadonlyArray<CapRecord> = []
 
 /**
  * @category constructors
@@ -165,6 +169,7 @@ export const makeUnsafe = (): CapabilityTableShape => {
       else revoke(entry)
       designating.delete(pid)
     },
+    held: (owner) => owned.get(owner) ?? noRecords,
     heldBy: (owner) => owned.get(owner)?.size ?? 0,
     size: () => live
   }

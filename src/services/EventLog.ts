@@ -132,7 +132,6 @@ export const makeUnsafe = (ringMax: number, now: () => number): EventLogShape =>
   const spawns = new Uint8Array(ringMax)
   const objects = new Array<KernelEvent | undefined>(ringMax)
   let seq = 0
-  let syscalls = 0
   const counts: Record<KernelEventTag, number> = {
     Spawn: 0,
     Exit: 0,
@@ -143,6 +142,16 @@ export const makeUnsafe = (ringMax: number, now: () => number): EventLogShape =>
     Signal: 0,
     Drop: 0,
     Log: 0
+  }
+  const column = (pid: number, text: string, target: number, spawn: 0 | 1) => {
+    seq++
+    const i = seq % ringMax
+    at[i] = now()
+    pids[i] = pid
+    texts[i] = text
+    targets[i] = target
+    spawns[i] = spawn
+    objects[i] = undefined
   }
   const materialize = (s: number): KernelEvent => {
     const i = s % ringMax
@@ -164,26 +173,12 @@ export const makeUnsafe = (ringMax: number, now: () => number): EventLogShape =>
       counts[event._tag]++
     },
     syscall(pid, call, target) {
-      seq++
-      syscalls++
-      const i = seq % ringMax
-      at[i] = now()
-      pids[i] = pid
-      texts[i] = call
-      targets[i] = target
-      spawns[i] = 0
-      objects[i] = undefined
+      counts.Syscall++
+      column(pid, call, target, 0)
     },
     spawn(pid, parent, name) {
-      seq++
       counts.Spawn++
-      const i = seq % ringMax
-      at[i] = now()
-      pids[i] = pid
-      texts[i] = name
-      targets[i] = parent
-      spawns[i] = 1
-      objects[i] = undefined
+      column(pid, name, parent, 1)
     },
     trace(n) {
       const kept = Math.min(seq, ringMax)
@@ -192,7 +187,7 @@ export const makeUnsafe = (ringMax: number, now: () => number): EventLogShape =>
       for (let s = seq - take + 1; s <= seq; s++) out.push(materialize(s))
       return out
     },
-    counts: () => ({ ...counts, Syscall: counts.Syscall + syscalls }),
+    counts: () => ({ ...counts }),
     lastSeq: () => seq
   }
 }

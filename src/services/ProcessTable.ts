@@ -862,22 +862,21 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
           return Effect.fail(error)
         }
         const at = now()
-        // the caller must hold a live spawn cap
+        // the caller must hold a live spawn cap: any it holds (started with, received, derived), the last one used first
         let spawnCap = parent.spawnCap
         if (spawnCap === undefined || spawnCap.revoked || spawnCap.owner !== parent.pid || spawnCap.expiresAt <= at) {
           spawnCap = undefined
-          let expired = false
-          for (const ref of parent.startCaps) {
-            const checked = caps.check("spawn", parent.pid, ref, SPAWN, now)
-            if (!(checked instanceof CapabilityError) && checked.resource._tag === "Spawn") {
-              spawnCap = checked
+          let reason: "not-held" | "missing-right" | "expired" = "not-held"
+          for (const held of caps.held(parent.pid)) {
+            if (held.resource._tag !== "Spawn") continue
+            if ((held.rights & SPAWN) === 0) reason = reason === "expired" ? reason : "missing-right"
+            else if (held.expiresAt <= at) reason = "expired"
+            else {
+              spawnCap = held
               break
             }
-            if (checked instanceof CapabilityError && checked.reason === "expired") expired = true
           }
-          if (spawnCap === undefined) {
-            return fail(new CapabilityError({ call: "spawn", reason: expired ? "expired" : "not-held", right: "spawn" }))
-          }
+          if (spawnCap === undefined) return fail(new CapabilityError({ call: "spawn", reason, right: "spawn" }))
           parent.spawnCap = spawnCap
         }
         if (typeof image !== "object" || image === null || image._tag !== "Image" || typeof image.main !== "function") {

@@ -229,6 +229,27 @@ describe("Sys.spawn", () => {
       })
     ))
 
+  it.effect("any held spawn cap works, including one received on a message; one without the right does not", () =>
+    run((grant) =>
+      Effect.gen(function* () {
+        const late = Process.make("late", () =>
+          Effect.gen(function* () {
+            const back = (yield* Sys.caps())[0]!
+            const reasonOf = (e: { readonly _tag: string }) => ("reason" in e ? e.reason : e._tag)
+            const before = yield* refused(Sys.spawn(idle))
+            yield* Sys.recv()
+            const noRight = yield* refused(Sys.spawn(idle))
+            yield* Sys.recv()
+            const after = yield* Effect.exit(Sys.spawn(idle))
+            yield* Sys.send(back, [reasonOf(before), reasonOf(noRight), after._tag])
+          }))
+        const { cap } = yield* Sys.spawn(late, { caps: [yield* Sys.derive(yield* Sys.selfCap(), ["send"])] })
+        yield* Sys.send(cap, "useless", { caps: [yield* Sys.derive(grant.spawn, [])] })
+        yield* Sys.send(cap, "useful", { caps: [yield* Sys.derive(grant.spawn, ["spawn"])] })
+        assert.deepStrictEqual((yield* Sys.recv()).body, ["not-held", "missing-right", "Success"])
+      })
+    ))
+
   it.effect("children quota: exhaustion fails spawn with a typed error and frees up when a child exits", () =>
     run(
       () =>
