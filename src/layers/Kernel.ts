@@ -4,7 +4,10 @@
  *
  * @since 0.1.0
  */
-import { Layer } from "effect"
+import { type Effect, Layer } from "effect"
+import type * as Device from "../services/Device.ts"
+import * as DeviceTable from "../services/DeviceTable.ts"
+import * as Journal from "../services/Journal.ts"
 import * as CapabilityTable from "../services/CapabilityTable.ts"
 import * as EventLog from "../services/EventLog.ts"
 import { Kernel, layerWithoutDependencies } from "../services/Kernel.ts"
@@ -15,22 +18,40 @@ import * as ProcessTable from "../services/ProcessTable.ts"
 export * from "../services/Kernel.ts"
 
 /**
- * Options of `Kernel.layer`: the limits to change from `KernelConfig.defaults`.
+ * Options of `Kernel.layer`:
+ *
+ * - `limits`: the limits to change from `KernelConfig.defaults`;
+ * - `drivers`: device drivers, or effects building them from the host app's services (their requirements become the
+ *   layer's); each name may appear once;
+ * - `journal`: the journal mode (default `live`), over the `Journal.JournalStoreService` in context, or in memory.
  *
  * @category models
  */
-export interface KernelOptions {
+export interface KernelOptions<E = never, R = never> {
   readonly limits?: Partial<KernelConfig.KernelLimits> | undefined
+  readonly drivers?: ReadonlyArray<Device.Driver | Effect.Effect<Device.Driver, E, R>> | undefined
+  readonly journal?: Journal.Mode | undefined
 }
 
 /**
- * The kernel with all its services. Fails to build with `KernelConfigError` on an invalid limit.
+ * The kernel with all its services. Fails to build with `KernelConfigError` on an invalid limit or two drivers with
+ * one name, and with `JournalError` when a journal to replay or recover cannot be loaded.
  *
  * @category layers
  */
-export const layer = (options?: KernelOptions): Layer.Layer<Kernel, KernelConfig.KernelConfigError> =>
-  layerWithoutDependencies().pipe(
+export const layer = <E = never, R = never>(
+  options?: KernelOptions<E, R>
+): Layer.Layer<Kernel, KernelConfig.KernelConfigError | Journal.JournalError | E, R> =>
+  layerWithoutDependencies.pipe(
     Layer.provide(ProcessTable.layer),
-    Layer.provide(Layer.mergeAll(CapabilityTable.layer, EventLog.layer, NameRegistry.layer)),
+    Layer.provide(
+      Layer.mergeAll(
+        CapabilityTable.layer,
+        EventLog.layer,
+        NameRegistry.layer,
+        DeviceTable.layerFrom(options?.drivers ?? []),
+        Journal.layer(options?.journal ?? "live")
+      )
+    ),
     Layer.provide(KernelConfig.layer(options?.limits))
   )

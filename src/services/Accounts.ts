@@ -248,6 +248,19 @@ export const isValidCost = (cost: Cost): boolean =>
   (cost.usd === undefined || isAmount(cost.usd))
 
 /**
+ * Keeps only the meters a cost actually names (for storing it).
+ *
+ * @category constructors
+ */
+export const normalize = (cost: Cost): { tokens?: number; toolCalls?: number; usd?: number } => {
+  const out: { tokens?: number; toolCalls?: number; usd?: number } = {}
+  if (cost.tokens !== undefined) out.tokens = cost.tokens
+  if (cost.toolCalls !== undefined) out.toolCalls = cost.toolCalls
+  if (cost.usd !== undefined) out.usd = cost.usd
+  return out
+}
+
+/**
  * Applies a (valid) cost to the account and all its ancestors in one step, then returns the first meter that went
  * past a limit at any level, or `undefined`. The charge is applied whole even when it breaches: the work was done,
  * and conservation (a parent's usage is its own plus its subtree's) must hold. The caller ends the process.

@@ -15,8 +15,14 @@ import { type CapRecord, mintRecord, recordOf } from "./internal/capRef.ts"
  * @category models
  */
 export interface CapabilityTableShape {
-  /** Creates a cap owned by `owner`. */
-  readonly mint: (owner: number, resource: Resource, rights: number, expiresAt?: number) => CapRecord
+  /** Creates a cap owned by `owner`; `onRevoke` runs once when this very cap is revoked. */
+  readonly mint: (
+    owner: number,
+    resource: Resource,
+    rights: number,
+    expiresAt?: number,
+    onRevoke?: () => void
+  ) => CapRecord
   /**
    * Checks that `caller` may use `ref` with every right in `rights` (0: just holding it) at the time `now()` gives
    * (read only for caps with an expiry); returns the record or the error to fail the syscall with.
@@ -80,7 +86,14 @@ export const makeUnsafe = (): CapabilityTableShape => {
     }
   }
 
-  const mint = (owner: number, resource: Resource, rights: number, expiresAt = Infinity, parent?: CapRecord) => {
+  const mint = (
+    owner: number,
+    resource: Resource,
+    rights: number,
+    expiresAt = Infinity,
+    parent?: CapRecord,
+    onRevoke?: () => void
+  ) => {
     const record = mintRecord({
       id: nextId++,
       table,
@@ -90,7 +103,8 @@ export const makeUnsafe = (): CapabilityTableShape => {
       expiresAt,
       parent,
       derived: undefined,
-      revoked: false
+      revoked: false,
+      onRevoke
     })
     live++
     own(record)
@@ -108,6 +122,7 @@ export const makeUnsafe = (): CapabilityTableShape => {
     record.revoked = true
     live--
     disown(record)
+    record.onRevoke?.()
     if (record.resource._tag === "Process") {
       const entry = designating.get(record.resource.pid)
       if (entry === record) designating.delete(record.resource.pid)
@@ -134,7 +149,7 @@ export const makeUnsafe = (): CapabilityTableShape => {
   }
 
   return {
-    mint: (owner, resource, rights, expiresAt) => mint(owner, resource, rights, expiresAt),
+    mint: (owner, resource, rights, expiresAt, onRevoke) => mint(owner, resource, rights, expiresAt, undefined, onRevoke),
     check(call, caller, ref, rights, now) {
       const record = recordOf(ref)
       if (record === undefined || record.table !== table) return new CapabilityError({ call, reason: "invalid" })

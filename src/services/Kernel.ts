@@ -11,6 +11,7 @@ import { Context, Effect, Layer, Schema, type Scope } from "effect"
 import type { Quota, QuotaError } from "./Accounts.ts"
 import type { CapRef } from "./Capability.ts"
 import { CapabilityTable } from "./CapabilityTable.ts"
+import { DeviceTable } from "./DeviceTable.ts"
 import { EventLog, type KernelEvent, type KernelEventTag } from "./EventLog.ts"
 import { NameRegistry } from "./NameRegistry.ts"
 import type { ExitReason, Image } from "./Process.ts"
@@ -122,19 +123,20 @@ export const prometheusText = (m: KernelMetrics): string =>
   labelled("agentos_events_by_type_total", "Events emitted, by type.", "type", m.eventsByType)
 
 /**
- * Builds the kernel over its services, given the names of the devices it has drivers for.
+ * Builds the kernel over its services.
  *
  * @category constructors
  */
-export const make = (
-  devices: ReadonlyArray<string>
-): Effect.Effect<KernelShape, never, ProcessTable | EventLog | CapabilityTable | NameRegistry | Scope.Scope> =>
-  Effect.gen(function* () {
+export const make: Effect.Effect<
+  KernelShape,
+  never,
+  ProcessTable | EventLog | CapabilityTable | NameRegistry | DeviceTable | Scope.Scope
+> = Effect.gen(function* () {
     const table = yield* ProcessTable
     const events = yield* EventLog
     const caps = yield* CapabilityTable
     const names = yield* NameRegistry
-    const known = new Set(devices)
+    const known = new Set((yield* DeviceTable).names())
     const metrics = (): KernelMetrics => {
       const c = table.counters
       return {
@@ -184,7 +186,8 @@ export const make = (
  *
  * @category layers
  */
-export const layerWithoutDependencies = (
-  devices: ReadonlyArray<string> = []
-): Layer.Layer<Kernel, never, ProcessTable | EventLog | CapabilityTable | NameRegistry> =>
-  Layer.effect(Kernel)(make(devices))
+export const layerWithoutDependencies: Layer.Layer<
+  Kernel,
+  never,
+  ProcessTable | EventLog | CapabilityTable | NameRegistry | DeviceTable
+> = Layer.effect(Kernel)(make)

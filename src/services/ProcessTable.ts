@@ -16,17 +16,21 @@ import { Cause, Clock, Context, Duration, Effect, Exit, Layer, Option, Scheduler
 import * as Accounts from "./Accounts.ts"
 import { type CapRef, CapabilityError, type Resource, type Right, rightBit, rightsMask } from "./Capability.ts"
 import { CapabilityTable, type CapabilityTableShape } from "./CapabilityTable.ts"
+import { DeviceError } from "./Device.ts"
+import { DeviceTable, type DeviceTableShape, type HandleEntry } from "./DeviceTable.ts"
 import { EventLog, type EventLogShape, type SyscallName } from "./EventLog.ts"
 import type { CapRecord } from "./internal/capRef.ts"
 import { durationMillis } from "./internal/duration.ts"
 import { eager, type EagerSys } from "./internal/eagerSys.ts"
 import { KernelScheduler } from "./internal/scheduler.ts"
+import { Journal, JournalError, type JournalRecord, type JournalShape } from "./Journal.ts"
 import { KernelConfig, type KernelLimits } from "./KernelConfig.ts"
 import { Mailbox, type MailboxOwner, type Receiver } from "./Mailbox.ts"
 import { NameRegistry, type NameRegistryShape } from "./NameRegistry.ts"
 import * as Process from "./Process.ts"
 import {
   ArgumentError,
+  type DeviceCallError,
   ExitUnknownError,
   type LogLevel,
   type SendOptions,
@@ -41,6 +45,10 @@ const SEND = rightBit("send")
 const MONITOR = rightBit("monitor")
 const SPAWN = rightBit("spawn")
 const KILL = rightBit("kill")
+const OPEN = rightBit("open")
+const READ = rightBit("read")
+const WRITE = rightBit("write")
+const allMeters: ReadonlyArray<Accounts.Meter> = ["tokens", "toolCalls", "usd"]
 const CHILD_RIGHTS = SEND | MONITOR | KILL
 const SELF_RIGHTS = SEND | MONITOR
 
@@ -74,6 +82,8 @@ export class Proc implements MailboxOwner {
   timer: Fiber.Fiber<void> | undefined = undefined
   selfCap: CapRecord | undefined = undefined
   spawnCap: CapRecord | undefined = undefined
+  /** Driver calls made so far: the next call is op `ops + 1` (the journal key with the pid). */
+  ops = 0
   priority: number
   /** Absolute kernel-clock millis of the scheduling deadline; `undefined` for none. */
   deadlineAt: number | undefined
@@ -209,6 +219,16 @@ interface Kernel {
   readonly exitOf: (pid: number) => Process.ExitReason | undefined
   readonly armTimer: (proc: Proc) => void
   readonly deliver: (to: Proc, body: Process.KernelMessage) => void
+  readonly devices: DeviceTableShape
+  readonly journal: JournalShape
+  readonly closeHandle: (id: number) => void
+  readonly driverCall: (
+    proc: Proc,
+    entry: HandleEntry,
+    call: "read" | "write",
+    payload: unknown,
+    op: number
+  ) => Effect.Effect<unknown, DeviceError | JournalError>
 }
 
 /** Validates caps to move (held, live, unexpired, no duplicates, within the per-message bound). */
@@ -652,6 +672,86 @@ export class ProcessSys implements SysShape, EagerSys {
     })
   }
 
+  open(device: CapRef): Effect.Effect<CapRef, CapabilityError> {
+    return enter(this.proc, () => {
+      const kernel = this.kernel
+      const proc = this.proc
+      const record = kernel.caps.check("open", proc.pid, device, OPEN, kernel.now)
+      if (record instanceof CapabilityError) return this.deny("open", record)
+      const driver = record.resource._tag === "Device" ? kernel.devices.driver(record.resource.name) : undefined
+      if (driver === undefined) {
+        return this.deny("open", new CapabilityError({ call: "open", reason: "wrong-resource", cap: record.id }))
+      }
+      const entry = kernel.devices.create(driver, proc.pid)
+      const handle = kernel.caps.mint(
+        proc.pid,
+        { _tag: "Handle", device: driver.name, handle: entry.id },
+        READ | WRITE,
+        Infinity,
+        () => kernel.closeHandle(entry.id)
+      )
+      this.syscall("open", handle.id)
+      return Effect.succeed(handle.ref)
+    })
+  }
+
+  read<A = unknown>(handle: CapRef, request: unknown): Effect.Effect<A, DeviceCallError> {
+    return enter(this.proc, () => this.callNow("read", handle, [request], false) as Effect.Effect<A, DeviceCallError>)
+  }
+
+  readAll<A = unknown>(handle: CapRef, requests: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<A>, DeviceCallError> {
+    return enter(
+      this.proc,
+      () => this.callNow("read", handle, requests, true) as Effect.Effect<ReadonlyArray<A>, DeviceCallError>
+    )
+  }
+
+  write<A = unknown>(handle: CapRef, data: unknown): Effect.Effect<A, DeviceCallError> {
+    return enter(this.proc, () => this.callNow("write", handle, [data], false) as Effect.Effect<A, DeviceCallError>)
+  }
+
+  /** Checks the handle cap and the meters, numbers the ops in request order, then runs the calls. */
+  private callNow(
+    call: "read" | "write",
+    ref: CapRef,
+    payloads: ReadonlyArray<unknown>,
+    many: boolean
+  ): Effect.Effect<unknown, DeviceCallError> {
+    const kernel = this.kernel
+    const proc = this.proc
+    if (!Array.isArray(payloads)) {
+      return this.deny(call, new ArgumentError({ call, message: "readAll takes an array of requests" }))
+    }
+    const record = kernel.caps.check(call, proc.pid, ref, call === "read" ? READ : WRITE, kernel.now)
+    if (record instanceof CapabilityError) return this.deny(call, record)
+    const entry = record.resource._tag === "Handle" ? kernel.devices.get(record.resource.handle) : undefined
+    if (entry === undefined) {
+      return this.deny(call, new CapabilityError({ call, reason: "wrong-resource", cap: record.id }))
+    }
+    // a meter this driver charges is used up somewhere up the chain: the call must not start
+    const dry = Accounts.exhausted(proc.account, entry.driver.meters ?? allMeters)
+    if (dry !== undefined) {
+      kernel.terminate(proc, Process.quota(dry))
+      return Effect.interrupt
+    }
+    const first = proc.ops + 1
+    proc.ops += payloads.length
+    this.syscall(call, entry.id)
+    if (!many) return kernel.driverCall(proc, entry, call, payloads[0], first)
+    return Effect.forEach(payloads, (payload, i) => Effect.exit(kernel.driverCall(proc, entry, call, payload, first + i)), {
+      concurrency: "unbounded"
+    }).pipe(
+      Effect.flatMap((exits) => {
+        const values: Array<unknown> = []
+        for (const exit of exits) {
+          if (Exit.isFailure(exit)) return exit
+          values.push(exit.value)
+        }
+        return Effect.succeed(values)
+      })
+    )
+  }
+
   yield(): Effect.Effect<void> {
     return Effect.suspend(() => this.yieldNow())
   }
@@ -691,12 +791,17 @@ const never = () => -Infinity
  *
  * @category constructors
  */
-export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | CapabilityTable | EventLog | NameRegistry> =
-  Effect.gen(function* () {
+export const make: Effect.Effect<
+  ProcessTableShape,
+  never,
+  KernelConfig | CapabilityTable | EventLog | NameRegistry | DeviceTable | Journal
+> = Effect.gen(function* () {
     const limits = yield* KernelConfig
     const caps = yield* CapabilityTable
     const events = yield* EventLog
     const names = yield* NameRegistry
+    const devices = yield* DeviceTable
+    const journal = yield* Journal
     const clock = yield* Clock.clockWith(Effect.succeed)
     const now = () => clock.currentTimeMillisUnsafe()
     const scheduler = new KernelScheduler(limits.schedulerBatchesPerMacrotask)
@@ -833,6 +938,98 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
       if (proc.exitReason !== undefined && fiber.pollUnsafe() === undefined) fiber.interruptUnsafe()
     }
 
+    const closeHandle = (id: number) => {
+      const entry = devices.remove(id)
+      const close = entry?.handle?.close
+      if (close !== undefined) Effect.runForkWith(baseContext)(close)
+    }
+
+    /** Charges a call's cost and hands back its value or error (the same for a live and a replayed call). */
+    const settle = (proc: Proc, device: string, result: JournalRecord["result"]): Effect.Effect<unknown, DeviceError> => {
+      if (result._tag === "Failure") {
+        const fields = { device, reason: result.reason, message: result.message }
+        return Effect.fail(
+          new DeviceError(result.retryable === undefined ? fields : { ...fields, retryable: result.retryable })
+        )
+      }
+      const cost = result.cost
+      if ((cost.tokens ?? 0) !== 0 || (cost.toolCalls ?? 0) !== 0 || (cost.usd ?? 0) !== 0) {
+        events.emit({
+          _tag: "Charge",
+          pid: proc.pid,
+          tokens: cost.tokens ?? 0,
+          toolCalls: cost.toolCalls ?? 0,
+          usd: cost.usd ?? 0
+        })
+        // the work was done: it is charged even to a process that was ended meanwhile
+        const breach = Accounts.charge(proc.account, cost)
+        if (breach !== undefined) terminate(proc, Process.quota(breach))
+      }
+      return proc.exitReason !== undefined ? Effect.interrupt : Effect.succeed(result.value)
+    }
+
+    const asRecordedFailure = (error: unknown): JournalRecord["result"] =>
+      error instanceof DeviceError
+        ? error.retryable === undefined
+          ? { _tag: "Failure", reason: error.reason, message: error.message }
+          : { _tag: "Failure", reason: error.reason, message: error.message, retryable: error.retryable }
+        : { _tag: "Failure", reason: "driver-error", message: Process.describeError(error) }
+
+    const driverCall = (
+      proc: Proc,
+      entry: HandleEntry,
+      call: "read" | "write",
+      payload: unknown,
+      op: number
+    ): Effect.Effect<unknown, DeviceError | JournalError> =>
+      Effect.suspend(() => {
+        const device = entry.driver.name
+        const replayed = journal.replayed(proc.pid, op)
+        if (replayed instanceof JournalError) return Effect.fail(replayed)
+        if (replayed !== undefined) {
+          if (replayed.device !== device || replayed.call !== call) {
+            return Effect.fail(
+              new JournalError({
+                reason: "mismatch",
+                message: `pid ${proc.pid} op ${op}: journaled ${replayed.call} on ${replayed.device}, now ${call} on ${device}`,
+                pid: proc.pid,
+                op
+              })
+            )
+          }
+          return settle(proc, device, replayed.result)
+        }
+        const context = { pid: proc.pid, op, priority: proc.priority, deadline: proc.deadlineAt }
+        const live = Effect.gen(function* () {
+          const handle = entry.handle ?? (entry.handle = yield* entry.driver.open({ pid: entry.opener }))
+          if (call === "read") return yield* handle.read(payload, context)
+          if (handle.write === undefined) {
+            return yield* new DeviceError({ device, reason: "unsupported", message: `${device} has no write` })
+          }
+          return yield* handle.write(payload, context)
+        })
+        return Effect.exit(live).pipe(
+          Effect.flatMap((exit) => {
+            // cancelled (the caller was ended or interrupted): nothing was returned, nothing is journaled or charged
+            if (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)) return exit
+            let result: JournalRecord["result"]
+            if (Exit.isSuccess(exit)) {
+              const cost = exit.value.cost ?? {}
+              result = Accounts.isValidCost(cost)
+                ? { _tag: "Success", value: exit.value.value, cost: Accounts.normalize(cost) }
+                : { _tag: "Failure", reason: "driver-error", message: `${device} reported an invalid cost` }
+            } else {
+              const failure = Cause.findError(exit.cause)
+              result = asRecordedFailure(failure._tag === "Success" ? failure.success : Cause.squash(exit.cause))
+            }
+            return Effect.andThen(
+              journal.record({ pid: proc.pid, op, device, call, result }),
+              settle(proc, device, result)
+            )
+          })
+        )
+      })
+
     const kernel: Kernel = {
       limits,
       caps,
@@ -841,6 +1038,10 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
       procs,
       counters,
       now,
+      devices,
+      journal,
+      closeHandle,
+      driverCall,
       terminate,
       exitOf: (pid) => history.get(pid),
       armTimer,
@@ -1037,5 +1238,8 @@ export const make: Effect.Effect<ProcessTableShape, never, KernelConfig | Capabi
 /**
  * @category layers
  */
-export const layer: Layer.Layer<ProcessTable, never, KernelConfig | CapabilityTable | EventLog | NameRegistry> =
-  Layer.effect(ProcessTable)(make)
+export const layer: Layer.Layer<
+  ProcessTable,
+  never,
+  KernelConfig | CapabilityTable | EventLog | NameRegistry | DeviceTable | Journal
+> = Layer.effect(ProcessTable)(make)

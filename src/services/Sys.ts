@@ -14,6 +14,8 @@ import type { Duration } from "effect"
 import { Context, Effect, Schema } from "effect"
 import type { Budget, Cost, Quota, QuotaError } from "./Accounts.ts"
 import type { CapabilityError, CapRef, Right } from "./Capability.ts"
+import type { DeviceError } from "./Device.ts"
+import type { JournalError } from "./Journal.ts"
 import type { NameError } from "./NameRegistry.ts"
 import type { ExitReason, Image, Message } from "./Process.ts"
 import type { Option } from "effect"
@@ -109,6 +111,13 @@ export class ExitUnknownError extends Schema.TaggedError<ExitUnknownError>()("Ex
 }
 
 /**
+ * What a driver call can fail with.
+ *
+ * @category errors
+ */
+export type DeviceCallError = CapabilityError | DeviceError | JournalError | ArgumentError
+
+/**
  * A log level for `Sys.log`.
  *
  * @category models
@@ -181,6 +190,28 @@ export interface SysShape {
     readonly priority?: number | undefined
     readonly deadline?: Duration.Input | undefined
   }) => Effect.Effect<void, ArgumentError>
+  /**
+   * Opens a device (right `open` on a device cap) and returns a handle cap with `read` and `write`. The handle closes
+   * when that cap is revoked, at the latest when the process holding it ends.
+   */
+  readonly open: (device: CapRef) => Effect.Effect<CapRef, CapabilityError>
+  /**
+   * One driver call (right `read`): refused to start while a meter the driver charges is used up (the process ends
+   * with `Quota`), journaled by `(pid, op)`, charged to the caller and its ancestors, and cancelled (the driver's
+   * work interrupted) if the caller is ended meanwhile.
+   */
+  readonly read: <A = unknown>(handle: CapRef, request: unknown) => Effect.Effect<A, DeviceCallError>
+  /**
+   * Several driver calls at once under one wait: op numbers are assigned in request order, every call runs to its
+   * end (so each is journaled), and the results come back in request order; the first failure in request order
+   * fails the whole.
+   */
+  readonly readAll: <A = unknown>(
+    handle: CapRef,
+    requests: ReadonlyArray<unknown>
+  ) => Effect.Effect<ReadonlyArray<A>, DeviceCallError>
+  /** A driver write (right `write`), metered and journaled like `read`. */
+  readonly write: <A = unknown>(handle: CapRef, data: unknown) => Effect.Effect<A, DeviceCallError>
   /** Lets other processes run. */
   readonly yield: () => Effect.Effect<void>
   /** Writes a `Log` event (and an Effect log line annotated with the pid). */
@@ -259,6 +290,19 @@ export const sched = (options: {
   readonly priority?: number | undefined
   readonly deadline?: Duration.Input | undefined
 }): Effect.Effect<void, ArgumentError, Sys> => Sys.use((sys) => sys.sched(options))
+/** @category accessors */
+export const open = (device: CapRef): Effect.Effect<CapRef, CapabilityError, Sys> => Sys.use((sys) => sys.open(device))
+/** @category accessors */
+export const read = <A = unknown>(handle: CapRef, request: unknown): Effect.Effect<A, DeviceCallError, Sys> =>
+  Sys.use((sys) => sys.read<A>(handle, request))
+/** @category accessors */
+export const readAll = <A = unknown>(
+  handle: CapRef,
+  requests: ReadonlyArray<unknown>
+): Effect.Effect<ReadonlyArray<A>, DeviceCallError, Sys> => Sys.use((sys) => sys.readAll<A>(handle, requests))
+/** @category accessors */
+export const write = <A = unknown>(handle: CapRef, data: unknown): Effect.Effect<A, DeviceCallError, Sys> =>
+  Sys.use((sys) => sys.write<A>(handle, data))
 /**
  * Lets other processes run (named `yield_` because `yield` is reserved in generators' scope).
  *

@@ -18,6 +18,8 @@ export interface CapRecord {
   readonly parent: CapRecord | undefined
   derived: Set<CapRecord> | undefined
   revoked: boolean
+  /** Runs once when this record is revoked (a handle cap closes its handle). */
+  readonly onRevoke: (() => void) | undefined
 }
 
 let readRecord: (ref: unknown) => CapRecord | undefined

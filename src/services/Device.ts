@@ -1,0 +1,85 @@
+/**
+ * Defines what a device driver gives the kernel: a name, and handles whose reads and writes report what they cost.
+ *
+ * A driver is the only way a process reaches the world. The kernel owns the chokepoint: it checks the handle cap,
+ * refuses to start a call on a meter that is used up, schedules, journals the result (or error) by `(pid, op)`,
+ * charges the cost to the caller and its ancestors, and cancels the call (interrupting the driver's effect, so an
+ * HTTP request is aborted) when the caller is ended. Drivers only do the work.
+ *
+ * @since 0.1.0
+ */
+import type { Effect } from "effect"
+import { Schema } from "effect"
+import type { Cost, Meter } from "./Accounts.ts"
+
+/**
+ * What one driver call returned: a JSON-safe value (it is journaled) and what it cost.
+ *
+ * @category models
+ */
+export interface DeviceResult<A = unknown> {
+  readonly value: A
+  readonly cost?: Cost | undefined
+}
+
+/**
+ * Who is calling, for drivers that care (schedulers, per-process state).
+ *
+ * @category models
+ */
+export interface CallContext {
+  readonly pid: number
+  /** The caller's op number for this call: its n-th driver call, counted from 1. */
+  readonly op: number
+  readonly priority: number
+  /** Absolute kernel-clock millis, when the caller has a deadline. */
+  readonly deadline: number | undefined
+}
+
+/**
+ * An open device, owned by one process. `close` runs when the handle is revoked or its process ends.
+ *
+ * @category models
+ */
+export interface Handle {
+  readonly read: (request: unknown, context: CallContext) => Effect.Effect<DeviceResult, DeviceError>
+  readonly write?: ((data: unknown, context: CallContext) => Effect.Effect<DeviceResult, DeviceError>) | undefined
+  readonly close?: Effect.Effect<void> | undefined
+}
+
+/**
+ * A device driver.
+ *
+ * - `meters`: the meters a call may charge; a caller with one of them used up cannot start a call (default: all
+ *   three, `tokens`, `toolCalls`, `usd`);
+ * - `scheduled`: reads pass the kernel's inference scheduler (LLM drivers).
+ *
+ * @category models
+ */
+export interface Driver {
+  readonly name: string
+  readonly open: (owner: { readonly pid: number }) => Effect.Effect<Handle, DeviceError>
+  readonly meters?: ReadonlyArray<Meter> | undefined
+  readonly scheduled?: boolean | undefined
+}
+
+/**
+ * Makes a driver.
+ *
+ * @category constructors
+ */
+export const make = (driver: Driver): Driver => driver
+
+/**
+ * A driver call failed. `reason` is the driver's short code (`invalid-request`, `unavailable`, `timeout`,
+ * `rate-limited`, `not-found`, …); `retryable` tells the caller whether the same call may succeed later. A process
+ * may catch it; it is journaled like a result, so a replay fails the same way.
+ *
+ * @category errors
+ */
+export class DeviceError extends Schema.TaggedError<DeviceError>()("DeviceError", {
+  device: Schema.String,
+  reason: Schema.String,
+  message: Schema.String,
+  retryable: Schema.optionalKey(Schema.Boolean)
+}) {}

@@ -1,0 +1,173 @@
+/**
+ * Records every driver result (and error) by `(pid, op)` and serves them back for replay and recovery.
+ *
+ * Modes:
+ * - `live`: nothing is journaled;
+ * - `record`: every result is appended to the store;
+ * - `replay`: results come only from the store; no driver is touched; a call with no entry fails with
+ *   `JournalError { reason: "missing" }`;
+ * - `recover`: the persisted prefix is replayed, then calls go live and are appended to the same store.
+ *
+ * A store is a small contract (`load` the persisted records, `append` one), so memory, file and SQL stores plug in.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer, Schema } from "effect"
+
+/**
+ * @category models
+ */
+export const Mode = Schema.Literals(["live", "record", "replay", "recover"])
+export type Mode = typeof Mode.Type
+
+const CostSchema = Schema.Struct({
+  tokens: Schema.optionalKey(Schema.Number),
+  toolCalls: Schema.optionalKey(Schema.Number),
+  usd: Schema.optionalKey(Schema.Number)
+})
+
+/**
+ * One journaled driver call. `value` is the driver's JSON-safe result; a failure keeps the `DeviceError` fields.
+ *
+ * @category models
+ */
+export const JournalRecord = Schema.Struct({
+  pid: Schema.Number,
+  op: Schema.Number,
+  device: Schema.String,
+  call: Schema.Literals(["open", "read", "write"]),
+  result: Schema.Union([
+    Schema.TaggedStruct("Success", { value: Schema.Unknown, cost: CostSchema }),
+    Schema.TaggedStruct("Failure", {
+      reason: Schema.String,
+      message: Schema.String,
+      retryable: Schema.optionalKey(Schema.Boolean)
+    })
+  ])
+})
+export type JournalRecord = typeof JournalRecord.Type
+
+/**
+ * A journal operation failed:
+ *
+ * - `missing`: replay found no entry for `(pid, op)`;
+ * - `mismatch`: replay found an entry for another device or call than the one made (the program changed);
+ * - `corrupt`: a stored record did not decode (`line` names it, counted from 1);
+ * - `io`: the store could not be read or written.
+ *
+ * @category errors
+ */
+export class JournalError extends Schema.TaggedError<JournalError>()("JournalError", {
+  reason: Schema.Literals(["missing", "mismatch", "corrupt", "io"]),
+  message: Schema.String,
+  pid: Schema.optionalKey(Schema.Number),
+  op: Schema.optionalKey(Schema.Number),
+  line: Schema.optionalKey(Schema.Number)
+}) {}
+
+/**
+ * Where records persist.
+ *
+ * @category models
+ */
+export interface JournalStore {
+  /** Every complete record persisted so far, in append order. */
+  readonly load: Effect.Effect<ReadonlyArray<JournalRecord>, JournalError>
+  /** Appends one record (durability follows the store's documented policy). */
+  readonly append: (record: JournalRecord) => Effect.Effect<void, JournalError>
+}
+
+/**
+ * The journal store the kernel uses. Absent, the kernel keeps records in memory.
+ *
+ * @category services
+ */
+export class JournalStoreService extends Context.Service<JournalStoreService, JournalStore>()(
+  "effect-agent-os/JournalStore"
+) {}
+
+/**
+ * An in-memory store; `records` shows what was appended.
+ *
+ * @category stores
+ */
+export const makeMemoryStore = (
+  initial: ReadonlyArray<JournalRecord> = []
+): JournalStore & { readonly records: ReadonlyArray<JournalRecord> } => {
+  const records: Array<JournalRecord> = [...initial]
+  return {
+    records,
+    load: Effect.sync(() => records.slice()),
+    append: (record) =>
+      Effect.sync(() => {
+        records.push(record)
+      })
+  }
+}
+
+/**
+ * @category layers
+ */
+export const layerMemory = (initial?: ReadonlyArray<JournalRecord>): Layer.Layer<JournalStoreService> =>
+  Layer.sync(JournalStoreService)(() => makeMemoryStore(initial))
+
+const key = (pid: number, op: number) => pid * 4_294_967_296 + op
+
+/**
+ * The kernel's view of the journal: in each mode, whether a call is served from the journal, and where results go.
+ *
+ * @category models
+ */
+export interface JournalShape {
+  readonly mode: Mode
+  /** The journaled record for `(pid, op)` when it must be replayed; `undefined` when the call goes live. */
+  readonly replayed: (pid: number, op: number) => JournalRecord | undefined | JournalError
+  /** Records a live result (no-op in `live` mode). */
+  readonly record: (record: JournalRecord) => Effect.Effect<void, JournalError>
+  /** Records loaded at start. */
+  readonly size: () => number
+}
+
+/**
+ * The kernel's journal.
+ *
+ * @category services
+ */
+export class Journal extends Context.Service<Journal, JournalShape>()("effect-agent-os/Journal") {}
+
+/**
+ * Builds the journal over a store in a mode: loads the persisted records for `replay` and `recover`.
+ *
+ * @category constructors
+ */
+export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShape, JournalError> =>
+  Effect.gen(function* () {
+    const loaded = mode === "replay" || mode === "recover" ? yield* store.load : []
+    const index = new Map<number, JournalRecord>()
+    for (const record of loaded) index.set(key(record.pid, record.op), record)
+    return {
+      mode,
+      replayed: (pid, op) => {
+        if (mode === "live" || mode === "record") return undefined
+        const found = index.get(key(pid, op))
+        if (found !== undefined) return found
+        if (mode === "recover") return undefined
+        return new JournalError({ reason: "missing", message: `no journal entry for pid ${pid} op ${op}`, pid, op })
+      },
+      record: (record) => (mode === "live" || mode === "replay" ? Effect.void : store.append(record)),
+      size: () => index.size
+    }
+  })
+
+/**
+ * The journal in `mode` over the `JournalStoreService` in context, or over a fresh in-memory store when there is none.
+ *
+ * @category layers
+ */
+export const layer = (mode: Mode = "live"): Layer.Layer<Journal, JournalError> =>
+  Layer.effect(Journal)(
+    Effect.gen(function* () {
+      const store = yield* Effect.serviceOption(JournalStoreService)
+      return yield* make(mode, store._tag === "Some" ? store.value : makeMemoryStore())
+    })
+  )
