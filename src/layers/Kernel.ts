@@ -10,6 +10,7 @@ import * as DeviceTable from "../services/DeviceTable.ts"
 import * as Journal from "../services/Journal.ts"
 import * as CapabilityTable from "../services/CapabilityTable.ts"
 import * as EventLog from "../services/EventLog.ts"
+import * as InferenceScheduler from "../services/InferenceScheduler.ts"
 import { Kernel, layerWithoutDependencies } from "../services/Kernel.ts"
 import * as KernelConfig from "../services/KernelConfig.ts"
 import * as NameRegistry from "../services/NameRegistry.ts"
@@ -50,6 +51,7 @@ export const layer = <E = never, R = never>(
         EventLog.layer,
         NameRegistry.layer,
         DeviceTable.layerFrom(options?.drivers ?? []),
+        InferenceScheduler.layer,
         Journal.layer(options?.journal ?? "live")
       )
     ),

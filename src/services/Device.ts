@@ -11,6 +11,7 @@
 import type { Effect } from "effect"
 import { Schema } from "effect"
 import type { Cost, Meter } from "./Accounts.ts"
+import type { Policy } from "./InferenceScheduler.ts"
 
 /**
  * What one driver call returned: a JSON-safe value (it is journaled) and what it cost.
@@ -52,7 +53,8 @@ export interface Handle {
  *
  * - `meters`: the meters a call may charge; a caller with one of them used up cannot start a call (default: all
  *   three, `tokens`, `toolCalls`, `usd`);
- * - `scheduled`: reads pass the kernel's inference scheduler (LLM drivers).
+ * - `scheduled`: calls pass the kernel's inference scheduler (LLM drivers): `true` for the default policy, or a
+ *   policy (`concurrency`, `requestsPerMinute`, `tokensPerMinute`, `agingMs`).
  *
  * @category models
  */
@@ -60,7 +62,7 @@ export interface Driver {
   readonly name: string
   readonly open: (owner: { readonly pid: number }) => Effect.Effect<Handle, DeviceError>
   readonly meters?: ReadonlyArray<Meter> | undefined
-  readonly scheduled?: boolean | undefined
+  readonly scheduled?: boolean | Policy | undefined
 }
 
 /**

@@ -23,6 +23,7 @@ import type { CapRecord } from "./internal/capRef.ts"
 import { durationMillis } from "./internal/duration.ts"
 import { eager, type EagerSys } from "./internal/eagerSys.ts"
 import { KernelScheduler } from "./internal/scheduler.ts"
+import { InferenceScheduler } from "./InferenceScheduler.ts"
 import { Journal, JournalError, type JournalRecord, type JournalShape } from "./Journal.ts"
 import { KernelConfig, type KernelLimits } from "./KernelConfig.ts"
 import { Mailbox, type MailboxOwner, type Receiver } from "./Mailbox.ts"
@@ -794,7 +795,7 @@ const never = () => -Infinity
 export const make: Effect.Effect<
   ProcessTableShape,
   never,
-  KernelConfig | CapabilityTable | EventLog | NameRegistry | DeviceTable | Journal
+  KernelConfig | CapabilityTable | EventLog | NameRegistry | DeviceTable | Journal | InferenceScheduler
 > = Effect.gen(function* () {
     const limits = yield* KernelConfig
     const caps = yield* CapabilityTable
@@ -802,6 +803,7 @@ export const make: Effect.Effect<
     const names = yield* NameRegistry
     const devices = yield* DeviceTable
     const journal = yield* Journal
+    const inference = yield* InferenceScheduler
     const clock = yield* Clock.clockWith(Effect.succeed)
     const now = () => clock.currentTimeMillisUnsafe()
     const scheduler = new KernelScheduler(limits.schedulerBatchesPerMacrotask)
@@ -1008,7 +1010,18 @@ export const make: Effect.Effect<
           }
           return yield* handle.write(payload, context)
         })
-        return Effect.exit(live).pipe(
+        const policy = entry.driver.scheduled
+        const admitted =
+          policy === undefined || policy === false
+            ? live
+            : inference.run(
+              device,
+              policy === true ? {} : policy,
+              { pid: proc.pid, priority: proc.priority, deadline: proc.deadlineAt },
+              live,
+              (result) => result.cost?.tokens ?? 0
+            )
+        return Effect.exit(admitted).pipe(
           Effect.flatMap((exit) => {
             // cancelled (the caller was ended or interrupted): nothing was returned, nothing is journaled or charged
             if (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)) return exit
@@ -1241,5 +1254,5 @@ export const make: Effect.Effect<
 export const layer: Layer.Layer<
   ProcessTable,
   never,
-  KernelConfig | CapabilityTable | EventLog | NameRegistry | DeviceTable | Journal
+  KernelConfig | CapabilityTable | EventLog | NameRegistry | DeviceTable | Journal | InferenceScheduler
 > = Layer.effect(ProcessTable)(make)

@@ -1,0 +1,233 @@
+/**
+ * Admits calls to scheduled drivers (LLMs) in order of effective priority, within concurrency and rate limits.
+ *
+ * Each scheduled driver has its own queue. A call waits until the driver has a free slot (`concurrency`), and, when
+ * set, until a request (`requestsPerMinute`) and token budget (`tokensPerMinute`, counted from the costs of calls
+ * that finished in the last 60 s) are available. Among waiting calls the next one is the highest *effective
+ * priority* — the process's priority plus one for every `agingMs` it has waited, so nothing starves — then the
+ * earliest deadline, then the earliest arrival. Time is the kernel clock, so a `TestClock` drives it exactly.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Effect, Layer, Schema } from "effect"
+
+/**
+ * Limits of one scheduled driver. Absent fields: `concurrency` 4, no rate limits, `agingMs` 1000.
+ *
+ * @category models
+ */
+export interface Policy {
+  readonly concurrency?: number | undefined
+  readonly requestsPerMinute?: number | undefined
+  readonly tokensPerMinute?: number | undefined
+  readonly agingMs?: number | undefined
+}
+
+/** @category schemas */
+export const PolicySchema = Schema.Struct({
+  concurrency: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
+  requestsPerMinute: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
+  tokensPerMinute: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
+  agingMs: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0)))
+})
+
+/** @category defaults */
+export const defaults = { concurrency: 4, agingMs: 1000 } as const
+
+/**
+ * Who is asking to run.
+ *
+ * @category models
+ */
+export interface Ticket {
+  readonly pid: number
+  readonly priority: number
+  /** Absolute kernel-clock millis, `undefined` for none. */
+  readonly deadline: number | undefined
+}
+
+interface Waiter {
+  readonly ticket: Ticket
+  readonly arrival: number
+  readonly since: number
+  readonly admit: () => void
+}
+
+const WINDOW_MS = 60_000
+
+/**
+ * @category models
+ */
+export interface InferenceSchedulerShape {
+  /**
+   * Runs `call` when the driver admits it; `tokensOf` reads the tokens the call used (for the tokens-per-minute
+   * window). Interrupting the caller while it waits removes it from the queue.
+   */
+  readonly run: <A, E, R>(
+    driver: string,
+    policy: Policy,
+    ticket: Ticket,
+    call: Effect.Effect<A, E, R>,
+    tokensOf: (a: A) => number
+  ) => Effect.Effect<A, E, R>
+  /** Calls running and waiting for a driver. */
+  readonly load: (driver: string) => { readonly running: number; readonly waiting: number }
+}
+
+/**
+ * @category services
+ */
+export class InferenceScheduler extends Context.Service<InferenceScheduler, InferenceSchedulerShape>()(
+  "effect-agent-os/InferenceScheduler"
+) {}
+
+interface Lane {
+  running: number
+  readonly waiting: Array<Waiter>
+  /** Start times of requests in the last window. */
+  readonly starts: Array<number>
+  /** [finish time, tokens] of calls in the last window. */
+  readonly usage: Array<readonly [number, number]>
+  timer: boolean
+}
+
+/**
+ * Makes a scheduler on a clock; `wake(at)` must call `pump` again at kernel time `at` (the kernel forks a sleeper).
+ *
+ * @category constructors
+ */
+export const makeUnsafe = (
+  now: () => number,
+  wakeAt: (at: number, pump: () => void) => void
+): InferenceSchedulerShape => {
+  const lanes = new Map<string, Lane>()
+  let arrivals = 0
+  const laneOf = (driver: string): Lane => {
+    let lane = lanes.get(driver)
+    if (lane === undefined) {
+      lane = { running: 0, waiting: [], starts: [], usage: [], timer: false }
+      lanes.set(driver, lane)
+    }
+    return lane
+  }
+
+  const effective = (waiter: Waiter, at: number, agingMs: number) =>
+    waiter.ticket.priority + Math.floor((at - waiter.since) / agingMs)
+
+  /** The next waiter: highest effective priority, then earliest deadline, then earliest arrival. */
+  const pick = (lane: Lane, at: number, agingMs: number): number => {
+    let best = 0
+    for (let i = 1; i < lane.waiting.length; i++) {
+      const a = lane.waiting[i]!
+      const b = lane.waiting[best]!
+      const pa = effective(a, at, agingMs)
+      const pb = effective(b, at, agingMs)
+      if (pa !== pb) {
+        if (pa > pb) best = i
+        continue
+      }
+      const da = a.ticket.deadline ?? Infinity
+      const db = b.ticket.deadline ?? Infinity
+      if (da !== db) {
+        if (da < db) best = i
+        continue
+      }
+      if (a.arrival < b.arrival) best = i
+    }
+    return best
+  }
+
+  const pump = (driver: string, policy: Policy) => {
+    const lane = laneOf(driver)
+    const concurrency = policy.concurrency ?? defaults.concurrency
+    const agingMs = policy.agingMs ?? defaults.agingMs
+    while (lane.waiting.length > 0 && lane.running < concurrency) {
+      const at = now()
+      while (lane.starts.length > 0 && lane.starts[0]! <= at - WINDOW_MS) lane.starts.shift()
+      while (lane.usage.length > 0 && lane.usage[0]![0] <= at - WINDOW_MS) lane.usage.shift()
+      // the earliest time a rate limit lets the next request start
+      let next = at
+      if (policy.requestsPerMinute !== undefined && lane.starts.length >= policy.requestsPerMinute) {
+        next = Math.max(next, lane.starts[lane.starts.length - policy.requestsPerMinute]! + WINDOW_MS)
+      }
+      if (policy.tokensPerMinute !== undefined) {
+        let used = 0
+        for (const [, tokens] of lane.usage) used += tokens
+        let i = 0
+        while (used >= policy.tokensPerMinute && i < lane.usage.length) {
+          used -= lane.usage[i]![1]
+          next = Math.max(next, lane.usage[i]![0] + WINDOW_MS)
+          i++
+        }
+      }
+      if (next > at) {
+        if (!lane.timer) {
+          lane.timer = true
+          wakeAt(next, () => {
+            lane.timer = false
+            pump(driver, policy)
+          })
+        }
+        return
+      }
+      const [waiter] = lane.waiting.splice(pick(lane, at, agingMs), 1)
+      lane.running++
+      lane.starts.push(at)
+      waiter!.admit()
+    }
+  }
+
+  return {
+    run: (driver, policy, ticket, call, tokensOf) =>
+      Effect.suspend(() => {
+        const lane = laneOf(driver)
+        let admitted = false
+        const wait = Effect.callback<void>((resume) => {
+          const waiter: Waiter = {
+            ticket,
+            arrival: arrivals++,
+            since: now(),
+            admit: () => {
+              admitted = true
+              resume(Effect.void)
+            }
+          }
+          lane.waiting.push(waiter)
+          pump(driver, policy)
+          return Effect.sync(() => {
+            const at = lane.waiting.indexOf(waiter)
+            if (at >= 0) lane.waiting.splice(at, 1)
+          })
+        })
+        const release = (tokens: number) =>
+          Effect.sync(() => {
+            lane.running--
+            if (tokens > 0) lane.usage.push([now(), tokens])
+            pump(driver, policy)
+          })
+        return Effect.onExit(Effect.andThen(wait, call), (exit) =>
+          admitted ? release(exit._tag === "Success" ? tokensOf(exit.value) : 0) : Effect.void
+        )
+      }),
+    load: (driver) => {
+      const lane = lanes.get(driver)
+      return { running: lane?.running ?? 0, waiting: lane?.waiting.length ?? 0 }
+    }
+  }
+}
+
+/**
+ * A scheduler on the `Clock` of the context the layer is built in; rate-limit wake-ups run as detached sleepers.
+ *
+ * @category layers
+ */
+export const layer: Layer.Layer<InferenceScheduler> = Layer.effect(InferenceScheduler)(
+  Effect.gen(function* () {
+    const clock = yield* Clock.clockWith(Effect.succeed)
+    const context = yield* Effect.context<never>()
+    const now = () => clock.currentTimeMillisUnsafe()
+    return makeUnsafe(now, (at, pump) => {
+      Effect.runForkWith(context)(Effect.sleep(Math.max(0, at - now())).pipe(Effect.andThen(Effect.sync(pump))))
+    })
+  })
+)
