@@ -806,7 +806,12 @@ export const make: Effect.Effect<
     const inference = yield* InferenceScheduler
     const clock = yield* Clock.clockWith(Effect.succeed)
     const now = () => clock.currentTimeMillisUnsafe()
-    const scheduler = new KernelScheduler(limits.schedulerBatchesPerMacrotask)
+    // Effect's default scheduler is replaced by the kernel's shared run queue; any other scheduler in context (the
+    // TestClock's, which tracks the fibers a sleep wakes so `adjust` can wait for them) is kept as it is
+    const contextScheduler = yield* Scheduler.Scheduler
+    const scheduler = contextScheduler instanceof Scheduler.MixedScheduler
+      ? new KernelScheduler(limits.schedulerBatchesPerMacrotask)
+      : contextScheduler
     const baseContext = Context.add(yield* Effect.context<never>(), Scheduler.Scheduler, scheduler)
     const procs = new Map<number, Proc>()
     const history = new Map<number, Process.ExitReason>()
