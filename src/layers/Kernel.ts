@@ -15,6 +15,7 @@ import { Kernel, layerWithoutDependencies } from "../services/Kernel.ts"
 import * as KernelConfig from "../services/KernelConfig.ts"
 import * as NameRegistry from "../services/NameRegistry.ts"
 import * as ProcessTable from "../services/ProcessTable.ts"
+import * as VirtualTime from "../services/VirtualTime.ts"
 
 export * from "../services/Kernel.ts"
 
@@ -24,7 +25,9 @@ export * from "../services/Kernel.ts"
  * - `limits`: the limits to change from `KernelConfig.defaults`;
  * - `drivers`: device drivers, or effects building them from the host app's services (their requirements become the
  *   layer's); each name may appear once;
- * - `journal`: the journal mode (default `live`), over the `Journal.JournalStoreService` in context, or in memory.
+ * - `journal`: the journal mode (default `live`), over the `Journal.JournalStoreService` in context, or in memory;
+ * - `virtualTime`: run every process on a virtual clock that jumps to the next timer whenever all processes are
+ *   blocked (see `VirtualTime`).
  *
  * @category models
  */
@@ -32,6 +35,7 @@ export interface KernelOptions<E = never, R = never> {
   readonly limits?: Partial<KernelConfig.KernelLimits> | undefined
   readonly drivers?: ReadonlyArray<Device.Driver | Effect.Effect<Device.Driver, E, R>> | undefined
   readonly journal?: Journal.Mode | undefined
+  readonly virtualTime?: boolean | undefined
 }
 
 /**
@@ -55,5 +59,6 @@ export const layer = <E = never, R = never>(
         Journal.layer(options?.journal ?? "live")
       )
     ),
-    Layer.provide(KernelConfig.layer(options?.limits))
+    Layer.provide(KernelConfig.layer(options?.limits)),
+    Layer.provide(options?.virtualTime === true ? VirtualTime.layer : Layer.empty)
   )

@@ -37,7 +37,8 @@ export const JournalRecord = Schema.Struct({
   device: Schema.String,
   call: Schema.Literals(["open", "read", "write"]),
   result: Schema.Union([
-    Schema.TaggedStruct("Success", { value: Schema.Unknown, cost: CostSchema }),
+    // `value` is absent when the driver returned `undefined` (JSON has no undefined)
+    Schema.TaggedStruct("Success", { value: Schema.optionalKey(Schema.Unknown), cost: CostSchema }),
     Schema.TaggedStruct("Failure", {
       reason: Schema.String,
       message: Schema.String,
@@ -53,12 +54,13 @@ export type JournalRecord = typeof JournalRecord.Type
  * - `missing`: replay found no entry for `(pid, op)`;
  * - `mismatch`: replay found an entry for another device or call than the one made (the program changed);
  * - `corrupt`: a stored record did not decode (`line` names it, counted from 1);
+ * - `unencodable`: a driver result cannot be stored as JSON (a bigint, a cycle…), so it was not recorded;
  * - `io`: the store could not be read or written.
  *
  * @category errors
  */
 export class JournalError extends Schema.TaggedError<JournalError>()("JournalError", {
-  reason: Schema.Literals(["missing", "mismatch", "corrupt", "io"]),
+  reason: Schema.Literals(["missing", "mismatch", "corrupt", "unencodable", "io"]),
   message: Schema.String,
   pid: Schema.optionalKey(Schema.Number),
   op: Schema.optionalKey(Schema.Number),

@@ -23,6 +23,7 @@ import type { CapRecord } from "./internal/capRef.ts"
 import { durationMillis } from "./internal/duration.ts"
 import { eager, type EagerSys } from "./internal/eagerSys.ts"
 import { KernelScheduler } from "./internal/scheduler.ts"
+import { makeAdvancer, VirtualTime } from "./VirtualTime.ts"
 import { InferenceScheduler } from "./InferenceScheduler.ts"
 import { Journal, JournalError, type JournalRecord, type JournalShape } from "./Journal.ts"
 import { KernelConfig, type KernelLimits } from "./KernelConfig.ts"
@@ -808,11 +809,21 @@ export const make: Effect.Effect<
     const now = () => clock.currentTimeMillisUnsafe()
     // Effect's default scheduler is replaced by the kernel's shared run queue; any other scheduler in context (the
     // TestClock's, which tracks the fibers a sleep wakes so `adjust` can wait for them) is kept as it is
+    // Under virtual time the kernel's run queue is required: its draining is what moves the clock.
+    const virtual = yield* Effect.serviceOption(VirtualTime)
     const contextScheduler = yield* Scheduler.Scheduler
-    const scheduler = contextScheduler instanceof Scheduler.MixedScheduler
+    const scheduler = contextScheduler instanceof Scheduler.MixedScheduler || virtual._tag === "Some"
       ? new KernelScheduler(limits.schedulerBatchesPerMacrotask)
       : contextScheduler
     const baseContext = Context.add(yield* Effect.context<never>(), Scheduler.Scheduler, scheduler)
+    let inflight = 0
+    let advancer: { readonly poke: () => void } | undefined
+    if (virtual._tag === "Some" && scheduler instanceof KernelScheduler) {
+      const kernelScheduler = scheduler
+      advancer = makeAdvancer(virtual.value, () => kernelScheduler.idle && inflight === 0)
+      kernelScheduler.onIdle(advancer.poke)
+      virtual.value.onSleep(advancer.poke)
+    }
     const procs = new Map<number, Proc>()
     const history = new Map<number, Process.ExitReason>()
     let nextPid = 1
@@ -1026,16 +1037,30 @@ export const make: Effect.Effect<
               live,
               (result) => result.cost?.tokens ?? 0
             )
-        return Effect.exit(admitted).pipe(
+        const tracked = advancer === undefined
+          ? admitted
+          : Effect.suspend(() => {
+            inflight++
+            return Effect.ensuring(
+              admitted,
+              Effect.sync(() => {
+                if (--inflight === 0) advancer!.poke()
+              })
+            )
+          })
+        return Effect.exit(tracked).pipe(
           Effect.flatMap((exit) => {
             // cancelled (the caller was ended or interrupted): nothing was returned, nothing is journaled or charged
             if (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)) return exit
             let result: JournalRecord["result"]
             if (Exit.isSuccess(exit)) {
               const cost = exit.value.cost ?? {}
-              result = Accounts.isValidCost(cost)
-                ? { _tag: "Success", value: exit.value.value, cost: Accounts.normalize(cost) }
-                : { _tag: "Failure", reason: "driver-error", message: `${device} reported an invalid cost` }
+              const value = exit.value.value
+              result = !Accounts.isValidCost(cost)
+                ? { _tag: "Failure", reason: "driver-error", message: `${device} reported an invalid cost` }
+                : value === undefined
+                ? { _tag: "Success", cost: Accounts.normalize(cost) }
+                : { _tag: "Success", value, cost: Accounts.normalize(cost) }
             } else {
               const failure = Cause.findError(exit.cause)
               result = asRecordedFailure(failure._tag === "Success" ? failure.success : Cause.squash(exit.cause))

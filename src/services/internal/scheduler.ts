@@ -16,9 +16,15 @@ class KernelDispatcher implements SchedulerDispatcher {
   private pending = false
   private batches = 0
   private readonly batchesPerMacrotask: number
+  /** Called each time the run queue drains. */
+  onIdle: (() => void) | undefined = undefined
 
   constructor(batchesPerMacrotask: number) {
     this.batchesPerMacrotask = batchesPerMacrotask
+  }
+
+  get idle(): boolean {
+    return !this.pending && this.tasks.length === 0
   }
 
   scheduleTask(task: () => void, _priority: number): void {
@@ -45,6 +51,7 @@ class KernelDispatcher implements SchedulerDispatcher {
       for (let i = 0; i < tasks.length; i++) tasks[i]!()
     }
     this.pending = false
+    this.onIdle?.()
   }
 
   flush(): void {
@@ -73,5 +80,15 @@ export class KernelScheduler implements Scheduler {
 
   makeDispatcher(): SchedulerDispatcher {
     return this.dispatcher
+  }
+
+  /** No task is queued or running. */
+  get idle(): boolean {
+    return this.dispatcher.idle
+  }
+
+  /** Runs `f` each time the run queue drains. */
+  onIdle(f: () => void): void {
+    this.dispatcher.onIdle = f
   }
 }
