@@ -216,8 +216,10 @@ export const make = <
     const runners = new Map<string, Runner>()
     for (const name of declared) {
       const run = makeRunner(device, tools[name], given[name] as Implementation<Tool.Any, unknown>)
-      // The implementations' services are erased inside the runner; they are all in `context`.
-      runners.set(name, (args, call) => Effect.provideContext(run(args, call), context as Context.Context<any>))
+      // The implementations' services are erased inside the runner; they are all in `context`. The call runs in
+      // exactly that context (the one the tool set was built in), swapped in without copying: merging it into the
+      // caller's context would copy every service on every call.
+      runners.set(name, (args, call) => Effect.updateContext(run(args, call), () => context as Context.Context<any>))
     }
     const names = declared.join(", ")
     const handle: Handle = {

@@ -77,6 +77,8 @@ export interface JournalStore {
   readonly load: Effect.Effect<ReadonlyArray<JournalRecord>, JournalError>
   /** Appends one record (durability follows the store's documented policy). */
   readonly append: (record: JournalRecord) => Effect.Effect<void, JournalError>
+  /** For stores that keep records in memory: appends at once, so the kernel need not wait on an effect. */
+  readonly appendUnsafe?: ((record: JournalRecord) => void) | undefined
 }
 
 /**
@@ -103,7 +105,10 @@ export const makeMemoryStore = (
     append: (record) =>
       Effect.sync(() => {
         records.push(record)
-      })
+      }),
+    appendUnsafe: (record) => {
+      records.push(record)
+    }
   }
 }
 
@@ -124,8 +129,11 @@ export interface JournalShape {
   readonly mode: Mode
   /** The journaled record for `(pid, op)` when it must be replayed; `undefined` when the call goes live. */
   readonly replayed: (pid: number, op: number) => JournalRecord | undefined | JournalError
-  /** Records a live result (no-op in `live` mode). */
-  readonly record: (record: JournalRecord) => Effect.Effect<void, JournalError>
+  /**
+   * Records a live result (nothing in `live` and `replay` mode). Returns the effect to wait on, or `undefined` when
+   * the record is already stored (an in-memory store, or nothing to record).
+   */
+  readonly record: (record: JournalRecord) => Effect.Effect<void, JournalError> | undefined
   /** Records loaded at start. */
   readonly size: () => number
 }
@@ -156,7 +164,12 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
         if (mode === "recover") return undefined
         return new JournalError({ reason: "missing", message: `no journal entry for pid ${pid} op ${op}`, pid, op })
       },
-      record: (record) => (mode === "live" || mode === "replay" ? Effect.void : store.append(record)),
+      record: (record) => {
+        if (mode === "live" || mode === "replay") return undefined
+        if (store.appendUnsafe === undefined) return store.append(record)
+        store.appendUnsafe(record)
+        return undefined
+      },
       size: () => index.size
     }
   })

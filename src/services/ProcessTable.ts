@@ -16,7 +16,7 @@ import { Cause, Clock, Context, Duration, Effect, Exit, Layer, Option, Scheduler
 import * as Accounts from "./Accounts.ts"
 import { type CapRef, CapabilityError, type Resource, type Right, rightBit, rightsMask } from "./Capability.ts"
 import { CapabilityTable, type CapabilityTableShape } from "./CapabilityTable.ts"
-import { DeviceError } from "./Device.ts"
+import { type CallContext, type DeviceResult, DeviceError, type Handle } from "./Device.ts"
 import { DeviceTable, type DeviceTableShape, type HandleEntry } from "./DeviceTable.ts"
 import { EventLog, type EventLogShape, type SyscallName } from "./EventLog.ts"
 import type { CapRecord } from "./internal/capRef.ts"
@@ -784,6 +784,7 @@ export class ProcessSys implements SysShape, EagerSys {
 }
 
 const noCaps: ReadonlyArray<CapRef> = Object.freeze([])
+const noCost: Accounts.Cost = Object.freeze({})
 /** A clock for checks that ignore expiry (revoking an expired cap is allowed). */
 const never = () => -Infinity
 
@@ -962,36 +963,61 @@ export const make: Effect.Effect<
       if (close !== undefined) Effect.runForkWith(baseContext)(close)
     }
 
-    /** Charges a call's cost and hands back its value or error (the same for a live and a replayed call). */
-    const settle = (proc: Proc, device: string, result: JournalRecord["result"]): Effect.Effect<unknown, DeviceError> => {
-      if (result._tag === "Failure") {
-        const fields = { device, reason: result.reason, message: result.message }
-        return Effect.fail(
-          new DeviceError(result.retryable === undefined ? fields : { ...fields, retryable: result.retryable })
-        )
-      }
-      const cost = result.cost
-      if ((cost.tokens ?? 0) !== 0 || (cost.toolCalls ?? 0) !== 0 || (cost.usd ?? 0) !== 0) {
-        events.emit({
-          _tag: "Charge",
-          pid: proc.pid,
-          tokens: cost.tokens ?? 0,
-          toolCalls: cost.toolCalls ?? 0,
-          usd: cost.usd ?? 0
-        })
+    /** Charges a call's cost and hands back its value (the same for a live and a replayed call). */
+    const settleValue = (proc: Proc, value: unknown, cost: Accounts.Cost): Effect.Effect<unknown> => {
+      const tokens = cost.tokens ?? 0
+      const toolCalls = cost.toolCalls ?? 0
+      const usd = cost.usd ?? 0
+      if (tokens !== 0 || toolCalls !== 0 || usd !== 0) {
+        events.emit({ _tag: "Charge", pid: proc.pid, tokens, toolCalls, usd })
         // the work was done: it is charged even to a process that was ended meanwhile
         const breach = Accounts.charge(proc.account, cost)
         if (breach !== undefined) terminate(proc, Process.quota(breach))
       }
-      return proc.exitReason !== undefined ? Effect.interrupt : Effect.succeed(result.value)
+      return proc.exitReason !== undefined ? Effect.interrupt : Effect.succeed(value)
     }
 
-    const asRecordedFailure = (error: unknown): JournalRecord["result"] =>
-      error instanceof DeviceError
+    const settle = (proc: Proc, device: string, result: JournalRecord["result"]): Effect.Effect<unknown, DeviceError> => {
+      if (result._tag === "Success") return settleValue(proc, result.value, result.cost)
+      const fields = { device, reason: result.reason, message: result.message }
+      return Effect.fail(
+        new DeviceError(result.retryable === undefined ? fields : { ...fields, retryable: result.retryable })
+      )
+    }
+
+    /** What a finished live call is, as it is journaled and replayed. */
+    const asRecorded = (device: string, exit: Exit.Exit<DeviceResult, unknown>): JournalRecord["result"] => {
+      if (Exit.isSuccess(exit)) {
+        const cost = exit.value.cost ?? noCost
+        const value = exit.value.value
+        if (!Accounts.isValidCost(cost)) {
+          return { _tag: "Failure", reason: "driver-error", message: `${device} reported an invalid cost` }
+        }
+        return value === undefined
+          ? { _tag: "Success", cost: Accounts.normalize(cost) }
+          : { _tag: "Success", value, cost: Accounts.normalize(cost) }
+      }
+      const found = Cause.findError(exit.cause)
+      const error = found._tag === "Success" ? found.success : Cause.squash(exit.cause)
+      return error instanceof DeviceError
         ? error.retryable === undefined
           ? { _tag: "Failure", reason: error.reason, message: error.message }
           : { _tag: "Failure", reason: error.reason, message: error.message, retryable: error.retryable }
         : { _tag: "Failure", reason: "driver-error", message: Process.describeError(error) }
+    }
+
+    const invoke = (
+      entry: HandleEntry,
+      handle: Handle,
+      call: "read" | "write",
+      payload: unknown,
+      context: CallContext
+    ): Effect.Effect<DeviceResult, DeviceError> => {
+      if (call === "read") return handle.read(payload, context)
+      if (handle.write !== undefined) return handle.write(payload, context)
+      const device = entry.driver.name
+      return Effect.fail(new DeviceError({ device, reason: "unsupported", message: `${device} has no write` }))
+    }
 
     const driverCall = (
       proc: Proc,
@@ -1017,26 +1043,24 @@ export const make: Effect.Effect<
           }
           return settle(proc, device, replayed.result)
         }
-        const context = { pid: proc.pid, op, priority: proc.priority, deadline: proc.deadlineAt }
-        const live = Effect.gen(function* () {
-          const handle = entry.handle ?? (entry.handle = yield* entry.driver.open({ pid: entry.opener }))
-          if (call === "read") return yield* handle.read(payload, context)
-          if (handle.write === undefined) {
-            return yield* new DeviceError({ device, reason: "unsupported", message: `${device} has no write` })
-          }
-          return yield* handle.write(payload, context)
-        })
+        const context: CallContext = { pid: proc.pid, op, priority: proc.priority, deadline: proc.deadlineAt }
+        // the driver's own handle opens at the first live call (a replayed run never opens it)
+        const live = entry.handle !== undefined
+          ? invoke(entry, entry.handle, call, payload, context)
+          : Effect.flatMap(entry.driver.open({ pid: entry.opener }), (handle) => {
+            entry.handle = handle
+            return invoke(entry, handle, call, payload, context)
+          })
         const policy = entry.driver.scheduled
-        const admitted =
-          policy === undefined || policy === false
-            ? live
-            : inference.run(
-              device,
-              policy === true ? {} : policy,
-              { pid: proc.pid, priority: proc.priority, deadline: proc.deadlineAt },
-              live,
-              (result) => result.cost?.tokens ?? 0
-            )
+        const admitted = policy === undefined || policy === false
+          ? live
+          : inference.run(
+            device,
+            policy === true ? {} : policy,
+            { pid: proc.pid, priority: proc.priority, deadline: proc.deadlineAt },
+            live,
+            (result) => result.cost?.tokens ?? 0
+          )
         const tracked = advancer === undefined
           ? admitted
           : Effect.suspend(() => {
@@ -1048,29 +1072,29 @@ export const make: Effect.Effect<
               })
             )
           })
-        return Effect.exit(tracked).pipe(
-          Effect.flatMap((exit) => {
-            // cancelled (the caller was ended or interrupted): nothing was returned, nothing is journaled or charged
-            if (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)) return exit
-            let result: JournalRecord["result"]
-            if (Exit.isSuccess(exit)) {
-              const cost = exit.value.cost ?? {}
-              const value = exit.value.value
-              result = !Accounts.isValidCost(cost)
-                ? { _tag: "Failure", reason: "driver-error", message: `${device} reported an invalid cost` }
-                : value === undefined
-                ? { _tag: "Success", cost: Accounts.normalize(cost) }
-                : { _tag: "Success", value, cost: Accounts.normalize(cost) }
-            } else {
-              const failure = Cause.findError(exit.cause)
-              result = asRecordedFailure(failure._tag === "Success" ? failure.success : Cause.squash(exit.cause))
-            }
-            return Effect.andThen(
-              journal.record({ pid: proc.pid, op, device, call, result }),
-              settle(proc, device, result)
-            )
+        if (journal.mode === "live") {
+          // nothing to record: settle straight from the driver's result
+          return Effect.matchCauseEffect(tracked, {
+            onSuccess: (result) => {
+              const cost = result.cost ?? noCost
+              return Accounts.isValidCost(cost)
+                ? settleValue(proc, result.value, cost)
+                : settle(proc, device, asRecorded(device, Exit.succeed(result)))
+            },
+            onFailure: (cause) =>
+              Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : settle(proc, device, asRecorded(device, Exit.failCause(cause)))
           })
-        )
+        }
+        const recordAndSettle = (exit: Exit.Exit<DeviceResult, unknown>) => {
+          const result = asRecorded(device, exit)
+          const pending = journal.record({ pid: proc.pid, op, device, call, result })
+          return pending === undefined ? settle(proc, device, result) : Effect.andThen(pending, settle(proc, device, result))
+        }
+        return Effect.matchCauseEffect(tracked, {
+          onSuccess: (result) => recordAndSettle(Exit.succeed(result)),
+          // cancelled (the caller was ended or interrupted): nothing was returned, nothing is journaled or charged
+          onFailure: (cause) => Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : recordAndSettle(Exit.failCause(cause))
+        })
       })
 
     const kernel: Kernel = {
