@@ -1,6 +1,6 @@
 /**
- * Helps test code that runs on the kernel: a kernel layer for tests and a way to run a piece of process code and get
- * its result back in the test.
+ * Helps test code that runs on the kernel: a kernel layer for tests, a way to run a piece of process code and get its
+ * result back, a scripted in-process LLM device, and a scripted loopback OpenAI-compatible server for the real SDK.
  *
  * @since 0.1.0
  */
@@ -8,6 +8,9 @@ import { Cause, Deferred, Effect, Exit, Schema } from "effect"
 import * as Kernel from "./layers/Kernel.ts"
 import * as Process from "./services/Process.ts"
 import type { Sys } from "./services/Sys.ts"
+
+export * as OpenAiServer from "./testing/OpenAiServer.ts"
+export * as ScriptedLlm from "./testing/ScriptedLlm.ts"
 
 /**
  * The kernel for tests. Built inside `it.effect`, it runs on the `TestClock`: move time with `TestClock.adjust`.

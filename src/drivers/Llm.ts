@@ -1,0 +1,688 @@
+/**
+ * Connects processes to a chat model: one `read` on the device is one model call, metered in tokens and dollars.
+ *
+ * Two backends give the same device:
+ *
+ * - `make(options)`: the `openai` SDK against any OpenAI-compatible chat-completions API (OpenAI, Azure-style
+ *   proxies, vLLM, Ollama, llama.cpp, the test kit's `OpenAiServer`);
+ * - `fromLanguageModel(name)`: any `effect/ai` `LanguageModel` service, so an effect/ai provider layer plugs in.
+ *
+ * A read request is data (it is journaled): an `LlmRequest`, decoded with `Schema` before anything is sent. A request
+ * that does not decode fails with `DeviceError` `invalid-request` and never reaches the server. The reply (`LlmReply`)
+ * is JSON-safe: `{ text, toolCalls, finishReason, usage, model }`; the call costs
+ * `{ tokens: input + output, usd }`, `usd` from the price table (0 for a model without a price).
+ *
+ * How `make`'s calls end:
+ *
+ * - each attempt is bounded by `timeout` (default 60 s): past it, the HTTP request is aborted and the call fails with
+ *   `timeout` (retryable, not retried here: the caller decides);
+ * - 429 and 5xx answers and network failures are retried with an Effect `Schedule`: the server's `Retry-After`
+ *   (seconds, or OpenAI's `retry-after-ms`) when it sent one, else exponential backoff from `retry.base`
+ *   (default 500 ms, doubling, at most `retry.maxDelay`, default 30 s), at most `retry.times` times (default 3); when
+ *   they run out the call fails with `rate-limited` or `unavailable`, `retryable: true`;
+ * - other HTTP errors are not retried: 400/422 `invalid-request`, 401/403 `unauthorized`, 404 `not-found`, anything
+ *   else `failed`, all `retryable: false` (408 and 409 are `timeout` and `conflict`, `retryable: true`);
+ * - an answer without a choice is `bad-response`;
+ * - interrupting the read (the kernel does it when the caller is killed, suspended past its deadline, …) aborts the
+ *   HTTP request at once, retries and backoff included.
+ *
+ * Streaming: a request with `stream: true` is sent as an SSE request; each text fragment is handed to the driver's
+ * `onDelta(text, context)` option as it arrives, and the read still resolves once, with the whole reply and its usage.
+ * The callback lives in the driver options, not in the request, because requests are journaled data and a function is
+ * neither; `context` (`pid`, `op`) tells the host whose call a fragment belongs to. Deltas are a live side channel: a
+ * replayed call returns its journaled reply and emits no deltas. A throwing `onDelta` is ignored (a display callback
+ * must not fail a paid call).
+ *
+ * @since 0.1.0
+ */
+import { Config, Data, Duration, Effect, Redacted, Schedule, Schema } from "effect"
+import { LanguageModel, type Prompt, Tool, Toolkit } from "effect/ai"
+import type { Policy } from "../services/InferenceScheduler.ts"
+import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError } from "openai"
+import type { Cost } from "../services/Accounts.ts"
+import * as Device from "../services/Device.ts"
+import { durationMillis } from "../services/internal/duration.ts"
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Request and reply
+
+/**
+ * A tool call, as the model made it. `arguments` is the parsed JSON object; when the model sent text that is not a
+ * JSON object, `arguments` is that raw text and `argumentsInvalid` is `true` (give the model an error result rather
+ * than calling the tool). An assistant message in a request carries the same shape, so a reply's tool calls can be
+ * sent back as they are.
+ *
+ * @category schemas
+ */
+export const ToolCall = Schema.Struct({
+  id: Schema.String,
+  name: Schema.String,
+  arguments: Schema.Union([Schema.Record(Schema.String, Schema.Unknown), Schema.String]),
+  argumentsInvalid: Schema.optionalKey(Schema.Literal(true))
+})
+/** @category models */
+export type ToolCall = typeof ToolCall.Type
+
+/**
+ * A text part of a user message.
+ *
+ * @category schemas
+ */
+export const TextPart = Schema.Struct({ type: Schema.Literal("text"), text: Schema.String })
+
+/**
+ * An image part of a user message, for vision models: an `https:` or `data:` URL, sent as OpenAI's `image_url`.
+ *
+ * @category schemas
+ */
+export const ImagePart = Schema.Struct({
+  type: Schema.Literal("image"),
+  url: Schema.String.check(
+    Schema.makeFilter((url: string) => URL.canParse(url) || "an absolute URL", { expected: "an absolute URL" })
+  ),
+  detail: Schema.optionalKey(Schema.Literals(["auto", "low", "high"]))
+})
+
+/**
+ * One message of the conversation. `tool` messages answer the assistant's tool call `toolCallId`.
+ *
+ * @category schemas
+ */
+export const Message = Schema.Union([
+  Schema.Struct({ role: Schema.Literal("system"), content: Schema.String }),
+  Schema.Struct({
+    role: Schema.Literal("user"),
+    content: Schema.Union([Schema.String, Schema.Array(Schema.Union([TextPart, ImagePart]))])
+  }),
+  Schema.Struct({
+    role: Schema.Literal("assistant"),
+    content: Schema.optionalKey(Schema.String),
+    toolCalls: Schema.optionalKey(Schema.Array(ToolCall))
+  }),
+  Schema.Struct({ role: Schema.Literal("tool"), toolCallId: Schema.String, content: Schema.String })
+])
+/** @category models */
+export type Message = typeof Message.Type
+
+/**
+ * A tool the model may call: `parameters` is a JSON Schema object (default: an object with no properties).
+ *
+ * @category schemas
+ */
+export const ToolDefinition = Schema.Struct({
+  name: Schema.String,
+  description: Schema.optionalKey(Schema.String),
+  parameters: Schema.optionalKey(Schema.Record(Schema.String, Schema.Unknown))
+})
+/** @category models */
+export type ToolDefinition = typeof ToolDefinition.Type
+
+/**
+ * A read request: one model call.
+ *
+ * - `messages`: at least one;
+ * - `tools`, `toolChoice` (`auto` when tools are given, `none`, `required`);
+ * - `maxTokens`: a ceiling on output tokens (sent as `max_completion_tokens`);
+ * - `temperature`: 0–2;
+ * - `model`: overrides the driver's model for this call;
+ * - `stream`: deliver text fragments to the driver's `onDelta` as they arrive (the reply is the same).
+ *
+ * `fromLanguageModel` ignores `maxTokens`, `temperature`, `model` and `stream`: configure them on the provider layer.
+ *
+ * @category schemas
+ */
+export const LlmRequest = Schema.Struct({
+  messages: Schema.Array(Message).check(Schema.isMinLength(1)),
+  tools: Schema.optionalKey(Schema.Array(ToolDefinition)),
+  toolChoice: Schema.optionalKey(Schema.Literals(["auto", "none", "required"])),
+  maxTokens: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
+  temperature: Schema.optionalKey(Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 2 }))),
+  model: Schema.optionalKey(Schema.String),
+  stream: Schema.optionalKey(Schema.Boolean)
+})
+/** @category models */
+export type LlmRequest = typeof LlmRequest.Type
+
+/**
+ * What a read returns. `finishReason` uses OpenAI's words (`stop`, `length`, `tool_calls`, `content_filter`, …;
+ * `unknown` when the server sent none). `model` is the model that answered, as the server named it.
+ *
+ * @category schemas
+ */
+export const LlmReply = Schema.Struct({
+  text: Schema.String,
+  toolCalls: Schema.Array(ToolCall),
+  finishReason: Schema.String,
+  usage: Schema.Struct({ inputTokens: Schema.Number, outputTokens: Schema.Number }),
+  model: Schema.String
+})
+/** @category models */
+export type LlmReply = typeof LlmReply.Type
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Options
+
+/**
+ * Dollars per million tokens.
+ *
+ * @category models
+ */
+export interface Price {
+  readonly inputPerMTok: number
+  readonly outputPerMTok: number
+}
+
+/**
+ * Options of `make`. Absent `baseURL`, `apiKey`, `model` are read through Effect `Config` from `OPENAI_BASE_URL`
+ * (default `https://api.openai.com/v1`), `OPENAI_API_KEY` and `OPENAI_MODEL` (both required when not given here:
+ * `make` fails with a `ConfigError` naming the missing one). A server that ignores keys (Ollama, vLLM) still needs
+ * some non-empty key, as with the SDK. Invalid options (a negative duration, a fractional `retry.times`) are defects.
+ *
+ * @category models
+ */
+export interface Options {
+  /** The device name (default `"llm"`). */
+  readonly name?: string | undefined
+  readonly baseURL?: string | undefined
+  readonly apiKey?: string | Redacted.Redacted<string> | undefined
+  readonly model?: string | undefined
+  /** Prices by model id: the requested model's price, else the answering model's. No price: `usd` 0. */
+  readonly prices?: Readonly<Record<string, Price>> | undefined
+  /** Per attempt, default 60 seconds. */
+  readonly timeout?: Duration.Input | undefined
+  readonly retry?: {
+    /** Retries after the first attempt (default 3; 0 disables retrying). */
+    readonly times?: number | undefined
+    /** First backoff delay, doubled at each retry (default 500 ms). */
+    readonly base?: Duration.Input | undefined
+    /** Ceiling on a backoff delay (default 30 s). A server's `Retry-After` is honoured as sent. */
+    readonly maxDelay?: Duration.Input | undefined
+  } | undefined
+  /**
+   * Receives the text fragments of streamed calls (`stream: true`), with the calling process's context (`pid`, `op`).
+   * Called synchronously as fragments arrive; not called on replay.
+   */
+  readonly onDelta?: ((text: string, context: Device.CallContext) => void) | undefined
+  /** The inference-scheduler policy for this device (default: the scheduler's defaults). */
+  readonly schedule?: Policy | undefined
+}
+
+const defaults = {
+  name: "llm",
+  baseURL: "https://api.openai.com/v1",
+  timeout: Duration.seconds(60),
+  retryTimes: 3,
+  retryBase: Duration.millis(500),
+  retryMaxDelay: Duration.seconds(30)
+} as const
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The openai SDK driver
+
+/**
+ * Makes the LLM driver on the `openai` SDK (one client per driver, shared by every handle).
+ *
+ * @example
+ * ```ts
+ * const driver = yield* Llm.make({
+ *   model: "gpt-4o-mini",
+ *   prices: { "gpt-4o-mini": { inputPerMTok: 0.15, outputPerMTok: 0.6 } }
+ * })
+ * const handle = yield* driver.open({ pid: 1 })
+ * const { value } = yield* handle.read({ messages: [{ role: "user", content: "hi" }] }, context)
+ * ```
+ *
+ * @category constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<Device.Driver, Config.ConfigError> =>
+  Effect.gen(function* () {
+    const name = options.name ?? defaults.name
+    const baseURL = options.baseURL ?? (yield* Config.String("OPENAI_BASE_URL").pipe(
+      Config.withDefault(defaults.baseURL)
+    ))
+    const apiKey = options.apiKey === undefined
+      ? yield* Config.Redacted("OPENAI_API_KEY")
+      : typeof options.apiKey === "string"
+      ? Redacted.make(options.apiKey)
+      : options.apiKey
+    const model = options.model ?? (yield* Config.String("OPENAI_MODEL"))
+    const timeout = millisOption(options.timeout, "timeout") ?? Duration.toMillis(defaults.timeout)
+    const retryTimes = options.retry?.times ?? defaults.retryTimes
+    if (!Number.isInteger(retryTimes) || retryTimes < 0) {
+      return yield* Effect.die(new RangeError(`Llm.make: retry.times must be an integer ≥ 0, got ${retryTimes}`))
+    }
+    const retryBase = millisOption(options.retry?.base, "retry.base") ?? Duration.toMillis(defaults.retryBase)
+    const retryMaxDelay = millisOption(options.retry?.maxDelay, "retry.maxDelay") ??
+      Duration.toMillis(defaults.retryMaxDelay)
+    // The SDK's own timeout is a backstop only: the Effect timeout below ends each attempt (and aborts it).
+    const client = new OpenAI({ baseURL, apiKey: Redacted.value(apiKey), maxRetries: 0, timeout: timeout + 1_000 })
+    const call = makeCall({
+      name,
+      client,
+      model,
+      prices: options.prices ?? {},
+      timeout,
+      retryTimes,
+      retryBase,
+      retryMaxDelay,
+      onDelta: options.onDelta
+    })
+    return Device.make({
+      name,
+      meters: ["tokens", "usd"],
+      scheduled: options.schedule ?? true,
+      open: () =>
+        Effect.succeed<Device.Handle>({
+          read: (request, context) => decodeRequest(name, request).pipe(Effect.flatMap((r) => call(r, context)))
+        })
+    })
+  })
+
+const millisOption = (input: Duration.Input | undefined, option: string): number | undefined => {
+  if (input === undefined) return undefined
+  const ms = durationMillis(input)
+  if (Number.isNaN(ms)) throw new RangeError(`Llm.make: ${option} is not a duration ≥ 0`)
+  return ms
+}
+
+const decodeRequest = (device: string, request: unknown): Effect.Effect<LlmRequest, Device.DeviceError> =>
+  Schema.decodeUnknownEffect(LlmRequest)(request).pipe(
+    Effect.mapError((error) =>
+      new Device.DeviceError({ device, reason: "invalid-request", message: error.message, retryable: false })
+    )
+  )
+
+interface CallSettings {
+  readonly name: string
+  readonly client: OpenAI
+  readonly model: string
+  readonly prices: Readonly<Record<string, Price>>
+  readonly timeout: number
+  readonly retryTimes: number
+  readonly retryBase: number
+  readonly retryMaxDelay: number
+  readonly onDelta: ((text: string, context: Device.CallContext) => void) | undefined
+}
+
+/** One failed attempt: the error to report, whether to retry, and the delay the server asked for. */
+class AttemptError extends Data.TaggedError("AttemptError")<{
+  readonly error: Device.DeviceError
+  readonly retry: boolean
+  readonly retryAfterMs: number | undefined
+}> {}
+
+const makeCall = (settings: CallSettings) => {
+  const { client, name } = settings
+  const schedule = Schedule.exponential(Duration.millis(settings.retryBase)).pipe(
+    Schedule.setInputType<AttemptError>(),
+    Schedule.modifyDelay(({ duration, input }) =>
+      Effect.succeed(
+        input.retryAfterMs !== undefined
+          ? Duration.millis(input.retryAfterMs)
+          : Duration.min(duration, Duration.millis(settings.retryMaxDelay))
+      )
+    )
+  )
+  const timedOut = new AttemptError({
+    error: new Device.DeviceError({
+      device: name,
+      reason: "timeout",
+      message: `no answer within ${settings.timeout} ms`,
+      retryable: true
+    }),
+    retry: false,
+    retryAfterMs: undefined
+  })
+
+  return (request: LlmRequest, context: Device.CallContext): Effect.Effect<Device.DeviceResult, Device.DeviceError> => {
+    const model = request.model ?? settings.model
+    const body = toChatBody(model, request)
+    const attempt = Effect.tryPromise({
+      try: (signal) =>
+        request.stream === true
+          ? streamed(client, body, signal, (text) => settings.onDelta?.(text, context))
+          : client.chat.completions.create({ ...body, stream: false }, { signal }).then(fromCompletion),
+      catch: (error) => classify(name, error)
+    }).pipe(
+      Effect.timeoutOrElse({ duration: Duration.millis(settings.timeout), orElse: () => Effect.fail(timedOut) })
+    )
+    return attempt.pipe(
+      Effect.retry({ schedule, times: settings.retryTimes, while: (failure) => failure.retry }),
+      Effect.mapError((failure) => failure.error),
+      Effect.map((reply): Device.DeviceResult<LlmReply> => ({
+        value: reply,
+        cost: costOf(reply, settings.prices[model] ?? settings.prices[reply.model])
+      }))
+    )
+  }
+}
+
+const costOf = (reply: LlmReply, price: Price | undefined): Cost => ({
+  tokens: reply.usage.inputTokens + reply.usage.outputTokens,
+  usd: price === undefined
+    ? 0
+    : (reply.usage.inputTokens * price.inputPerMTok + reply.usage.outputTokens * price.outputPerMTok) / 1_000_000
+})
+
+type ChatBody = Omit<OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming, "stream">
+
+const toChatBody = (model: string, request: LlmRequest): ChatBody => ({
+  model,
+  messages: request.messages.map(toChatMessage),
+  ...(request.tools !== undefined && request.tools.length > 0
+    ? {
+      tools: request.tools.map((tool): OpenAI.Chat.Completions.ChatCompletionTool => ({
+        type: "function",
+        function: {
+          name: tool.name,
+          ...(tool.description === undefined ? {} : { description: tool.description }),
+          parameters: tool.parameters ?? { type: "object", properties: {} }
+        }
+      }))
+    }
+    : {}),
+  ...(request.toolChoice === undefined ? {} : { tool_choice: request.toolChoice }),
+  ...(request.maxTokens === undefined ? {} : { max_completion_tokens: request.maxTokens }),
+  ...(request.temperature === undefined ? {} : { temperature: request.temperature })
+})
+
+const toChatMessage = (message: Message): OpenAI.Chat.Completions.ChatCompletionMessageParam => {
+  switch (message.role) {
+    case "system":
+      return { role: "system", content: message.content }
+    case "user":
+      return {
+        role: "user",
+        content: typeof message.content === "string"
+          ? message.content
+          : message.content.map((part): OpenAI.Chat.Completions.ChatCompletionContentPart =>
+            part.type === "text"
+              ? { type: "text", text: part.text }
+              : {
+                type: "image_url",
+                image_url: { url: part.url, ...(part.detail === undefined ? {} : { detail: part.detail }) }
+              }
+          )
+      }
+    case "assistant":
+      return {
+        role: "assistant",
+        content: message.content ?? null,
+        ...(message.toolCalls === undefined || message.toolCalls.length === 0 ? {} : {
+          tool_calls: message.toolCalls.map((call) => ({
+            id: call.id,
+            type: "function" as const,
+            function: {
+              name: call.name,
+              arguments: typeof call.arguments === "string" ? call.arguments : JSON.stringify(call.arguments)
+            }
+          }))
+        })
+      }
+    case "tool":
+      return { role: "tool", tool_call_id: message.toolCallId, content: message.content }
+  }
+}
+
+/** Parses tool-call arguments: a JSON object, or the raw text marked invalid. */
+const parseToolCall = (id: string, name: string, raw: string): ToolCall => {
+  try {
+    const parsed: unknown = JSON.parse(raw === "" ? "{}" : raw)
+    if (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)) {
+      return { id, name, arguments: parsed as Record<string, unknown> }
+    }
+  } catch {
+    // falls through: kept raw, marked invalid
+  }
+  return { id, name, arguments: raw, argumentsInvalid: true }
+}
+
+class BadResponse extends Error {}
+
+const fromCompletion = (completion: OpenAI.Chat.Completions.ChatCompletion): LlmReply => {
+  const choice = completion.choices?.[0]
+  if (choice === undefined) throw new BadResponse("the answer has no choice")
+  return {
+    text: choice.message.content ?? "",
+    toolCalls: (choice.message.tool_calls ?? []).flatMap((call) =>
+      call.type === "function" ? [parseToolCall(call.id, call.function.name, call.function.arguments)] : []
+    ),
+    finishReason: choice.finish_reason ?? "unknown",
+    usage: {
+      inputTokens: completion.usage?.prompt_tokens ?? 0,
+      outputTokens: completion.usage?.completion_tokens ?? 0
+    },
+    model: completion.model ?? ""
+  }
+}
+
+/** Runs a streamed call to its end, handing text fragments to `onDelta`, and assembles the whole reply. */
+const streamed = async (
+  client: OpenAI,
+  body: ChatBody,
+  signal: AbortSignal,
+  onDelta: (text: string) => void
+): Promise<LlmReply> => {
+  const stream = await client.chat.completions.create(
+    { ...body, stream: true, stream_options: { include_usage: true } },
+    { signal }
+  )
+  let text = ""
+  let finishReason = "unknown"
+  let model = ""
+  let usage = { inputTokens: 0, outputTokens: 0 }
+  let sawChoice = false
+  const calls: Array<{ id: string; name: string; arguments: string }> = []
+  for await (const chunk of stream) {
+    if (chunk.model) model = chunk.model
+    if (chunk.usage) {
+      usage = { inputTokens: chunk.usage.prompt_tokens ?? 0, outputTokens: chunk.usage.completion_tokens ?? 0 }
+    }
+    const choice = chunk.choices?.[0]
+    if (choice === undefined) continue
+    sawChoice = true
+    const delta = choice.delta
+    if (typeof delta?.content === "string" && delta.content !== "") {
+      text += delta.content
+      try {
+        onDelta(delta.content)
+      } catch {
+        // a display callback must not fail a paid call
+      }
+    }
+    for (const fragment of delta?.tool_calls ?? []) {
+      const call = calls[fragment.index] ??= { id: "", name: "", arguments: "" }
+      if (fragment.id) call.id = fragment.id
+      if (fragment.function?.name && call.name === "") call.name = fragment.function.name
+      if (fragment.function?.arguments) call.arguments += fragment.function.arguments
+    }
+    if (choice.finish_reason) finishReason = choice.finish_reason
+  }
+  if (!sawChoice) throw new BadResponse("the stream carried no choice")
+  return {
+    text,
+    // a sparse index (a server skipping one) leaves holes: skip them
+    toolCalls: calls.filter((call) => call !== undefined).map((call) =>
+      parseToolCall(call.id, call.name, call.arguments)
+    ),
+    finishReason,
+    usage,
+    model
+  }
+}
+
+/** Reads a server's requested delay: OpenAI's `retry-after-ms`, else `Retry-After` in seconds. */
+const retryAfterMillis = (headers: Headers | undefined): number | undefined => {
+  const ms = Number(headers?.get("retry-after-ms") ?? NaN)
+  if (Number.isFinite(ms) && ms >= 0) return ms
+  const seconds = Number(headers?.get("retry-after") ?? NaN)
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1_000
+  return undefined
+}
+
+const classify = (device: string, error: unknown): AttemptError => {
+  const fail = (reason: string, retryable: boolean, retry: boolean, retryAfterMs?: number) =>
+    new AttemptError({
+      error: new Device.DeviceError({ device, reason, message: messageOf(error), retryable }),
+      retry,
+      retryAfterMs
+    })
+  if (error instanceof APIConnectionTimeoutError) return fail("timeout", true, false)
+  if (error instanceof APIConnectionError) return fail("unavailable", true, true)
+  if (error instanceof APIError && typeof error.status === "number") {
+    const status = error.status
+    const retryAfter = retryAfterMillis(error.headers)
+    if (status === 429) return fail("rate-limited", true, true, retryAfter)
+    if (status >= 500) return fail("unavailable", true, true, retryAfter)
+    if (status === 400 || status === 422) return fail("invalid-request", false, false)
+    if (status === 401 || status === 403) return fail("unauthorized", false, false)
+    if (status === 404) return fail("not-found", false, false)
+    if (status === 408) return fail("timeout", true, false)
+    if (status === 409) return fail("conflict", true, false)
+    return fail("failed", false, false)
+  }
+  if (error instanceof BadResponse) return fail("bad-response", false, false)
+  return fail("failed", false, false)
+}
+
+const messageOf = (error: unknown): string => error instanceof Error ? error.message : String(error)
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The effect/ai driver
+
+/**
+ * Makes the LLM driver from the `effect/ai` `LanguageModel` in context, so any effect/ai provider layer (OpenAI,
+ * Anthropic, a test model) backs the device.
+ *
+ * The same `LlmRequest` maps to `LanguageModel.generateText`: messages to a `Prompt` (an image part becomes a file
+ * part with media type `image/*`), tools to dynamic JSON-Schema tools whose calls are returned, not run
+ * (`disableToolCallResolution`); `maxTokens`, `temperature`, `model` and `stream` are not passed (set them on the
+ * provider). The reply has the same shape as `make`'s (`finishReason` in OpenAI's words, `model` empty), and costs
+ * `{ tokens }`. Retries and timeouts are the provider's; an `AiError` becomes a `DeviceError` (`rate-limited`,
+ * `unauthorized`, `invalid-request`, `unavailable`, …) with the error's own `isRetryable`.
+ *
+ * @category constructors
+ */
+export const fromLanguageModel = (
+  name: string = defaults.name
+): Effect.Effect<Device.Driver, never, LanguageModel.LanguageModel> =>
+  Effect.gen(function* () {
+    const model = yield* LanguageModel.LanguageModel
+    const generate = (request: LlmRequest): Effect.Effect<Device.DeviceResult<LlmReply>, Device.DeviceError> => {
+      const prompt = toPrompt(request.messages)
+      const toolChoice = request.toolChoice ?? "auto"
+      // Tool calls are returned, not run: the process decides (and pays for) what to do with them.
+      const generated = model.generateText({
+        prompt,
+        toolChoice,
+        toolkit: Toolkit.make(...(request.tools ?? []).map((tool) =>
+          Tool.dynamic(tool.name, {
+            ...(tool.description === undefined ? {} : { description: tool.description }),
+            parameters: tool.parameters ?? { type: "object", properties: {} }
+          })
+        )),
+        disableToolCallResolution: true,
+        toolCallValidation: "deferred"
+      })
+      return generated.pipe(
+        Effect.map((response): Device.DeviceResult<LlmReply> => {
+          const reply: LlmReply = {
+            text: response.text,
+            toolCalls: response.toolCalls.map((call) =>
+              typeof call.params === "object" && call.params !== null && !Array.isArray(call.params)
+                ? { id: call.id, name: call.name, arguments: call.params as Record<string, unknown> }
+                : { id: call.id, name: call.name, arguments: JSON.stringify(call.params), argumentsInvalid: true }
+            ),
+            finishReason: finishReasons[response.finishReason] ?? response.finishReason,
+            usage: {
+              inputTokens: response.usage.inputTokens.total ?? 0,
+              outputTokens: response.usage.outputTokens.total ?? 0
+            },
+            model: ""
+          }
+          return { value: reply, cost: { tokens: reply.usage.inputTokens + reply.usage.outputTokens } }
+        }),
+        Effect.mapError((error) =>
+          new Device.DeviceError({
+            device: name,
+            reason: aiReasons[error.reason._tag] ?? "failed",
+            message: error.message,
+            retryable: error.isRetryable
+          })
+        )
+      )
+    }
+    return Device.make({
+      name,
+      meters: ["tokens"],
+      scheduled: true,
+      open: () =>
+        Effect.succeed<Device.Handle>({
+          read: (request) => decodeRequest(name, request).pipe(Effect.flatMap(generate))
+        })
+    })
+  })
+
+const finishReasons: Record<string, string> = {
+  "tool-calls": "tool_calls",
+  "content-filter": "content_filter"
+}
+
+const aiReasons: Record<string, string> = {
+  RateLimitError: "rate-limited",
+  QuotaExhaustedError: "quota-exhausted",
+  AuthenticationError: "unauthorized",
+  InvalidRequestError: "invalid-request",
+  InvalidUserInputError: "invalid-request",
+  NetworkError: "unavailable",
+  InternalProviderError: "unavailable",
+  InvalidResponseError: "bad-response",
+  InvalidOutputError: "bad-response"
+}
+
+const toPrompt = (messages: ReadonlyArray<Message>): Array<Prompt.MessageEncoded> => {
+  const toolNames = new Map<string, string>()
+  return messages.map((message): Prompt.MessageEncoded => {
+    switch (message.role) {
+      case "system":
+        return { role: "system", content: message.content }
+      case "user":
+        return {
+          role: "user",
+          content: typeof message.content === "string"
+            ? message.content
+            : message.content.map((part): Prompt.UserMessagePartEncoded =>
+              part.type === "text"
+                ? { type: "text", text: part.text }
+                : { type: "file", mediaType: imageMediaType(part.url), data: new URL(part.url) }
+            )
+        }
+      case "assistant": {
+        const parts: Array<Prompt.AssistantMessagePartEncoded> = []
+        if (message.content !== undefined && message.content !== "") parts.push({ type: "text", text: message.content })
+        for (const call of message.toolCalls ?? []) {
+          toolNames.set(call.id, call.name)
+          parts.push({ type: "tool-call", id: call.id, name: call.name, params: call.arguments })
+        }
+        return { role: "assistant", content: parts }
+      }
+      case "tool":
+        return {
+          role: "tool",
+          content: [{
+            type: "tool-result",
+            id: message.toolCallId,
+            name: toolNames.get(message.toolCallId) ?? "unknown",
+            isFailure: false,
+            result: message.content
+          }]
+        }
+    }
+  })
+}
+
+/** The media type of a `data:` URL, else `image/*`. */
+const imageMediaType = (url: string): string => {
+  const match = /^data:([^;,]+)[;,]/.exec(url)
+  return match?.[1] ?? "image/*"
+}
