@@ -31,12 +31,21 @@ export * from "../services/Kernel.ts"
  *
  * @category models
  */
-export interface KernelOptions<E = never, R = never> {
+export interface KernelOptions<Drivers extends ReadonlyArray<DriverInput> = ReadonlyArray<DriverInput>> {
   readonly limits?: Partial<KernelConfig.KernelLimits> | undefined
-  readonly drivers?: ReadonlyArray<Device.Driver | Effect.Effect<Device.Driver, E, R>> | undefined
+  readonly drivers?: Drivers | undefined
   readonly journal?: Journal.Mode | undefined
   readonly virtualTime?: boolean | undefined
 }
+
+/** A driver, or an effect that builds one from the host app's services. */
+export type DriverInput = Device.Driver | Effect.Effect<Device.Driver, any, any>
+
+/** What building the given drivers can fail with. */
+export type DriversError<D> = D extends Effect.Effect<Device.Driver, infer E, any> ? E : never
+
+/** What building the given drivers requires. */
+export type DriversServices<D> = D extends Effect.Effect<Device.Driver, any, infer R> ? R : never
 
 /**
  * The kernel with all its services. Fails to build with `KernelConfigError` on an invalid limit or two drivers with
@@ -44,9 +53,13 @@ export interface KernelOptions<E = never, R = never> {
  *
  * @category layers
  */
-export const layer = <E = never, R = never>(
-  options?: KernelOptions<E, R>
-): Layer.Layer<Kernel, KernelConfig.KernelConfigError | Journal.JournalError | E, R> =>
+export const layer = <const Drivers extends ReadonlyArray<DriverInput> = []>(
+  options?: KernelOptions<Drivers>
+): Layer.Layer<
+  Kernel,
+  KernelConfig.KernelConfigError | Journal.JournalError | DriversError<Drivers[number]>,
+  DriversServices<Drivers[number]>
+> =>
   layerWithoutDependencies.pipe(
     Layer.provide(ProcessTable.layer),
     Layer.provide(
@@ -54,7 +67,11 @@ export const layer = <E = never, R = never>(
         CapabilityTable.layer,
         EventLog.layer,
         NameRegistry.layer,
-        DeviceTable.layerFrom(options?.drivers ?? []),
+        DeviceTable.layerFrom<DriversError<Drivers[number]>, DriversServices<Drivers[number]>>(
+          (options?.drivers ?? []) as ReadonlyArray<
+            Device.Driver | Effect.Effect<Device.Driver, DriversError<Drivers[number]>, DriversServices<Drivers[number]>>
+          >
+        ),
         InferenceScheduler.layer,
         Journal.layer(options?.journal ?? "live")
       )
