@@ -34,6 +34,8 @@ const CostSchema = Schema.Struct({
 export const JournalRecord = Schema.Struct({
   pid: Schema.Number,
   op: Schema.Number,
+  /** The order in which results were handed back to processes (kernel-wide, from 1): replay keeps it. */
+  seq: Schema.optionalKey(Schema.Number),
   device: Schema.String,
   call: Schema.Literals(["open", "read", "write"]),
   result: Schema.Union([
@@ -136,6 +138,8 @@ export interface JournalShape {
   readonly record: (record: JournalRecord) => Effect.Effect<void, JournalError> | undefined
   /** Records loaded at start. */
   readonly size: () => number
+  /** The highest `seq` among the records loaded at start (0 for none). */
+  readonly lastSeq: () => number
 }
 
 /**
@@ -154,7 +158,11 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
   Effect.gen(function* () {
     const loaded = mode === "replay" || mode === "recover" ? yield* store.load : []
     const index = new Map<number, JournalRecord>()
-    for (const record of loaded) index.set(key(record.pid, record.op), record)
+    let lastSeq = 0
+    for (const record of loaded) {
+      index.set(key(record.pid, record.op), record)
+      if (record.seq !== undefined && record.seq > lastSeq) lastSeq = record.seq
+    }
     return {
       mode,
       replayed: (pid, op) => {
@@ -170,7 +178,8 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
         store.appendUnsafe(record)
         return undefined
       },
-      size: () => index.size
+      size: () => index.size,
+      lastSeq: () => lastSeq
     }
   })
 

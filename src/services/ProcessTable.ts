@@ -22,6 +22,7 @@ import { EventLog, type EventLogShape, type SyscallName } from "./EventLog.ts"
 import type { CapRecord } from "./internal/capRef.ts"
 import { durationMillis } from "./internal/duration.ts"
 import { eager, type EagerSys } from "./internal/eagerSys.ts"
+import { CompletionGate } from "./internal/completionGate.ts"
 import { KernelScheduler } from "./internal/scheduler.ts"
 import { makeAdvancer, VirtualTime } from "./VirtualTime.ts"
 import { InferenceScheduler } from "./InferenceScheduler.ts"
@@ -818,13 +819,54 @@ export const make: Effect.Effect<
       : contextScheduler
     const baseContext = Context.add(yield* Effect.context<never>(), Scheduler.Scheduler, scheduler)
     let inflight = 0
+    const kernelScheduler = scheduler instanceof KernelScheduler ? scheduler : undefined
+    // journaled results are handed back at quiescent points in completion order (see CompletionGate); that needs
+    // the kernel's run queue, whose draining tells when every process is blocked
+    const gate = journal.mode !== "live" && kernelScheduler !== undefined ? new CompletionGate() : undefined
+    gate?.seed(journal.lastSeq())
     let advancer: { readonly poke: () => void } | undefined
-    if (virtual._tag === "Some" && scheduler instanceof KernelScheduler) {
-      const kernelScheduler = scheduler
-      advancer = makeAdvancer(virtual.value, () => kernelScheduler.idle && inflight === 0)
-      kernelScheduler.onIdle(advancer.poke)
+    if (virtual._tag === "Some" && kernelScheduler !== undefined) {
+      advancer = makeAdvancer(virtual.value, () => kernelScheduler.idle && inflight === 0 && (gate?.size ?? 0) === 0)
       virtual.value.onSleep(advancer.poke)
     }
+    /** Every process is blocked: hand back the next journaled result, or else let virtual time move. */
+    const quiescent = () => {
+      if (gate !== undefined && gate.size > 0 && gate.deliver(inflight === 0)) {
+        // the woken process may block again without scheduling anything: look again once it has
+        if (gate.size > 0) checkSoon()
+        else advancer?.poke()
+        return
+      }
+      advancer?.poke()
+    }
+    kernelScheduler?.onIdle(quiescent)
+    let checkQueued = false
+    const checkSoon = () => {
+      if (checkQueued) return
+      checkQueued = true
+      queueMicrotask(() => {
+        checkQueued = false
+        if (kernelScheduler!.idle) quiescent()
+      })
+    }
+    /** Waits for the gate to reach `seq`, then runs `settle`; a caller ended meanwhile is only charged. */
+    const delivered = <A, E>(seq: number, cost: Accounts.Cost | undefined, proc: Proc, settle: () => Effect.Effect<A, E>) =>
+      Effect.callback<A, E>((resume) => {
+        let done = false
+        gate!.enqueue(seq, () => {
+          done = true
+          resume(Effect.suspend(settle))
+        })
+        checkSoon()
+        return Effect.sync(() => {
+          if (done) return
+          // the result came back but its caller was ended before it was handed over: the work is still paid for
+          gate!.enqueue(seq, () => {
+            if (cost !== undefined) chargeOnly(proc, cost)
+          })
+          checkSoon()
+        })
+      })
     const procs = new Map<number, Proc>()
     const history = new Map<number, Process.ExitReason>()
     let nextPid = 1
@@ -964,7 +1006,7 @@ export const make: Effect.Effect<
     }
 
     /** Charges a call's cost and hands back its value (the same for a live and a replayed call). */
-    const settleValue = (proc: Proc, value: unknown, cost: Accounts.Cost): Effect.Effect<unknown> => {
+    const chargeOnly = (proc: Proc, cost: Accounts.Cost) => {
       const tokens = cost.tokens ?? 0
       const toolCalls = cost.toolCalls ?? 0
       const usd = cost.usd ?? 0
@@ -974,6 +1016,10 @@ export const make: Effect.Effect<
         const breach = Accounts.charge(proc.account, cost)
         if (breach !== undefined) terminate(proc, Process.quota(breach))
       }
+    }
+
+    const settleValue = (proc: Proc, value: unknown, cost: Accounts.Cost): Effect.Effect<unknown> => {
+      chargeOnly(proc, cost)
       return proc.exitReason !== undefined ? Effect.interrupt : Effect.succeed(value)
     }
 
@@ -1041,7 +1087,11 @@ export const make: Effect.Effect<
               })
             )
           }
-          return settle(proc, device, replayed.result)
+          const recorded = replayed.result
+          return gate !== undefined && replayed.seq !== undefined
+            ? delivered(replayed.seq, recorded._tag === "Success" ? recorded.cost : undefined, proc, () =>
+              settle(proc, device, recorded))
+            : settle(proc, device, recorded)
         }
         const context: CallContext = { pid: proc.pid, op, priority: proc.priority, deadline: proc.deadlineAt }
         // the driver's own handle opens at the first live call (a replayed run never opens it)
@@ -1061,17 +1111,7 @@ export const make: Effect.Effect<
             live,
             (result) => result.cost?.tokens ?? 0
           )
-        const tracked = advancer === undefined
-          ? admitted
-          : Effect.suspend(() => {
-            inflight++
-            return Effect.ensuring(
-              admitted,
-              Effect.sync(() => {
-                if (--inflight === 0) advancer!.poke()
-              })
-            )
-          })
+        const tracked = admitted
         if (journal.mode === "live") {
           // nothing to record: settle straight from the driver's result
           return Effect.matchCauseEffect(tracked, {
@@ -1087,8 +1127,15 @@ export const make: Effect.Effect<
         }
         const recordAndSettle = (exit: Exit.Exit<DeviceResult, unknown>) => {
           const result = asRecorded(device, exit)
-          const pending = journal.record({ pid: proc.pid, op, device, call, result })
-          return pending === undefined ? settle(proc, device, result) : Effect.andThen(pending, settle(proc, device, result))
+          const seq = gate?.assign()
+          const pending = journal.record(
+            seq === undefined ? { pid: proc.pid, op, device, call, result } : { pid: proc.pid, op, seq, device, call, result }
+          )
+          // handed back (and charged) once the record is stored, in completion order at a quiescent point
+          const handBack = seq === undefined
+            ? Effect.suspend(() => settle(proc, device, result))
+            : delivered(seq, result._tag === "Success" ? result.cost : undefined, proc, () => settle(proc, device, result))
+          return pending === undefined ? handBack : Effect.andThen(pending, handBack)
         }
         return Effect.matchCauseEffect(tracked, {
           onSuccess: (result) => recordAndSettle(Exit.succeed(result)),
@@ -1096,6 +1143,23 @@ export const make: Effect.Effect<
           onFailure: (cause) => Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : recordAndSettle(Exit.failCause(cause))
         })
       })
+
+    /**
+     * A live driver call with its recording, counted as in flight: under virtual time the clock must not move while
+     * a process waits on the outside world (a model, a tool, the journal's disk).
+     */
+    const trackedDriverCall: typeof driverCall = (proc, entry, call, payload, op) =>
+      advancer === undefined
+        ? driverCall(proc, entry, call, payload, op)
+        : Effect.suspend(() => {
+          inflight++
+          return Effect.ensuring(
+            driverCall(proc, entry, call, payload, op),
+            Effect.sync(() => {
+              if (--inflight === 0) advancer!.poke()
+            })
+          )
+        })
 
     const kernel: Kernel = {
       limits,
@@ -1108,7 +1172,7 @@ export const make: Effect.Effect<
       devices,
       journal,
       closeHandle,
-      driverCall,
+      driverCall: trackedDriverCall,
       terminate,
       exitOf: (pid) => history.get(pid),
       armTimer,
