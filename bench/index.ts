@@ -7,6 +7,7 @@
  */
 import * as core from "./core.ts"
 import * as devices from "./devices.ts"
+import * as llm from "./llm.ts"
 import { loadPeer } from "./peer.ts"
 
 const N = Number(process.env.N ?? 100_000)
@@ -73,6 +74,10 @@ const specs: ReadonlyArray<Spec> = [
   {
     name: "replay_10k_ops", unit: "ms", higherIsBetter: false, target: "≤ 100 ms", met: (ours) => ours <= 100,
     ours: () => devices.ours.replayMs(10_000)
+  },
+  {
+    name: "llm_call_overhead_p50", unit: "µs", higherIsBetter: false, target: "≤ 50 µs", met: (ours) => ours <= 50,
+    ours: () => llm.overheadMicros(200, 1)
   }
 ]
 

@@ -254,7 +254,7 @@ export const make = (options: Options = {}): Effect.Effect<Device.Driver, Config
     const retryBase = millisOption(options.retry?.base, "retry.base") ?? Duration.toMillis(defaults.retryBase)
     const retryMaxDelay = millisOption(options.retry?.maxDelay, "retry.maxDelay") ??
       Duration.toMillis(defaults.retryMaxDelay)
-    // The SDK's own timeout is a backstop only: the Effect timeout below ends each attempt (and aborts it).
+    // Each plain call passes its own timeout to the SDK (see `call`); this client default is a backstop.
     const client = new OpenAI({ baseURL, apiKey: Redacted.value(apiKey), maxRetries: 0, timeout: timeout + 1_000 })
     const call = makeCall({
       name,
@@ -337,15 +337,22 @@ const makeCall = (settings: CallSettings) => {
   return (request: LlmRequest, context: Device.CallContext): Effect.Effect<Device.DeviceResult, Device.DeviceError> => {
     const model = request.model ?? settings.model
     const body = toChatBody(model, request)
-    const attempt = Effect.tryPromise({
-      try: (signal) =>
-        request.stream === true
-          ? streamed(client, body, signal, (text) => settings.onDelta?.(text, context))
-          : client.chat.completions.create({ ...body, stream: false }, { signal }).then(fromCompletion),
-      catch: (error) => classify(name, error)
-    }).pipe(
-      Effect.timeoutOrElse({ duration: Duration.millis(settings.timeout), orElse: () => Effect.fail(timedOut) })
-    )
+    // A plain call is bounded by the SDK's own per-request timeout (it aborts the request and raises a timeout
+    // error): an Effect timeout around every call would cost a fiber race per call (~0.1 ms). A streamed reply is
+    // read long after the SDK returns, so it is bounded by an Effect timeout as a whole.
+    const attempt = request.stream === true
+      ? Effect.tryPromise({
+        try: (signal) => streamed(client, body, signal, (text) => settings.onDelta?.(text, context)),
+        catch: (error) => classify(name, error)
+      }).pipe(
+        Effect.timeoutOrElse({ duration: Duration.millis(settings.timeout), orElse: () => Effect.fail(timedOut) })
+      )
+      : Effect.tryPromise({
+        try: (signal) =>
+          client.chat.completions.create({ ...body, stream: false }, { signal, timeout: settings.timeout })
+            .then(fromCompletion),
+        catch: (error) => classify(name, error)
+      })
     return attempt.pipe(
       Effect.retry({ schedule, times: settings.retryTimes, while: (failure) => failure.retry }),
       Effect.mapError((failure) => failure.error),
