@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { type Effect, Layer } from "effect"
+import { type Effect, Layer, type Scope } from "effect"
 import type * as Device from "../services/Device.ts"
 import * as DeviceTable from "../services/DeviceTable.ts"
 import * as Journal from "../services/Journal.ts"
@@ -44,8 +44,11 @@ export type DriverInput = Device.Driver | Effect.Effect<Device.Driver, any, any>
 /** What building the given drivers can fail with. */
 export type DriversError<D> = D extends Effect.Effect<Device.Driver, infer E, any> ? E : never
 
-/** What building the given drivers requires. */
-export type DriversServices<D> = D extends Effect.Effect<Device.Driver, any, infer R> ? R : never
+/** What building the given drivers requires of the host (the kernel layer gives them its scope and its limits). */
+export type DriversServices<D> = Exclude<
+  D extends Effect.Effect<Device.Driver, any, infer R> ? R : never,
+  Scope.Scope | KernelConfig.KernelConfig
+>
 
 /**
  * The kernel with all its services. Fails to build with `KernelConfigError` on an invalid limit or two drivers with
@@ -67,9 +70,17 @@ export const layer = <const Drivers extends ReadonlyArray<DriverInput> = []>(
         CapabilityTable.layer,
         EventLog.layer,
         NameRegistry.layer,
-        DeviceTable.layerFrom<DriversError<Drivers[number]>, DriversServices<Drivers[number]>>(
+        DeviceTable.layerFrom<
+          DriversError<Drivers[number]>,
+          DriversServices<Drivers[number]> | KernelConfig.KernelConfig | Scope.Scope
+        >(
           (options?.drivers ?? []) as ReadonlyArray<
-            Device.Driver | Effect.Effect<Device.Driver, DriversError<Drivers[number]>, DriversServices<Drivers[number]>>
+            | Device.Driver
+            | Effect.Effect<
+              Device.Driver,
+              DriversError<Drivers[number]>,
+              DriversServices<Drivers[number]> | KernelConfig.KernelConfig | Scope.Scope
+            >
           >
         ),
         InferenceScheduler.layer,

@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, type Scope } from "effect"
 import type { Driver, Handle } from "./Device.ts"
 import { KernelConfigError } from "./KernelConfig.ts"
 
@@ -83,7 +83,7 @@ export const makeUnsafe = (drivers: ReadonlyArray<Driver>): DeviceTableShape => 
  */
 export const layerFrom = <E, R>(
   drivers: ReadonlyArray<Driver | Effect.Effect<Driver, E, R>>
-): Layer.Layer<DeviceTable, E | KernelConfigError, R> =>
+): Layer.Layer<DeviceTable, E | KernelConfigError, Exclude<R, Scope.Scope>> =>
   Layer.effect(DeviceTable)(
     Effect.gen(function* () {
       const built: Array<Driver> = []

@@ -41,6 +41,11 @@ export interface KernelLimits {
   readonly schedulerBatchesPerMacrotask: number
   /** How long `shutdown` (and closing the kernel layer) waits for process fibers to finish their finalizers. Default 5000. */
   readonly shutdownTimeoutMs: number
+  /**
+   * Worker threads one worker or WASM device may run (each a separate heap on another core); a driver asking for
+   * more is refused when it is built. Default 4.
+   */
+  readonly workerPoolMax: number
 }
 
 /**
@@ -60,7 +65,8 @@ export const defaults: KernelLimits = {
   nameLengthMax: 256,
   logMessageLengthMax: 4096,
   schedulerBatchesPerMacrotask: 256,
-  shutdownTimeoutMs: 5000
+  shutdownTimeoutMs: 5000,
+  workerPoolMax: 4
 }
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThan(0))
@@ -82,7 +88,8 @@ export const KernelLimitsInput = Schema.Struct({
   nameLengthMax: Schema.optionalKey(PositiveInt),
   logMessageLengthMax: Schema.optionalKey(PositiveInt),
   schedulerBatchesPerMacrotask: Schema.optionalKey(PositiveInt),
-  shutdownTimeoutMs: Schema.optionalKey(PositiveInt)
+  shutdownTimeoutMs: Schema.optionalKey(PositiveInt),
+  workerPoolMax: Schema.optionalKey(PositiveInt)
 })
 
 /**
