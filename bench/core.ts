@@ -33,7 +33,14 @@ const onKernel = <A>(body: Effect.Effect<A, unknown, Sys.Sys>): Promise<A> =>
       const pid = yield* kernel.boot(Process.make("bench", () => Effect.map(body, (a) => void (out = a))))
       yield* kernel.waitExit(pid)
       return out as A
-    }).pipe(Effect.scoped, Effect.provide(Kernel.layer({ limits: { exitHistoryMax: 1000, ...(process.env.RING ? { eventRingMax: Number(process.env.RING) } : {}) } })))
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        Kernel.layer({
+          limits: { exitHistoryMax: 1000, ...(process.env.RING ? { eventRingMax: Number(process.env.RING) } : {}) }
+        })
+      )
+    )
   )
 
 const echo = Process.make("echo", () =>
@@ -43,20 +50,23 @@ const echo = Process.make("echo", () =>
       const m = yield* Sys.recv()
       yield* Sys.send(back, m.body)
     }
-  }))
+  })
+)
 
 const nop = Process.make("nop", () => Effect.void)
 
 const yielder = Process.make<number>("y", (m) =>
   Effect.gen(function* () {
     for (let i = 0; i < m; i++) yield* Sys.yield()
-  }))
+  })
+)
 
 const sender = Process.make<number>("s", (per) =>
   Effect.gen(function* () {
     const to = (yield* Sys.recv()).caps[0]!
     for (let i = 0; i < per; i++) yield* Sys.send(to, i)
-  }))
+  })
+)
 
 const park = Process.make("park", () => Effect.asVoid(Sys.recv()))
 
@@ -129,7 +139,16 @@ export const peer = (p: Peer) => {
     const k = new PeerKernel()
     let done!: (x: number) => void
     const result = new Promise<number>((resolve) => (done = resolve))
-    await k.boot({ name: "init", async main(sys: any) { await sys.recv(); done(await body(sys)) } }, { grant: [] })
+    await k.boot(
+      {
+        name: "init",
+        async main(sys: any) {
+          await sys.recv()
+          done(await body(sys))
+        }
+      },
+      { grant: [] }
+    )
     const value = await result
     await k.shutdown()
     return value
@@ -168,7 +187,12 @@ export const peer = (p: Peer) => {
       }),
     yieldSwitch: (n: number) =>
       run(async (sys) => {
-        const y = { name: "y", async main(s: any) { for (let i = 0; i < n; i++) await s.yield() } }
+        const y = {
+          name: "y",
+          async main(s: any) {
+            for (let i = 0; i < n; i++) await s.yield()
+          }
+        }
         const t0 = performance.now()
         const a = await sys.spawn(y, {})
         const b = await sys.spawn(y, {})
@@ -196,7 +220,12 @@ export const peer = (p: Peer) => {
       }),
     idleBytes: (count: number) =>
       run(async (sys) => {
-        const peerPark = { name: "park", async main(s: any) { await s.recv() } }
+        const peerPark = {
+          name: "park",
+          async main(s: any) {
+            await s.recv()
+          }
+        }
         gc()
         const m0 = process.memoryUsage().heapUsed
         for (let i = 0; i < count; i++) await sys.spawn(peerPark, {})
@@ -213,7 +242,9 @@ export const raw = {
       Effect.gen(function* () {
         const to = yield* Queue.unbounded<number>()
         const back = yield* Queue.unbounded<number>()
-        const fiber = yield* Effect.forkChild(Effect.forever(Effect.flatMap(Queue.take(to), (x) => Queue.offer(back, x))))
+        const fiber = yield* Effect.forkChild(
+          Effect.forever(Effect.flatMap(Queue.take(to), (x) => Queue.offer(back, x)))
+        )
         const t0 = performance.now()
         for (let i = 0; i < n; i++) {
           yield* Queue.offer(to, i)
@@ -253,9 +284,11 @@ export const raw = {
         const inbox = yield* Queue.bounded<number>(1024)
         const t0 = performance.now()
         for (let j = 0; j < 32; j++) {
-          yield* Effect.forkChild(Effect.gen(function* () {
-            for (let i = 0; i < per; i++) yield* Queue.offer(inbox, i)
-          }))
+          yield* Effect.forkChild(
+            Effect.gen(function* () {
+              for (let i = 0; i < per; i++) yield* Queue.offer(inbox, i)
+            })
+          )
         }
         for (let i = 0; i < per * 32; i++) yield* Queue.take(inbox)
         return rate(per * 32, t0)

@@ -115,7 +115,13 @@ export const peer = (p: Peer) => {
     let done!: (x: number) => void
     const result = new Promise<number>((resolve) => (done = resolve))
     await k.boot(
-      { name: "init", async main(sys: any) { const grant = (await sys.recv()).body; done(await body(sys, grant)) } },
+      {
+        name: "init",
+        async main(sys: any) {
+          const grant = (await sys.recv()).body
+          done(await body(sys, grant))
+        }
+      },
       { grant: ["tools"] }
     )
     const value = await result

@@ -29,54 +29,110 @@ interface Spec {
   readonly raw?: () => Promise<number>
 }
 
-const atLeast = (x: number) => (_ours: number, ratio: number | undefined) => (ratio === undefined ? undefined : ratio >= x)
+const atLeast = (x: number) => (_ours: number, ratio: number | undefined) =>
+  ratio === undefined ? undefined : ratio >= x
 
 const specs: ReadonlyArray<Spec> = [
   {
-    name: "ipc_roundtrip", unit: "round trips/s", higherIsBetter: true, target: "≥ 2× peer", met: atLeast(2),
-    ours: () => core.ours.ipc(N), peer: (p) => p.core.ipc(N), raw: () => core.raw.ipc(N)
+    name: "ipc_roundtrip",
+    unit: "round trips/s",
+    higherIsBetter: true,
+    target: "≥ 2× peer",
+    met: atLeast(2),
+    ours: () => core.ours.ipc(N),
+    peer: (p) => p.core.ipc(N),
+    raw: () => core.raw.ipc(N)
   },
   {
-    name: "spawn_exit", unit: "spawn+wait/s", higherIsBetter: true, target: "≥ 1.5× peer", met: atLeast(1.5),
-    ours: () => core.ours.spawnExit(N / 2), peer: (p) => p.core.spawnExit(N / 2), raw: () => core.raw.spawnExit(N / 2)
+    name: "spawn_exit",
+    unit: "spawn+wait/s",
+    higherIsBetter: true,
+    target: "≥ 1.5× peer",
+    met: atLeast(1.5),
+    ours: () => core.ours.spawnExit(N / 2),
+    peer: (p) => p.core.spawnExit(N / 2),
+    raw: () => core.raw.spawnExit(N / 2)
   },
   {
-    name: "yield_switch", unit: "yields/s", higherIsBetter: true, target: "≥ 1× peer", met: atLeast(1),
-    ours: () => core.ours.yieldSwitch(N * 2), peer: (p) => p.core.yieldSwitch(N * 2),
+    name: "yield_switch",
+    unit: "yields/s",
+    higherIsBetter: true,
+    target: "≥ 1× peer",
+    met: atLeast(1),
+    ours: () => core.ours.yieldSwitch(N * 2),
+    peer: (p) => p.core.yieldSwitch(N * 2),
     raw: () => core.raw.yieldSwitch(N * 2)
   },
   {
-    name: "fanin_recv", unit: "messages/s", higherIsBetter: true, target: "≥ 1.5× peer", met: atLeast(1.5),
-    ours: () => core.ours.fanIn(N * 2), peer: (p) => p.core.fanIn(N * 2), raw: () => core.raw.fanIn(N * 2)
+    name: "fanin_recv",
+    unit: "messages/s",
+    higherIsBetter: true,
+    target: "≥ 1.5× peer",
+    met: atLeast(1.5),
+    ours: () => core.ours.fanIn(N * 2),
+    peer: (p) => p.core.fanIn(N * 2),
+    raw: () => core.raw.fanIn(N * 2)
   },
   {
-    name: "bytes_per_idle_process", unit: "bytes", higherIsBetter: false, target: "≤ 2048 B",
+    name: "bytes_per_idle_process",
+    unit: "bytes",
+    higherIsBetter: false,
+    target: "≤ 2048 B",
     met: (ours) => ours <= 2048,
-    ours: () => core.ours.idleBytes(IDLE), peer: (p) => p.core.idleBytes(IDLE), raw: () => core.raw.idleBytes(IDLE)
+    ours: () => core.ours.idleBytes(IDLE),
+    peer: (p) => p.core.idleBytes(IDLE),
+    raw: () => core.raw.idleBytes(IDLE)
   },
   {
-    name: "driver_read", unit: "reads/s", higherIsBetter: true, target: "≥ 1.5× peer", met: atLeast(1.5),
-    ours: () => devices.ours.driverRead(N), peer: (p) => p.devices.driverRead(N)
+    name: "driver_read",
+    unit: "reads/s",
+    higherIsBetter: true,
+    target: "≥ 1.5× peer",
+    met: atLeast(1.5),
+    ours: () => devices.ours.driverRead(N),
+    peer: (p) => p.devices.driverRead(N)
   },
   {
-    name: "driver_read_record", unit: "reads/s", higherIsBetter: true, target: "≥ 1.5× peer", met: atLeast(1.5),
-    ours: () => devices.ours.driverRead(N, "record"), peer: (p) => p.devices.driverRead(N)
+    name: "driver_read_record",
+    unit: "reads/s",
+    higherIsBetter: true,
+    target: "≥ 1.5× peer",
+    met: atLeast(1.5),
+    ours: () => devices.ours.driverRead(N, "record"),
+    peer: (p) => p.devices.driverRead(N)
   },
   {
-    name: "driver_read_schema_tools", unit: "reads/s", higherIsBetter: true, target: "(ours validates)",
+    name: "driver_read_schema_tools",
+    unit: "reads/s",
+    higherIsBetter: true,
+    target: "(ours validates)",
     met: () => undefined,
-    ours: () => devices.ours.driverRead(N, "live", "schema"), peer: (p) => p.devices.driverRead(N)
+    ours: () => devices.ours.driverRead(N, "live", "schema"),
+    peer: (p) => p.devices.driverRead(N)
   },
   {
-    name: "parallel_io_speedup", unit: "× of 16", higherIsBetter: true, target: "≥ 15.5×", met: (ours) => ours >= 15.5,
-    ours: () => devices.ours.parallelSpeedup(), peer: (p) => p.devices.parallelSpeedup()
+    name: "parallel_io_speedup",
+    unit: "× of 16",
+    higherIsBetter: true,
+    target: "≥ 15.5×",
+    met: (ours) => ours >= 15.5,
+    ours: () => devices.ours.parallelSpeedup(),
+    peer: (p) => p.devices.parallelSpeedup()
   },
   {
-    name: "replay_10k_ops", unit: "ms", higherIsBetter: false, target: "≤ 100 ms", met: (ours) => ours <= 100,
+    name: "replay_10k_ops",
+    unit: "ms",
+    higherIsBetter: false,
+    target: "≤ 100 ms",
+    met: (ours) => ours <= 100,
     ours: () => devices.ours.replayMs(10_000)
   },
   {
-    name: "llm_call_overhead_p50", unit: "µs", higherIsBetter: false, target: "≤ 50 µs", met: (ours) => ours <= 50,
+    name: "llm_call_overhead_p50",
+    unit: "µs",
+    higherIsBetter: false,
+    target: "≤ 50 µs",
+    met: (ours) => ours <= 50,
     ours: () => llm.overheadMicros(200, 1)
   }
 ]
@@ -86,8 +142,11 @@ const main = async () => {
   const peer = peerModule === undefined ? undefined : { core: core.peer(peerModule), devices: devices.peer(peerModule) }
   const where = peerModule ? peerModule.dir : "absent (no ../shared/peers/agent-os-seed): peer columns are empty"
   console.log(`effect-agent-os bench: N=${N}, rounds=${ROUNDS}, node ${process.version}, peer ${where}`)
-  if (typeof (globalThis as { gc?: unknown }).gc !== "function") console.log("note: run with --expose-gc for exact memory rows")
-  const rows: Array<Array<string>> = [["workload", "unit", "ours", "peer", "raw effect", "ours/peer", "ours/raw", "target", "met"]]
+  if (typeof (globalThis as { gc?: unknown }).gc !== "function")
+    console.log("note: run with --expose-gc for exact memory rows")
+  const rows: Array<Array<string>> = [
+    ["workload", "unit", "ours", "peer", "raw effect", "ours/peer", "ours/raw", "target", "met"]
+  ]
   for (const spec of specs) {
     let ours: number | undefined
     let theirs: number | undefined

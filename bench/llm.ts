@@ -35,7 +35,8 @@ const round = (n: number) =>
             viaKernel.push(performance.now() - t0)
           }
         }
-      }))
+      })
+    )
     const driver = Llm.make({ baseURL: server.baseURL, apiKey: "bench", model: "test-model", retry: { times: 0 } })
     yield* Effect.gen(function* () {
       const kernel = yield* Kernel.Kernel

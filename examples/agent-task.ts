@@ -47,7 +47,12 @@ const tools = Tools.make(toolkit, {
 // ---- the model: live when configured, else a script that plays a plausible run -----------------------------------
 
 const scripted = ScriptedLlm.make([
-  { toolCalls: [{ name: "population", arguments: { city: "Paris" } }, { name: "population", arguments: { city: "Berlin" } }] },
+  {
+    toolCalls: [
+      { name: "population", arguments: { city: "Paris" } },
+      { name: "population", arguments: { city: "Berlin" } }
+    ]
+  },
   (request) => {
     const results = request.messages.filter((m) => m.role === "tool").map((m) => Number(m.content))
     return { toolCalls: [{ name: "add", arguments: { a: results[0] ?? 0, b: results[1] ?? 0 } }] }
@@ -57,9 +62,7 @@ const scripted = ScriptedLlm.make([
     return { text: `Paris and Berlin have ${Number(sum).toLocaleString("en")} inhabitants together.` }
   }
 ])
-const llm = live
-  ? Llm.make({ model: process.env.OPENAI_MODEL ?? "gpt-4o-mini" })
-  : Effect.succeed(scripted)
+const llm = live ? Llm.make({ model: process.env.OPENAI_MODEL ?? "gpt-4o-mini" }) : Effect.succeed(scripted)
 
 // ---- the agent: think, call tools in parallel, observe, answer -----------------------------------------------------
 
@@ -73,15 +76,27 @@ const agent = Process.make<{ readonly question: string }>("agent", ({ question }
       { role: "user", content: question }
     ]
     for (let step = 1; step <= 6; step++) {
-      const reply = yield* Sys.read<Llm.LlmReply>(model, { messages, tools: Tools.definitions({ tools: toolkit.tools }) })
+      const reply = yield* Sys.read<Llm.LlmReply>(model, {
+        messages,
+        tools: Tools.definitions({ tools: toolkit.tools })
+      })
       if (reply.toolCalls.length === 0) return yield* Sys.log("info", `answer: ${reply.text}`, { step })
-      yield* Sys.log("info", `step ${step}: ${reply.toolCalls.map((c) => `${c.name}(${JSON.stringify(c.arguments)})`).join(", ")}`)
+      yield* Sys.log(
+        "info",
+        `step ${step}: ${reply.toolCalls.map((c) => `${c.name}(${JSON.stringify(c.arguments)})`).join(", ")}`
+      )
       messages.push({ role: "assistant", content: reply.text, toolCalls: reply.toolCalls })
-      const results = yield* Sys.readAll(toolbox, reply.toolCalls.map((c) => ({ tool: c.name, input: c.arguments })))
-      reply.toolCalls.forEach((c, i) => messages.push({ role: "tool", toolCallId: c.id, content: JSON.stringify(results[i]) }))
+      const results = yield* Sys.readAll(
+        toolbox,
+        reply.toolCalls.map((c) => ({ tool: c.name, input: c.arguments }))
+      )
+      reply.toolCalls.forEach((c, i) =>
+        messages.push({ role: "tool", toolCallId: c.id, content: JSON.stringify(results[i]) })
+      )
     }
     yield* Sys.log("warn", "no answer within 6 steps")
-  }))
+  })
+)
 
 const init = Process.make<Kernel.BootGrant>("init", (grant) =>
   Effect.gen(function* () {
@@ -92,7 +107,8 @@ const init = Process.make<Kernel.BootGrant>("init", (grant) =>
     })
     const reason = yield* Sys.waitpid(cap)
     yield* Sys.log("info", `agent exited: ${JSON.stringify(reason)}`)
-  }))
+  })
+)
 
 // ---- the host program ----------------------------------------------------------------------------------------------
 
@@ -121,7 +137,9 @@ const program = Effect.gen(function* () {
   const text = JSON.stringify(trace)
   if (replaying) {
     const recorded = yield* fs.readFileString(tracePath)
-    yield* Console.log(`\nreplayed from ${journalPath}: trace ${recorded === text ? "identical to" : "DIFFERENT from"} the recorded run`)
+    yield* Console.log(
+      `\nreplayed from ${journalPath}: trace ${recorded === text ? "identical to" : "DIFFERENT from"} the recorded run`
+    )
     if (recorded !== text) process.exitCode = 1
   } else {
     yield* fs.writeFileString(tracePath, text)
@@ -138,7 +156,8 @@ const main = Effect.gen(function* () {
     yield* fs.remove(journalPath, { force: true })
     yield* Console.log(
       live
-        ? `model: live, ${process.env.OPENAI_BASE_URL ?? "https://api.openai.com/v1"} (OPENAI_* set), ${process.env.OPENAI_MODEL ?? "gpt-4o-mini"}`
+        ? `model: live, ${process.env.OPENAI_BASE_URL ?? "https://api.openai.com/v1"} (OPENAI_* set), ` +
+            (process.env.OPENAI_MODEL ?? "gpt-4o-mini")
         : "model: offline, scripted (set OPENAI_API_KEY or OPENAI_BASE_URL for a live model)"
     )
   }
@@ -156,4 +175,3 @@ const main = Effect.gen(function* () {
 })
 
 main.pipe(Effect.provide(NodeServices.layer), NodeRuntime.runMain)
-

@@ -21,7 +21,8 @@ const worker = Process.make("worker", () =>
       yield* Sys.charge({ tokens: 40 })
       yield* Sys.send(m.caps[0]!, `the answer to "${m.body.question}" is 42`)
     })
-  ))
+  )
+)
 
 /** Holds a send-only cap to the worker (its first start cap) and a cap to report to init (its second). */
 const client = Process.make("client", () =>
@@ -35,7 +36,8 @@ const client = Process.make("client", () =>
       const reply = yield* Sys.recv<string>().pipe(Effect.timeoutOption("100 millis"))
       yield* Sys.send(toInit!, reply._tag === "Some" ? `client got: ${reply.value.body}` : `no answer to "${question}"`)
     }
-  }))
+  })
+)
 
 const init = Process.make<Kernel.BootGrant>("init", (grant) =>
   Effect.gen(function* () {
@@ -54,7 +56,8 @@ const init = Process.make<Kernel.BootGrant>("init", (grant) =>
     }
     yield* Sys.waitpid(c.cap)
     void grant
-  }))
+  })
+)
 
 const formatEvent = (e: EventLog.KernelEvent) => {
   const { _tag, seq, at, pid, ...rest } = e

@@ -6,11 +6,14 @@ import { Kernel, Process, Sys } from "effect-agent-os"
 
 // An image: a name and a main function whose only requirement is Sys.
 const doubler = Process.make("doubler", () =>
-  Effect.forever(Effect.gen(function* () {
-    const m = yield* Sys.recv<number>()
-    yield* Sys.charge({ tokens: 10 }) // metered: over quota, the kernel ends this process
-    yield* Sys.send(m.caps[0]!, m.body * 2) // reply on the cap that came with the message
-  })))
+  Effect.forever(
+    Effect.gen(function* () {
+      const m = yield* Sys.recv<number>()
+      yield* Sys.charge({ tokens: 10 }) // metered: over quota, the kernel ends this process
+      yield* Sys.send(m.caps[0]!, m.body * 2) // reply on the cap that came with the message
+    })
+  )
+)
 
 const init = Process.make<Kernel.BootGrant>("init", () =>
   Effect.gen(function* () {
@@ -19,7 +22,8 @@ const init = Process.make<Kernel.BootGrant>("init", () =>
     yield* Sys.send(cap, 21, { caps: [replyTo] }) // the cap moves to the doubler
     const answer = yield* Sys.recv<number>()
     yield* Sys.log("info", `answer: ${answer.body}`)
-  }))
+  })
+)
 
 const program = Effect.gen(function* () {
   const kernel = yield* Kernel.Kernel

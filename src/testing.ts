@@ -44,7 +44,15 @@ export class ProcessEnded extends Schema.TaggedError<ProcessEnded>()("ProcessEnd
 export const runProcess = <A, E>(
   body: (grant: Kernel.BootGrant) => Effect.Effect<A, E, Sys>,
   options?: Kernel.BootOptions & { readonly name?: string }
-): Effect.Effect<A, E | ProcessEnded | Kernel.KernelError | import("./services/Accounts.ts").QuotaError | import("./services/Sys.ts").SpawnError, Kernel.Kernel> =>
+): Effect.Effect<
+  A,
+  | E
+  | ProcessEnded
+  | Kernel.KernelError
+  | import("./services/Accounts.ts").QuotaError
+  | import("./services/Sys.ts").SpawnError,
+  Kernel.Kernel
+> =>
   Effect.gen(function* () {
     const kernel = yield* Kernel.Kernel
     const result = yield* Deferred.make<A, E>()
@@ -62,4 +70,3 @@ export const runProcess = <A, E>(
     if (yield* Deferred.isDone(result)) return yield* Deferred.await(result)
     return yield* new ProcessEnded({ pid, reason })
   })
-

@@ -5,11 +5,14 @@ import { Process, Sys } from "effect-agent-os"
 import * as TestKernel from "effect-agent-os/testing"
 
 const doubler = Process.make("doubler", () =>
-  Effect.forever(Effect.gen(function* () {
-    const m = yield* Sys.recv<number>()
-    yield* Sys.charge({ tokens: 10 })
-    yield* Sys.send(m.caps[0]!, m.body * 2)
-  })))
+  Effect.forever(
+    Effect.gen(function* () {
+      const m = yield* Sys.recv<number>()
+      yield* Sys.charge({ tokens: 10 })
+      yield* Sys.send(m.caps[0]!, m.body * 2)
+    })
+  )
+)
 
 it.effect("a send-only cap cannot kill", () =>
   TestKernel.runProcess(() =>
@@ -19,7 +22,8 @@ it.effect("a send-only cap cannot kill", () =>
       const error = yield* Effect.flip(Sys.kill(sendOnly))
       assert.strictEqual(error.reason, "missing-right")
     })
-  ).pipe(Effect.provide(TestKernel.layer())))
+  ).pipe(Effect.provide(TestKernel.layer()))
+)
 
 it.effect("the quick start's doubler answers, then runs out of tokens on its third charge", () =>
   TestKernel.runProcess(() =>
@@ -33,4 +37,5 @@ it.effect("the quick start's doubler answers, then runs out of tokens on its thi
       yield* Sys.send(cap, 3, { caps: [yield* Sys.derive(me, ["send"])] })
       assert.deepStrictEqual(yield* Sys.waitpid(cap), { _tag: "Quota", resource: "tokens" })
     })
-  ).pipe(Effect.provide(TestKernel.layer())))
+  ).pipe(Effect.provide(TestKernel.layer()))
+)

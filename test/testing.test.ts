@@ -11,7 +11,8 @@ layer(TestKernel.layer())((it) => {
       const pid = yield* kernel.boot(Process.make("sleeper", () => Effect.sleep("1 hour")))
       yield* TestClock.adjust("1 hour")
       assert.deepStrictEqual(yield* kernel.waitExit(pid), Process.normal)
-    }))
+    })
+  )
 })
 
 layer(TestKernel.layer())("runProcess", (it) => {
@@ -22,5 +23,6 @@ layer(TestKernel.layer())("runProcess", (it) => {
       assert.strictEqual(failed, "nope")
       const ended = yield* Effect.flip(TestKernel.runProcess(() => Sys.charge({ tokens: 5 }), { quota: { tokens: 1 } }))
       assert.deepInclude(ended, { _tag: "ProcessEnded", reason: Process.quota("tokens") })
-    }))
+    })
+  )
 })

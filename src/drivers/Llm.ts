@@ -190,14 +190,16 @@ export interface Options {
   readonly prices?: Readonly<Record<string, Price>> | undefined
   /** Per attempt, default 60 seconds. */
   readonly timeout?: Duration.Input | undefined
-  readonly retry?: {
-    /** Retries after the first attempt (default 3; 0 disables retrying). */
-    readonly times?: number | undefined
-    /** First backoff delay, doubled at each retry (default 500 ms). */
-    readonly base?: Duration.Input | undefined
-    /** Ceiling on a backoff delay (default 30 s). A server's `Retry-After` is honoured as sent. */
-    readonly maxDelay?: Duration.Input | undefined
-  } | undefined
+  readonly retry?:
+    | {
+        /** Retries after the first attempt (default 3; 0 disables retrying). */
+        readonly times?: number | undefined
+        /** First backoff delay, doubled at each retry (default 500 ms). */
+        readonly base?: Duration.Input | undefined
+        /** Ceiling on a backoff delay (default 30 s). A server's `Retry-After` is honoured as sent. */
+        readonly maxDelay?: Duration.Input | undefined
+      }
+    | undefined
   /**
    * Receives the text fragments of streamed calls (`stream: true`), with the calling process's context (`pid`, `op`).
    * Called synchronously as fragments arrive; not called on replay.
@@ -237,14 +239,14 @@ const defaults = {
 export const make = (options: Options = {}): Effect.Effect<Device.Driver, Config.ConfigError> =>
   Effect.gen(function* () {
     const name = options.name ?? defaults.name
-    const baseURL = options.baseURL ?? (yield* Config.String("OPENAI_BASE_URL").pipe(
-      Config.withDefault(defaults.baseURL)
-    ))
-    const apiKey = options.apiKey === undefined
-      ? yield* Config.Redacted("OPENAI_API_KEY")
-      : typeof options.apiKey === "string"
-      ? Redacted.make(options.apiKey)
-      : options.apiKey
+    const baseURL =
+      options.baseURL ?? (yield* Config.String("OPENAI_BASE_URL").pipe(Config.withDefault(defaults.baseURL)))
+    const apiKey =
+      options.apiKey === undefined
+        ? yield* Config.Redacted("OPENAI_API_KEY")
+        : typeof options.apiKey === "string"
+          ? Redacted.make(options.apiKey)
+          : options.apiKey
     const model = options.model ?? (yield* Config.String("OPENAI_MODEL"))
     const timeout = millisOption(options.timeout, "timeout") ?? Duration.toMillis(defaults.timeout)
     const retryTimes = options.retry?.times ?? defaults.retryTimes
@@ -252,8 +254,8 @@ export const make = (options: Options = {}): Effect.Effect<Device.Driver, Config
       return yield* Effect.die(new RangeError(`Llm.make: retry.times must be an integer ≥ 0, got ${retryTimes}`))
     }
     const retryBase = millisOption(options.retry?.base, "retry.base") ?? Duration.toMillis(defaults.retryBase)
-    const retryMaxDelay = millisOption(options.retry?.maxDelay, "retry.maxDelay") ??
-      Duration.toMillis(defaults.retryMaxDelay)
+    const retryMaxDelay =
+      millisOption(options.retry?.maxDelay, "retry.maxDelay") ?? Duration.toMillis(defaults.retryMaxDelay)
     // Each plain call passes its own timeout to the SDK (see `call`); this client default is a backstop.
     const client = new OpenAI({ baseURL, apiKey: Redacted.value(apiKey), maxRetries: 0, timeout: timeout + 1_000 })
     const call = makeCall({
@@ -287,8 +289,8 @@ const millisOption = (input: Duration.Input | undefined, option: string): number
 
 const decodeRequest = (device: string, request: unknown): Effect.Effect<LlmRequest, Device.DeviceError> =>
   Schema.decodeUnknownEffect(LlmRequest)(request).pipe(
-    Effect.mapError((error) =>
-      new Device.DeviceError({ device, reason: "invalid-request", message: error.message, retryable: false })
+    Effect.mapError(
+      (error) => new Device.DeviceError({ device, reason: "invalid-request", message: error.message, retryable: false })
     )
   )
 
@@ -340,19 +342,21 @@ const makeCall = (settings: CallSettings) => {
     // A plain call is bounded by the SDK's own per-request timeout (it aborts the request and raises a timeout
     // error): an Effect timeout around every call would cost a fiber race per call (~0.1 ms). A streamed reply is
     // read long after the SDK returns, so it is bounded by an Effect timeout as a whole.
-    const attempt = request.stream === true
-      ? Effect.tryPromise({
-        try: (signal) => streamed(client, body, signal, (text) => settings.onDelta?.(text, context)),
-        catch: (error) => classify(name, error)
-      }).pipe(
-        Effect.timeoutOrElse({ duration: Duration.millis(settings.timeout), orElse: () => Effect.fail(timedOut) })
-      )
-      : Effect.tryPromise({
-        try: (signal) =>
-          client.chat.completions.create({ ...body, stream: false }, { signal, timeout: settings.timeout })
-            .then(fromCompletion),
-        catch: (error) => classify(name, error)
-      })
+    const attempt =
+      request.stream === true
+        ? Effect.tryPromise({
+            try: (signal) => streamed(client, body, signal, (text) => settings.onDelta?.(text, context)),
+            catch: (error) => classify(name, error)
+          }).pipe(
+            Effect.timeoutOrElse({ duration: Duration.millis(settings.timeout), orElse: () => Effect.fail(timedOut) })
+          )
+        : Effect.tryPromise({
+            try: (signal) =>
+              client.chat.completions
+                .create({ ...body, stream: false }, { signal, timeout: settings.timeout })
+                .then(fromCompletion),
+            catch: (error) => classify(name, error)
+          })
     return attempt.pipe(
       Effect.retry({ schedule, times: settings.retryTimes, while: (failure) => failure.retry }),
       Effect.mapError((failure) => failure.error),
@@ -366,9 +370,10 @@ const makeCall = (settings: CallSettings) => {
 
 const costOf = (reply: LlmReply, price: Price | undefined): Cost => ({
   tokens: reply.usage.inputTokens + reply.usage.outputTokens,
-  usd: price === undefined
-    ? 0
-    : (reply.usage.inputTokens * price.inputPerMTok + reply.usage.outputTokens * price.outputPerMTok) / 1_000_000
+  usd:
+    price === undefined
+      ? 0
+      : (reply.usage.inputTokens * price.inputPerMTok + reply.usage.outputTokens * price.outputPerMTok) / 1_000_000
 })
 
 type ChatBody = Omit<OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming, "stream">
@@ -378,15 +383,15 @@ const toChatBody = (model: string, request: LlmRequest): ChatBody => ({
   messages: request.messages.map(toChatMessage),
   ...(request.tools !== undefined && request.tools.length > 0
     ? {
-      tools: request.tools.map((tool): OpenAI.Chat.Completions.ChatCompletionTool => ({
-        type: "function",
-        function: {
-          name: tool.name,
-          ...(tool.description === undefined ? {} : { description: tool.description }),
-          parameters: tool.parameters ?? { type: "object", properties: {} }
-        }
-      }))
-    }
+        tools: request.tools.map((tool): OpenAI.Chat.Completions.ChatCompletionTool => ({
+          type: "function",
+          function: {
+            name: tool.name,
+            ...(tool.description === undefined ? {} : { description: tool.description }),
+            parameters: tool.parameters ?? { type: "object", properties: {} }
+          }
+        }))
+      }
     : {}),
   ...(request.toolChoice === undefined ? {} : { tool_choice: request.toolChoice }),
   ...(request.maxTokens === undefined ? {} : { max_completion_tokens: request.maxTokens }),
@@ -400,31 +405,34 @@ const toChatMessage = (message: Message): OpenAI.Chat.Completions.ChatCompletion
     case "user":
       return {
         role: "user",
-        content: typeof message.content === "string"
-          ? message.content
-          : message.content.map((part): OpenAI.Chat.Completions.ChatCompletionContentPart =>
-            part.type === "text"
-              ? { type: "text", text: part.text }
-              : {
-                type: "image_url",
-                image_url: { url: part.url, ...(part.detail === undefined ? {} : { detail: part.detail }) }
-              }
-          )
+        content:
+          typeof message.content === "string"
+            ? message.content
+            : message.content.map((part): OpenAI.Chat.Completions.ChatCompletionContentPart =>
+                part.type === "text"
+                  ? { type: "text", text: part.text }
+                  : {
+                      type: "image_url",
+                      image_url: { url: part.url, ...(part.detail === undefined ? {} : { detail: part.detail }) }
+                    }
+              )
       }
     case "assistant":
       return {
         role: "assistant",
         content: message.content ?? null,
-        ...(message.toolCalls === undefined || message.toolCalls.length === 0 ? {} : {
-          tool_calls: message.toolCalls.map((call) => ({
-            id: call.id,
-            type: "function" as const,
-            function: {
-              name: call.name,
-              arguments: typeof call.arguments === "string" ? call.arguments : JSON.stringify(call.arguments)
-            }
-          }))
-        })
+        ...(message.toolCalls === undefined || message.toolCalls.length === 0
+          ? {}
+          : {
+              tool_calls: message.toolCalls.map((call) => ({
+                id: call.id,
+                type: "function" as const,
+                function: {
+                  name: call.name,
+                  arguments: typeof call.arguments === "string" ? call.arguments : JSON.stringify(call.arguments)
+                }
+              }))
+            })
       }
     case "tool":
       return { role: "tool", tool_call_id: message.toolCallId, content: message.content }
@@ -498,7 +506,7 @@ const streamed = async (
       }
     }
     for (const fragment of delta?.tool_calls ?? []) {
-      const call = calls[fragment.index] ??= { id: "", name: "", arguments: "" }
+      const call = (calls[fragment.index] ??= { id: "", name: "", arguments: "" })
       if (fragment.id) call.id = fragment.id
       if (fragment.function?.name && call.name === "") call.name = fragment.function.name
       if (fragment.function?.arguments) call.arguments += fragment.function.arguments
@@ -509,9 +517,9 @@ const streamed = async (
   return {
     text,
     // a sparse index (a server skipping one) leaves holes: skip them
-    toolCalls: calls.filter((call) => call !== undefined).map((call) =>
-      parseToolCall(call.id, call.name, call.arguments)
-    ),
+    toolCalls: calls
+      .filter((call) => call !== undefined)
+      .map((call) => parseToolCall(call.id, call.name, call.arguments)),
     finishReason,
     usage,
     model
@@ -552,7 +560,7 @@ const classify = (device: string, error: unknown): AttemptError => {
   return fail("failed", false, false)
 }
 
-const messageOf = (error: unknown): string => error instanceof Error ? error.message : String(error)
+const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error))
 
 // ---------------------------------------------------------------------------------------------------------------------
 // The effect/ai driver
@@ -582,12 +590,14 @@ export const fromLanguageModel = (
       const generated = model.generateText({
         prompt,
         toolChoice,
-        toolkit: Toolkit.make(...(request.tools ?? []).map((tool) =>
-          Tool.dynamic(tool.name, {
-            ...(tool.description === undefined ? {} : { description: tool.description }),
-            parameters: tool.parameters ?? { type: "object", properties: {} }
-          })
-        )),
+        toolkit: Toolkit.make(
+          ...(request.tools ?? []).map((tool) =>
+            Tool.dynamic(tool.name, {
+              ...(tool.description === undefined ? {} : { description: tool.description }),
+              parameters: tool.parameters ?? { type: "object", properties: {} }
+            })
+          )
+        ),
         disableToolCallResolution: true,
         toolCallValidation: "deferred"
       })
@@ -609,13 +619,14 @@ export const fromLanguageModel = (
           }
           return { value: reply, cost: { tokens: reply.usage.inputTokens + reply.usage.outputTokens } }
         }),
-        Effect.mapError((error) =>
-          new Device.DeviceError({
-            device: name,
-            reason: aiReasons[error.reason._tag] ?? "failed",
-            message: error.message,
-            retryable: error.isRetryable
-          })
+        Effect.mapError(
+          (error) =>
+            new Device.DeviceError({
+              device: name,
+              reason: aiReasons[error.reason._tag] ?? "failed",
+              message: error.message,
+              retryable: error.isRetryable
+            })
         )
       )
     }
@@ -656,13 +667,14 @@ const toPrompt = (messages: ReadonlyArray<Message>): Array<Prompt.MessageEncoded
       case "user":
         return {
           role: "user",
-          content: typeof message.content === "string"
-            ? message.content
-            : message.content.map((part): Prompt.UserMessagePartEncoded =>
-              part.type === "text"
-                ? { type: "text", text: part.text }
-                : { type: "file", mediaType: imageMediaType(part.url), data: new URL(part.url) }
-            )
+          content:
+            typeof message.content === "string"
+              ? message.content
+              : message.content.map((part): Prompt.UserMessagePartEncoded =>
+                  part.type === "text"
+                    ? { type: "text", text: part.text }
+                    : { type: "file", mediaType: imageMediaType(part.url), data: new URL(part.url) }
+                )
         }
       case "assistant": {
         const parts: Array<Prompt.AssistantMessagePartEncoded> = []
@@ -676,13 +688,15 @@ const toPrompt = (messages: ReadonlyArray<Message>): Array<Prompt.MessageEncoded
       case "tool":
         return {
           role: "tool",
-          content: [{
-            type: "tool-result",
-            id: message.toolCallId,
-            name: toolNames.get(message.toolCallId) ?? "unknown",
-            isFailure: false,
-            result: message.content
-          }]
+          content: [
+            {
+              type: "tool-result",
+              id: message.toolCallId,
+              name: toolNames.get(message.toolCallId) ?? "unknown",
+              isFailure: false,
+              result: message.content
+            }
+          ]
         }
     }
   })

@@ -255,7 +255,8 @@ const toolError = (tool: string, reason: ToolError["reason"], message: string, e
     : { _tag: "ToolError", tool, reason, message, error }
 
 const isSupported = (tool: Tool.Any): boolean =>
-  !Tool.isProviderDefined(tool) && Schema.isSchema(tool.parametersSchema) &&
+  !Tool.isProviderDefined(tool) &&
+  Schema.isSchema(tool.parametersSchema) &&
   (tool.needsApproval === undefined || tool.needsApproval === false)
 
 const ToolCall = Schema.Union([
@@ -269,14 +270,15 @@ const decodeCall = (device: string, request: unknown) =>
   decodeToolCall(request).pipe(
     Effect.map((call) => ({
       tool: call.tool,
-      args: "input" in call ? { value: call.input } as const : { json: call.arguments } as const
+      args: "input" in call ? ({ value: call.input } as const) : ({ json: call.arguments } as const)
     })),
-    Effect.mapError((error) =>
-      new DeviceError({
-        device,
-        reason: "invalid-request",
-        message: `a tool call is { tool, input } or { tool, arguments }: ${error.message}`
-      })
+    Effect.mapError(
+      (error) =>
+        new DeviceError({
+          device,
+          reason: "invalid-request",
+          message: `a tool call is { tool, input } or { tool, arguments }: ${error.message}`
+        })
     )
   )
 
@@ -313,11 +315,11 @@ const makeRunner = (device: string, tool: Tool.Any, implementation: Implementati
     error instanceof ToolFailure
       ? Effect.succeed(charged(toolError(tool.name, "failed", error.message)))
       : encodeFailure(error).pipe(
-        Effect.match({
-          onFailure: () => charged(toolError(tool.name, "failed", messageOf(error, undefined))),
-          onSuccess: (encoded) => charged(toolError(tool.name, "failed", messageOf(error, encoded), encoded))
-        })
-      )
+          Effect.match({
+            onFailure: () => charged(toolError(tool.name, "failed", messageOf(error, undefined))),
+            onSuccess: (encoded) => charged(toolError(tool.name, "failed", messageOf(error, encoded), encoded))
+          })
+        )
 
   const run = (params: unknown, call: CallContext) =>
     Effect.suspend(() => implementation(params, call)).pipe(

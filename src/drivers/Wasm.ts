@@ -137,12 +137,15 @@ export const driver = (options: Options): Effect.Effect<Driver, WasmError, Scope
     if (entries.length === 0) return yield* new WasmError({ reason: "invalid-options", message: "no modules" })
 
     const compiled = yield* Effect.forEach(entries, ([module, source]) =>
-      Effect.map(compile(module, source), (compiled) => [module, compiled] as const))
+      Effect.map(compile(module, source), (compiled) => [module, compiled] as const)
+    )
     const functions = new Map(
       compiled.map(([module, compiled]) => [
         module,
         new Set(
-          webAssembly.Module.exports(compiled).filter((entry) => entry.kind === "function").map((entry) => entry.name)
+          webAssembly.Module.exports(compiled)
+            .filter((entry) => entry.kind === "function")
+            .map((entry) => entry.name)
         )
       ])
     )
@@ -168,13 +171,15 @@ export const driver = (options: Options): Effect.Effect<Driver, WasmError, Scope
         return Effect.fail(fail("not-found", message))
       }
       const input = { export: request.export, args: request.args ?? [] }
-      return pool.run({ task: request.module, input }).pipe(
-        Effect.mapError((error) =>
-          error.reason === "task-failed"
-            ? fail("task-failed", `${request.module}.${request.export} failed: ${error.message}`)
-            : error
+      return pool
+        .run({ task: request.module, input })
+        .pipe(
+          Effect.mapError((error) =>
+            error.reason === "task-failed"
+              ? fail("task-failed", `${request.module}.${request.export} failed: ${error.message}`)
+              : error
+          )
         )
-      )
     }
 
     const read = (request: unknown) =>
@@ -209,9 +214,9 @@ const compile = (module: string, source: Uint8Array | URL): Effect.Effect<Compil
 const read = (module: string, url: URL): Effect.Effect<Uint8Array, WasmError> =>
   url.protocol === "file:"
     ? Effect.tryPromise({
-      try: () => readFile(url),
-      catch: (error) => new WasmError({ reason: "unreadable", module, message: `${url.href}: ${describe(error)}` })
-    })
+        try: () => readFile(url),
+        catch: (error) => new WasmError({ reason: "unreadable", module, message: `${url.href}: ${describe(error)}` })
+      })
     : Effect.fail(new WasmError({ reason: "unreadable", module, message: `${url.href}: only file: URLs are read` }))
 
 const describe = (error: unknown): string => (error instanceof Error ? error.message : String(error))

@@ -127,8 +127,9 @@ export const driver = (options: Options): Effect.Effect<Driver, WorkerError, Sco
       resourceLimits: options.resourceLimits,
       timeout: options.timeout
     }).pipe(
-      Effect.mapError((error) =>
-        new WorkerError({ reason: "module-failed", message: `the task module ${url} did not load: ${error.message}` })
+      Effect.mapError(
+        (error) =>
+          new WorkerError({ reason: "module-failed", message: `the task module ${url} did not load: ${error.message}` })
       )
     )
     const tasks = new Set(pool.tasks)
@@ -140,11 +141,15 @@ export const driver = (options: Options): Effect.Effect<Driver, WorkerError, Sco
         Effect.mapError((error) => fail("invalid-request", `not a task call ({ task, input }): ${error.message}`)),
         Effect.flatMap(({ task, input }) =>
           tasks.has(task)
-            ? pool.run({ task, input: input ?? null }).pipe(
-              Effect.mapError((error) =>
-                error.reason === "task-failed" ? fail("task-failed", `task "${task}" failed: ${error.message}`) : error
-              )
-            )
+            ? pool
+                .run({ task, input: input ?? null })
+                .pipe(
+                  Effect.mapError((error) =>
+                    error.reason === "task-failed"
+                      ? fail("task-failed", `task "${task}" failed: ${error.message}`)
+                      : error
+                  )
+                )
             : Effect.fail(fail("not-found", `no task "${task}"; the module exports ${[...tasks].join(", ")}`))
         ),
         Effect.map((value) => ({ value, cost: { toolCalls: 1 } }))

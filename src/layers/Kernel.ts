@@ -77,10 +77,10 @@ export const layer = <const Drivers extends ReadonlyArray<DriverInput> = []>(
           (options?.drivers ?? []) as ReadonlyArray<
             | Device.Driver
             | Effect.Effect<
-              Device.Driver,
-              DriversError<Drivers[number]>,
-              DriversServices<Drivers[number]> | KernelConfig.KernelConfig | Scope.Scope
-            >
+                Device.Driver,
+                DriversError<Drivers[number]>,
+                DriversServices<Drivers[number]> | KernelConfig.KernelConfig | Scope.Scope
+              >
           >
         ),
         InferenceScheduler.layer,

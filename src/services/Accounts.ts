@@ -60,7 +60,12 @@ export interface Budget {
     readonly mem: number
     readonly mailbox: number
   }
-  readonly used: { readonly tokens: number; readonly toolCalls: number; readonly usd: number; readonly children: number }
+  readonly used: {
+    readonly tokens: number
+    readonly toolCalls: number
+    readonly usd: number
+    readonly children: number
+  }
   /** What can still be charged, the tightest level of the chain counted. */
   readonly remaining: { readonly tokens: number; readonly toolCalls: number; readonly usd: number }
   /** Absolute kernel-clock millis at which the `wall` quota ends the process; `Infinity` for none. */
@@ -185,9 +190,10 @@ export const carve = (
 ): Account | QuotaError => {
   if (quota === undefined || Object.keys(quota).length === 0) {
     if (parent === undefined) return new Account(undefined, unlimited(Infinity, mailboxDefault, Infinity))
-    const inherited = parent.inherited?.mailboxMax === mailboxDefault
-      ? parent.inherited
-      : (parent.inherited = unlimited(parent.memMax, mailboxDefault, parent.wallEndsAt))
+    const inherited =
+      parent.inherited?.mailboxMax === mailboxDefault
+        ? parent.inherited
+        : (parent.inherited = unlimited(parent.memMax, mailboxDefault, parent.wallEndsAt))
     return new Account(parent, inherited)
   }
   const q = quota

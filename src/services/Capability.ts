@@ -90,13 +90,7 @@ export type Resource =
  * @category errors
  */
 export type CapabilityFailure =
-  | "invalid"
-  | "not-held"
-  | "missing-right"
-  | "expired"
-  | "revoked"
-  | "wrong-resource"
-  | "amplification"
+  "invalid" | "not-held" | "missing-right" | "expired" | "revoked" | "wrong-resource" | "amplification"
 
 /**
  * A syscall was refused because of a capability. The process may catch it.
@@ -105,7 +99,15 @@ export type CapabilityFailure =
  */
 export class CapabilityError extends Schema.TaggedError<CapabilityError>()("CapabilityError", {
   call: Schema.String,
-  reason: Schema.Literals(["invalid", "not-held", "missing-right", "expired", "revoked", "wrong-resource", "amplification"]),
+  reason: Schema.Literals([
+    "invalid",
+    "not-held",
+    "missing-right",
+    "expired",
+    "revoked",
+    "wrong-resource",
+    "amplification"
+  ]),
   cap: Schema.optionalKey(Schema.Number),
   right: Schema.optionalKey(Schema.String)
 }) {

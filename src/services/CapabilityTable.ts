@@ -149,14 +149,16 @@ export const makeUnsafe = (): CapabilityTableShape => {
   }
 
   return {
-    mint: (owner, resource, rights, expiresAt, onRevoke) => mint(owner, resource, rights, expiresAt, undefined, onRevoke),
+    mint: (owner, resource, rights, expiresAt, onRevoke) =>
+      mint(owner, resource, rights, expiresAt, undefined, onRevoke),
     check(call, caller, ref, rights, now) {
       const record = recordOf(ref)
       if (record === undefined || record.table !== table) return new CapabilityError({ call, reason: "invalid" })
       // ownership first: a process learns nothing about a cap it does not hold
       if (record.owner !== caller) return new CapabilityError({ call, reason: "not-held", cap: record.id })
       if (record.revoked) return new CapabilityError({ call, reason: "revoked", cap: record.id })
-      if (record.expiresAt !== Infinity && record.expiresAt <= now()) return new CapabilityError({ call, reason: "expired", cap: record.id })
+      if (record.expiresAt !== Infinity && record.expiresAt <= now())
+        return new CapabilityError({ call, reason: "expired", cap: record.id })
       if ((record.rights & rights) !== rights) {
         return new CapabilityError({ call, reason: "missing-right", cap: record.id })
       }

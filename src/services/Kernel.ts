@@ -100,7 +100,9 @@ const counter = (name: string, help: string, value: number) =>
   `# HELP ${name} ${help}\n# TYPE ${name} counter\n${name} ${value}\n`
 const labelled = (name: string, help: string, label: string, values: Readonly<Record<string, number>>) =>
   `# HELP ${name} ${help}\n# TYPE ${name} counter\n` +
-  Object.entries(values).map(([key, value]) => `${name}{${label}="${key}"} ${value}\n`).join("")
+  Object.entries(values)
+    .map(([key, value]) => `${name}{${label}="${key}"} ${value}\n`)
+    .join("")
 
 /**
  * Renders metrics in the Prometheus text exposition format, every name prefixed `agentos_`.
@@ -132,54 +134,54 @@ export const make: Effect.Effect<
   never,
   ProcessTable | EventLog | CapabilityTable | NameRegistry | DeviceTable | Scope.Scope
 > = Effect.gen(function* () {
-    const table = yield* ProcessTable
-    const events = yield* EventLog
-    const caps = yield* CapabilityTable
-    const names = yield* NameRegistry
-    const known = new Set((yield* DeviceTable).names())
-    const metrics = (): KernelMetrics => {
-      const c = table.counters
-      return {
-        processes: table.live().length,
-        fibers: c.fibers,
-        spawned: c.spawned,
-        exited: c.exited,
-        exitsByReason: { ...c.exitsByReason },
-        messagesSent: c.messagesSent,
-        messagesDropped: c.messagesDropped,
-        syscalls: c.syscalls,
-        denied: c.denied,
-        caps: caps.size(),
-        names: names.size(),
-        events: events.lastSeq(),
-        eventsByType: events.counts()
-      }
+  const table = yield* ProcessTable
+  const events = yield* EventLog
+  const caps = yield* CapabilityTable
+  const names = yield* NameRegistry
+  const known = new Set((yield* DeviceTable).names())
+  const metrics = (): KernelMetrics => {
+    const c = table.counters
+    return {
+      processes: table.live().length,
+      fibers: c.fibers,
+      spawned: c.spawned,
+      exited: c.exited,
+      exitsByReason: { ...c.exitsByReason },
+      messagesSent: c.messagesSent,
+      messagesDropped: c.messagesDropped,
+      syscalls: c.syscalls,
+      denied: c.denied,
+      caps: caps.size(),
+      names: names.size(),
+      events: events.lastSeq(),
+      eventsByType: events.counts()
     }
-    const kernel: KernelShape = {
-      boot: (init, options) =>
-        Effect.suspend((): Effect.Effect<number, KernelError | QuotaError | SpawnError> => {
-          if (table.isShutdown()) {
-            return Effect.fail(new KernelError({ reason: "shutdown", message: "the kernel has been shut down" }))
-          }
-          const grant = Array.from(new Set(options?.grant ?? []))
-          const unknown = grant.filter((name) => !known.has(name))
-          if (unknown.length > 0) {
-            return Effect.fail(
-              new KernelError({ reason: "unknown-device", message: `no driver for device(s): ${unknown.join(", ")}` })
-            )
-          }
-          return table.boot(init as unknown as Image<BootGrant>, (bootGrant) => bootGrant, grant, options?.quota)
-        }),
-      waitExit: table.waitExit,
-      ps: () => Effect.sync(() => table.live().map(table.info)),
-      trace: (n) => Effect.sync(() => events.trace(n)),
-      metrics: () => Effect.sync(metrics),
-      metricsText: () => Effect.sync(() => prometheusText(metrics())),
-      shutdown: () => table.shutdown
-    }
-    yield* Effect.addFinalizer(() => table.shutdown)
-    return kernel
-  })
+  }
+  const kernel: KernelShape = {
+    boot: (init, options) =>
+      Effect.suspend((): Effect.Effect<number, KernelError | QuotaError | SpawnError> => {
+        if (table.isShutdown()) {
+          return Effect.fail(new KernelError({ reason: "shutdown", message: "the kernel has been shut down" }))
+        }
+        const grant = Array.from(new Set(options?.grant ?? []))
+        const unknown = grant.filter((name) => !known.has(name))
+        if (unknown.length > 0) {
+          return Effect.fail(
+            new KernelError({ reason: "unknown-device", message: `no driver for device(s): ${unknown.join(", ")}` })
+          )
+        }
+        return table.boot(init as unknown as Image<BootGrant>, (bootGrant) => bootGrant, grant, options?.quota)
+      }),
+    waitExit: table.waitExit,
+    ps: () => Effect.sync(() => table.live().map(table.info)),
+    trace: (n) => Effect.sync(() => events.trace(n)),
+    metrics: () => Effect.sync(metrics),
+    metricsText: () => Effect.sync(() => prometheusText(metrics())),
+    shutdown: () => table.shutdown
+  }
+  yield* Effect.addFinalizer(() => table.shutdown)
+  return kernel
+})
 
 /**
  * The kernel service alone; `Kernel.layer` (in `layers/Kernel.ts`) provides its dependencies.

@@ -13,7 +13,9 @@ import { Context, Effect, Layer, Schema } from "effect"
 export interface KernelLimits {
   /** Live processes at once, kernel-wide. Default 100 000: a parked process costs about 1 KB. */
   readonly processesMax: number
-  /** Default mailbox bound (messages) for a process whose quota sets none; a full mailbox parks senders. Default 1024. */
+  /**
+   * Default mailbox bound (messages) for a process whose quota sets none; a full mailbox parks senders. Default 1024.
+   */
   readonly mailboxMessagesMax: number
   /** Events kept in the in-memory ring read by `trace`; older events are overwritten. Default 10 000. */
   readonly eventRingMax: number
@@ -39,7 +41,10 @@ export interface KernelLimits {
    * never starved by busy processes. Lower favours I/O latency, higher favours IPC throughput. Default 256.
    */
   readonly schedulerBatchesPerMacrotask: number
-  /** How long `shutdown` (and closing the kernel layer) waits for process fibers to finish their finalizers. Default 5000. */
+  /**
+   * How long `shutdown` (and closing the kernel layer) waits for process fibers to finish their finalizers.
+   * Default 5000.
+   */
   readonly shutdownTimeoutMs: number
   /**
    * Worker threads one worker or WASM device may run (each a separate heap on another core); a driver asking for

@@ -45,7 +45,10 @@ export class NameRegistry extends Context.Service<NameRegistry, NameRegistryShap
 /**
  * @category constructors
  */
-export const makeUnsafe = (limits: { readonly namesMax: number; readonly nameLengthMax: number }): NameRegistryShape => {
+export const makeUnsafe = (limits: {
+  readonly namesMax: number
+  readonly nameLengthMax: number
+}): NameRegistryShape => {
   const holders = new Map<string, number>()
   const byPid = new Map<number, Set<string>>()
   return {

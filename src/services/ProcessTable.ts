@@ -283,8 +283,11 @@ const settle = <A>(proc: Proc, value: A): Effect.Effect<A> =>
   proc.exitReason !== undefined
     ? Effect.interrupt
     : proc.suspended !== undefined
-    ? Effect.andThen(parkWhileSuspended(proc), Effect.suspend(() => settle(proc, value)))
-    : Effect.succeed(value)
+      ? Effect.andThen(
+          parkWhileSuspended(proc),
+          Effect.suspend(() => settle(proc, value))
+        )
+      : Effect.succeed(value)
 
 /**
  * The `Sys` of one process. Methods live on the prototype; an instance is two pointers.
@@ -330,7 +333,8 @@ export class ProcessSys implements SysShape, EagerSys {
   private processCap(call: SyscallName, ref: unknown, rights: number): CapRecord | CapabilityError {
     const record = this.kernel.caps.check(call, this.proc.pid, ref, rights, this.kernel.now)
     if (record instanceof CapabilityError) return record
-    if (record.resource._tag !== "Process") return new CapabilityError({ call, reason: "wrong-resource", cap: record.id })
+    if (record.resource._tag !== "Process")
+      return new CapabilityError({ call, reason: "wrong-resource", cap: record.id })
     return record
   }
 
@@ -457,7 +461,10 @@ export class ProcessSys implements SysShape, EagerSys {
   }
 
   derive(cap: CapRef, rights: ReadonlyArray<Right>): Effect.Effect<CapRef, CapabilityError> {
-    return enter(this.proc, () => this.narrow("derive", cap, rights, undefined) as Effect.Effect<CapRef, CapabilityError>)
+    return enter(
+      this.proc,
+      () => this.narrow("derive", cap, rights, undefined) as Effect.Effect<CapRef, CapabilityError>
+    )
   }
 
   attenuate(
@@ -573,9 +580,7 @@ export class ProcessSys implements SysShape, EagerSys {
   }
 
   kill(cap: CapRef, reason?: Process.ExitReason): Effect.Effect<void, CapabilityError> {
-    return this.signal("kill", cap, (target) =>
-      this.kernel.terminate(target, reason ?? Process.killed(this.proc.pid))
-    )
+    return this.signal("kill", cap, (target) => this.kernel.terminate(target, reason ?? Process.killed(this.proc.pid)))
   }
 
   suspend(cap: CapRef): Effect.Effect<void, CapabilityError> {
@@ -702,7 +707,10 @@ export class ProcessSys implements SysShape, EagerSys {
     return enter(this.proc, () => this.callNow("read", handle, [request], false) as Effect.Effect<A, DeviceCallError>)
   }
 
-  readAll<A = unknown>(handle: CapRef, requests: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<A>, DeviceCallError> {
+  readAll<A = unknown>(
+    handle: CapRef,
+    requests: ReadonlyArray<unknown>
+  ): Effect.Effect<ReadonlyArray<A>, DeviceCallError> {
     return enter(
       this.proc,
       () => this.callNow("read", handle, requests, true) as Effect.Effect<ReadonlyArray<A>, DeviceCallError>
@@ -741,9 +749,13 @@ export class ProcessSys implements SysShape, EagerSys {
     proc.ops += payloads.length
     this.syscall(call, entry.id)
     if (!many) return kernel.driverCall(proc, entry, call, payloads[0], first)
-    return Effect.forEach(payloads, (payload, i) => Effect.exit(kernel.driverCall(proc, entry, call, payload, first + i)), {
-      concurrency: "unbounded"
-    }).pipe(
+    return Effect.forEach(
+      payloads,
+      (payload, i) => Effect.exit(kernel.driverCall(proc, entry, call, payload, first + i)),
+      {
+        concurrency: "unbounded"
+      }
+    ).pipe(
       Effect.flatMap((exits) => {
         const values: Array<unknown> = []
         for (const exit of exits) {
@@ -800,358 +812,377 @@ export const make: Effect.Effect<
   never,
   KernelConfig | CapabilityTable | EventLog | NameRegistry | DeviceTable | Journal | InferenceScheduler
 > = Effect.gen(function* () {
-    const limits = yield* KernelConfig
-    const caps = yield* CapabilityTable
-    const events = yield* EventLog
-    const names = yield* NameRegistry
-    const devices = yield* DeviceTable
-    const journal = yield* Journal
-    const inference = yield* InferenceScheduler
-    const clock = yield* Clock.clockWith(Effect.succeed)
-    const now = () => clock.currentTimeMillisUnsafe()
-    // Effect's default scheduler is replaced by the kernel's shared run queue; any other scheduler in context (the
-    // TestClock's, which tracks the fibers a sleep wakes so `adjust` can wait for them) is kept as it is
-    // Under virtual time the kernel's run queue is required: its draining is what moves the clock.
-    const virtual = yield* Effect.serviceOption(VirtualTime)
-    const contextScheduler = yield* Scheduler.Scheduler
-    const scheduler = contextScheduler instanceof Scheduler.MixedScheduler || virtual._tag === "Some"
+  const limits = yield* KernelConfig
+  const caps = yield* CapabilityTable
+  const events = yield* EventLog
+  const names = yield* NameRegistry
+  const devices = yield* DeviceTable
+  const journal = yield* Journal
+  const inference = yield* InferenceScheduler
+  const clock = yield* Clock.clockWith(Effect.succeed)
+  const now = () => clock.currentTimeMillisUnsafe()
+  // Effect's default scheduler is replaced by the kernel's shared run queue; any other scheduler in context (the
+  // TestClock's, which tracks the fibers a sleep wakes so `adjust` can wait for them) is kept as it is
+  // Under virtual time the kernel's run queue is required: its draining is what moves the clock.
+  const virtual = yield* Effect.serviceOption(VirtualTime)
+  const contextScheduler = yield* Scheduler.Scheduler
+  const scheduler =
+    contextScheduler instanceof Scheduler.MixedScheduler || virtual._tag === "Some"
       ? new KernelScheduler(limits.schedulerBatchesPerMacrotask)
       : contextScheduler
-    const baseContext = Context.add(yield* Effect.context<never>(), Scheduler.Scheduler, scheduler)
-    let inflight = 0
-    const kernelScheduler = scheduler instanceof KernelScheduler ? scheduler : undefined
-    // journaled results are handed back at quiescent points in completion order (see CompletionGate); that needs
-    // the kernel's run queue, whose draining tells when every process is blocked
-    const gate = journal.mode !== "live" && kernelScheduler !== undefined ? new CompletionGate() : undefined
-    gate?.seed(journal.lastSeq())
-    let advancer: { readonly poke: () => void } | undefined
-    if (virtual._tag === "Some" && kernelScheduler !== undefined) {
-      advancer = makeAdvancer(virtual.value, () => kernelScheduler.idle && inflight === 0 && (gate?.size ?? 0) === 0)
-      virtual.value.onSleep(advancer.poke)
+  const baseContext = Context.add(yield* Effect.context<never>(), Scheduler.Scheduler, scheduler)
+  let inflight = 0
+  const kernelScheduler = scheduler instanceof KernelScheduler ? scheduler : undefined
+  // journaled results are handed back at quiescent points in completion order (see CompletionGate); that needs
+  // the kernel's run queue, whose draining tells when every process is blocked
+  const gate = journal.mode !== "live" && kernelScheduler !== undefined ? new CompletionGate() : undefined
+  gate?.seed(journal.lastSeq())
+  let advancer: { readonly poke: () => void } | undefined
+  if (virtual._tag === "Some" && kernelScheduler !== undefined) {
+    advancer = makeAdvancer(virtual.value, () => kernelScheduler.idle && inflight === 0 && (gate?.size ?? 0) === 0)
+    virtual.value.onSleep(advancer.poke)
+  }
+  /** Every process is blocked: hand back the next journaled result, or else let virtual time move. */
+  const quiescent = () => {
+    if (gate !== undefined && gate.size > 0 && gate.deliver(inflight === 0)) {
+      // the woken process may block again without scheduling anything: look again once it has
+      if (gate.size > 0) checkSoon()
+      else advancer?.poke()
+      return
     }
-    /** Every process is blocked: hand back the next journaled result, or else let virtual time move. */
-    const quiescent = () => {
-      if (gate !== undefined && gate.size > 0 && gate.deliver(inflight === 0)) {
-        // the woken process may block again without scheduling anything: look again once it has
-        if (gate.size > 0) checkSoon()
-        else advancer?.poke()
-        return
-      }
-      advancer?.poke()
-    }
-    kernelScheduler?.onIdle(quiescent)
-    let checkQueued = false
-    const checkSoon = () => {
-      if (checkQueued) return
-      checkQueued = true
-      queueMicrotask(() => {
-        checkQueued = false
-        if (kernelScheduler!.idle) quiescent()
+    advancer?.poke()
+  }
+  kernelScheduler?.onIdle(quiescent)
+  let checkQueued = false
+  const checkSoon = () => {
+    if (checkQueued) return
+    checkQueued = true
+    queueMicrotask(() => {
+      checkQueued = false
+      if (kernelScheduler!.idle) quiescent()
+    })
+  }
+  /** Waits for the gate to reach `seq`, then runs `settle`; a caller ended meanwhile is only charged. */
+  const delivered = <A, E>(
+    seq: number,
+    cost: Accounts.Cost | undefined,
+    proc: Proc,
+    settle: () => Effect.Effect<A, E>
+  ) =>
+    Effect.callback<A, E>((resume) => {
+      let done = false
+      gate!.enqueue(seq, () => {
+        done = true
+        resume(Effect.suspend(settle))
       })
-    }
-    /** Waits for the gate to reach `seq`, then runs `settle`; a caller ended meanwhile is only charged. */
-    const delivered = <A, E>(seq: number, cost: Accounts.Cost | undefined, proc: Proc, settle: () => Effect.Effect<A, E>) =>
-      Effect.callback<A, E>((resume) => {
-        let done = false
+      checkSoon()
+      return Effect.sync(() => {
+        if (done) return
+        // the result came back but its caller was ended before it was handed over: the work is still paid for
         gate!.enqueue(seq, () => {
-          done = true
-          resume(Effect.suspend(settle))
+          if (cost !== undefined) chargeOnly(proc, cost)
         })
         checkSoon()
-        return Effect.sync(() => {
-          if (done) return
-          // the result came back but its caller was ended before it was handed over: the work is still paid for
-          gate!.enqueue(seq, () => {
-            if (cost !== undefined) chargeOnly(proc, cost)
-          })
-          checkSoon()
-        })
       })
-    const procs = new Map<number, Proc>()
-    const history = new Map<number, Process.ExitReason>()
-    let nextPid = 1
-    let down = false
-    const counters: Counters = {
-      spawned: 0,
-      fibers: 0,
-      exited: 0,
-      messagesSent: 0,
-      messagesDropped: 0,
-      syscalls: 0,
-      denied: 0,
-      exitsByReason: { Normal: 0, Killed: 0, Quota: 0, Fault: 0, Deadline: 0, Shutdown: 0, Policy: 0 }
-    }
+    })
+  const procs = new Map<number, Proc>()
+  const history = new Map<number, Process.ExitReason>()
+  let nextPid = 1
+  let down = false
+  const counters: Counters = {
+    spawned: 0,
+    fibers: 0,
+    exited: 0,
+    messagesSent: 0,
+    messagesDropped: 0,
+    syscalls: 0,
+    denied: 0,
+    exitsByReason: { Normal: 0, Killed: 0, Quota: 0, Fault: 0, Deadline: 0, Shutdown: 0, Policy: 0 }
+  }
 
-    const record = (pid: number, reason: Process.ExitReason) => {
-      history.set(pid, reason)
-      if (history.size > limits.exitHistoryMax) {
-        const oldest = history.keys().next().value as number
-        history.delete(oldest)
-        // nothing can use a cap to this process any more: reclaim them
-        caps.revokeDesignating(oldest)
-      }
+  const record = (pid: number, reason: Process.ExitReason) => {
+    history.set(pid, reason)
+    if (history.size > limits.exitHistoryMax) {
+      const oldest = history.keys().next().value as number
+      history.delete(oldest)
+      // nothing can use a cap to this process any more: reclaim them
+      caps.revokeDesignating(oldest)
     }
+  }
 
-    const deliver = (to: Proc, body: Process.KernelMessage) => {
-      if (to.exitReason === undefined) to.mailbox.push({ from: 0, body, caps: noCaps })
+  const deliver = (to: Proc, body: Process.KernelMessage) => {
+    if (to.exitReason === undefined) to.mailbox.push({ from: 0, body, caps: noCaps })
+  }
+
+  const terminate = (proc: Proc, reason: Process.ExitReason): void => {
+    if (proc.exitReason !== undefined) return
+    proc.exitReason = reason
+    // recorded first: the notifications below wake other processes synchronously, and what they do comes after
+    events.emit({ _tag: "Exit", pid: proc.pid, reason })
+    procs.delete(proc.pid)
+    record(proc.pid, reason)
+    counters.exited++
+    counters.exitsByReason[reason._tag]++
+    if (proc.timer !== undefined) {
+      proc.timer.interruptUnsafe()
+      proc.timer = undefined
     }
-
-    const terminate = (proc: Proc, reason: Process.ExitReason): void => {
-      if (proc.exitReason !== undefined) return
-      proc.exitReason = reason
-      // recorded first: the notifications below wake other processes synchronously, and what they do comes after
-      events.emit({ _tag: "Exit", pid: proc.pid, reason })
-      procs.delete(proc.pid)
-      record(proc.pid, reason)
-      counters.exited++
-      counters.exitsByReason[reason._tag]++
-      if (proc.timer !== undefined) {
-        proc.timer.interruptUnsafe()
-        proc.timer = undefined
-      }
-      proc.suspended = undefined
-      caps.revokeOwnedBy(proc.pid)
-      proc.mailbox.close()
-      names.releaseAll(proc.pid)
-      const parent = proc.parent
-      if (parent !== undefined) {
-        parent.children?.delete(proc)
-        parent.account.children--
-      }
-      if (proc.children !== undefined) {
-        const init = procs.get(1)
-        for (const child of proc.children) {
-          child.parent = init
-          child.account.parent = init?.account
-          if (init !== undefined) {
-            ;(init.children ??= new Set()).add(child)
-            init.account.children++
-          }
+    proc.suspended = undefined
+    caps.revokeOwnedBy(proc.pid)
+    proc.mailbox.close()
+    names.releaseAll(proc.pid)
+    const parent = proc.parent
+    if (parent !== undefined) {
+      parent.children?.delete(proc)
+      parent.account.children--
+    }
+    if (proc.children !== undefined) {
+      const init = procs.get(1)
+      for (const child of proc.children) {
+        child.parent = init
+        child.account.parent = init?.account
+        if (init !== undefined) {
+          ;(init.children ??= new Set()).add(child)
+          init.account.children++
         }
-        proc.children = undefined
       }
-      const down: Process.Down = { _tag: "Down", pid: proc.pid, reason }
-      if (proc.links !== undefined) {
-        for (const other of proc.links) {
-          other.links?.delete(proc)
-          deliver(other, down)
-        }
-        proc.links = undefined
+      proc.children = undefined
+    }
+    const down: Process.Down = { _tag: "Down", pid: proc.pid, reason }
+    if (proc.links !== undefined) {
+      for (const other of proc.links) {
+        other.links?.delete(proc)
+        deliver(other, down)
       }
-      if (proc.watchers !== undefined) {
-        for (const watcher of proc.watchers) {
-          watcher.watching?.delete(proc)
-          deliver(watcher, down)
-        }
-        proc.watchers = undefined
+      proc.links = undefined
+    }
+    if (proc.watchers !== undefined) {
+      for (const watcher of proc.watchers) {
+        watcher.watching?.delete(proc)
+        deliver(watcher, down)
       }
-      if (proc.watching !== undefined) {
-        for (const target of proc.watching) target.watchers?.delete(proc)
-        proc.watching = undefined
+      proc.watchers = undefined
+    }
+    if (proc.watching !== undefined) {
+      for (const target of proc.watching) target.watchers?.delete(proc)
+      proc.watching = undefined
+    }
+    if (proc.exitWaiters !== undefined) {
+      const waiters = proc.exitWaiters
+      proc.exitWaiters = undefined
+      for (const wake of waiters) wake(reason)
+    }
+    const fiber = proc.fiber
+    if (fiber !== undefined && fiber.pollUnsafe() === undefined) fiber.interruptUnsafe()
+  }
+
+  const onFiberExit = (proc: Proc, exit: Exit.Exit<void, unknown>) => {
+    if (proc.exitReason !== undefined) return
+    if (Exit.isSuccess(exit)) return terminate(proc, Process.normal)
+    const cause = exit.cause
+    const error = Cause.hasInterruptsOnly(cause) ? "interrupted" : Process.describeError(Cause.squash(cause))
+    events.emit({ _tag: "Fault", pid: proc.pid, error })
+    terminate(proc, Process.fault(error))
+  }
+
+  const fire = (proc: Proc) => {
+    if (proc.exitReason !== undefined) return
+    terminate(proc, proc.account.wallEndsAt <= (proc.deadlineAt ?? Infinity) ? Process.quota("wall") : Process.deadline)
+  }
+
+  const armTimer = (proc: Proc) => {
+    if (proc.timer !== undefined) {
+      proc.timer.interruptUnsafe()
+      proc.timer = undefined
+    }
+    const at = Math.min(proc.account.wallEndsAt, proc.deadlineAt ?? Infinity)
+    if (at === Infinity || proc.exitReason !== undefined) return
+    proc.timer = Effect.runForkWith(baseContext)(
+      Effect.sleep(Math.max(0, at - now())).pipe(Effect.andThen(Effect.sync(() => fire(proc))))
+    )
+  }
+
+  const start = <A>(proc: Proc, image: Process.Image<A>, args: A) => {
+    counters.spawned++
+    armTimer(proc)
+    const main = Effect.suspend(() => image.main(args))
+    const fiber = Effect.runForkWith(Context.add(baseContext, Sys, proc.sys))(main)
+    proc.fiber = fiber
+    counters.fibers++
+    fiber.addObserver((exit) => {
+      counters.fibers--
+      onFiberExit(proc, exit)
+    })
+    // it may have been ended while it ran synchronously, before its fiber was known
+    if (proc.exitReason !== undefined && fiber.pollUnsafe() === undefined) fiber.interruptUnsafe()
+  }
+
+  const closeHandle = (id: number) => {
+    const entry = devices.remove(id)
+    const close = entry?.handle?.close
+    if (close !== undefined) Effect.runForkWith(baseContext)(close)
+  }
+
+  /** Charges a call's cost and hands back its value (the same for a live and a replayed call). */
+  const chargeOnly = (proc: Proc, cost: Accounts.Cost) => {
+    const tokens = cost.tokens ?? 0
+    const toolCalls = cost.toolCalls ?? 0
+    const usd = cost.usd ?? 0
+    if (tokens !== 0 || toolCalls !== 0 || usd !== 0) {
+      events.emit({ _tag: "Charge", pid: proc.pid, tokens, toolCalls, usd })
+      // the work was done: it is charged even to a process that was ended meanwhile
+      const breach = Accounts.charge(proc.account, cost)
+      if (breach !== undefined) terminate(proc, Process.quota(breach))
+    }
+  }
+
+  const settleValue = (proc: Proc, value: unknown, cost: Accounts.Cost): Effect.Effect<unknown> => {
+    chargeOnly(proc, cost)
+    return proc.exitReason !== undefined ? Effect.interrupt : Effect.succeed(value)
+  }
+
+  const settle = (proc: Proc, device: string, result: JournalRecord["result"]): Effect.Effect<unknown, DeviceError> => {
+    if (result._tag === "Success") return settleValue(proc, result.value, result.cost)
+    const fields = { device, reason: result.reason, message: result.message }
+    return Effect.fail(
+      new DeviceError(result.retryable === undefined ? fields : { ...fields, retryable: result.retryable })
+    )
+  }
+
+  /** What a finished live call is, as it is journaled and replayed. */
+  const asRecorded = (device: string, exit: Exit.Exit<DeviceResult, unknown>): JournalRecord["result"] => {
+    if (Exit.isSuccess(exit)) {
+      const cost = exit.value.cost ?? noCost
+      const value = exit.value.value
+      if (!Accounts.isValidCost(cost)) {
+        return { _tag: "Failure", reason: "driver-error", message: `${device} reported an invalid cost` }
       }
-      if (proc.exitWaiters !== undefined) {
-        const waiters = proc.exitWaiters
-        proc.exitWaiters = undefined
-        for (const wake of waiters) wake(reason)
-      }
-      const fiber = proc.fiber
-      if (fiber !== undefined && fiber.pollUnsafe() === undefined) fiber.interruptUnsafe()
+      return value === undefined
+        ? { _tag: "Success", cost: Accounts.normalize(cost) }
+        : { _tag: "Success", value, cost: Accounts.normalize(cost) }
     }
+    const found = Cause.findError(exit.cause)
+    const error = found._tag === "Success" ? found.success : Cause.squash(exit.cause)
+    return error instanceof DeviceError
+      ? error.retryable === undefined
+        ? { _tag: "Failure", reason: error.reason, message: error.message }
+        : { _tag: "Failure", reason: error.reason, message: error.message, retryable: error.retryable }
+      : { _tag: "Failure", reason: "driver-error", message: Process.describeError(error) }
+  }
 
-    const onFiberExit = (proc: Proc, exit: Exit.Exit<void, unknown>) => {
-      if (proc.exitReason !== undefined) return
-      if (Exit.isSuccess(exit)) return terminate(proc, Process.normal)
-      const cause = exit.cause
-      const error = Cause.hasInterruptsOnly(cause) ? "interrupted" : Process.describeError(Cause.squash(cause))
-      events.emit({ _tag: "Fault", pid: proc.pid, error })
-      terminate(proc, Process.fault(error))
-    }
+  const invoke = (
+    entry: HandleEntry,
+    handle: Handle,
+    call: "read" | "write",
+    payload: unknown,
+    context: CallContext
+  ): Effect.Effect<DeviceResult, DeviceError> => {
+    if (call === "read") return handle.read(payload, context)
+    if (handle.write !== undefined) return handle.write(payload, context)
+    const device = entry.driver.name
+    return Effect.fail(new DeviceError({ device, reason: "unsupported", message: `${device} has no write` }))
+  }
 
-    const fire = (proc: Proc) => {
-      if (proc.exitReason !== undefined) return
-      terminate(proc, proc.account.wallEndsAt <= (proc.deadlineAt ?? Infinity) ? Process.quota("wall") : Process.deadline)
-    }
-
-    const armTimer = (proc: Proc) => {
-      if (proc.timer !== undefined) {
-        proc.timer.interruptUnsafe()
-        proc.timer = undefined
-      }
-      const at = Math.min(proc.account.wallEndsAt, proc.deadlineAt ?? Infinity)
-      if (at === Infinity || proc.exitReason !== undefined) return
-      proc.timer = Effect.runForkWith(baseContext)(
-        Effect.sleep(Math.max(0, at - now())).pipe(Effect.andThen(Effect.sync(() => fire(proc))))
-      )
-    }
-
-    const start = <A>(proc: Proc, image: Process.Image<A>, args: A) => {
-      counters.spawned++
-      armTimer(proc)
-      const main = Effect.suspend(() => image.main(args))
-      const fiber = Effect.runForkWith(Context.add(baseContext, Sys, proc.sys))(main)
-      proc.fiber = fiber
-      counters.fibers++
-      fiber.addObserver((exit) => {
-        counters.fibers--
-        onFiberExit(proc, exit)
-      })
-      // it may have been ended while it ran synchronously, before its fiber was known
-      if (proc.exitReason !== undefined && fiber.pollUnsafe() === undefined) fiber.interruptUnsafe()
-    }
-
-    const closeHandle = (id: number) => {
-      const entry = devices.remove(id)
-      const close = entry?.handle?.close
-      if (close !== undefined) Effect.runForkWith(baseContext)(close)
-    }
-
-    /** Charges a call's cost and hands back its value (the same for a live and a replayed call). */
-    const chargeOnly = (proc: Proc, cost: Accounts.Cost) => {
-      const tokens = cost.tokens ?? 0
-      const toolCalls = cost.toolCalls ?? 0
-      const usd = cost.usd ?? 0
-      if (tokens !== 0 || toolCalls !== 0 || usd !== 0) {
-        events.emit({ _tag: "Charge", pid: proc.pid, tokens, toolCalls, usd })
-        // the work was done: it is charged even to a process that was ended meanwhile
-        const breach = Accounts.charge(proc.account, cost)
-        if (breach !== undefined) terminate(proc, Process.quota(breach))
-      }
-    }
-
-    const settleValue = (proc: Proc, value: unknown, cost: Accounts.Cost): Effect.Effect<unknown> => {
-      chargeOnly(proc, cost)
-      return proc.exitReason !== undefined ? Effect.interrupt : Effect.succeed(value)
-    }
-
-    const settle = (proc: Proc, device: string, result: JournalRecord["result"]): Effect.Effect<unknown, DeviceError> => {
-      if (result._tag === "Success") return settleValue(proc, result.value, result.cost)
-      const fields = { device, reason: result.reason, message: result.message }
-      return Effect.fail(
-        new DeviceError(result.retryable === undefined ? fields : { ...fields, retryable: result.retryable })
-      )
-    }
-
-    /** What a finished live call is, as it is journaled and replayed. */
-    const asRecorded = (device: string, exit: Exit.Exit<DeviceResult, unknown>): JournalRecord["result"] => {
-      if (Exit.isSuccess(exit)) {
-        const cost = exit.value.cost ?? noCost
-        const value = exit.value.value
-        if (!Accounts.isValidCost(cost)) {
-          return { _tag: "Failure", reason: "driver-error", message: `${device} reported an invalid cost` }
-        }
-        return value === undefined
-          ? { _tag: "Success", cost: Accounts.normalize(cost) }
-          : { _tag: "Success", value, cost: Accounts.normalize(cost) }
-      }
-      const found = Cause.findError(exit.cause)
-      const error = found._tag === "Success" ? found.success : Cause.squash(exit.cause)
-      return error instanceof DeviceError
-        ? error.retryable === undefined
-          ? { _tag: "Failure", reason: error.reason, message: error.message }
-          : { _tag: "Failure", reason: error.reason, message: error.message, retryable: error.retryable }
-        : { _tag: "Failure", reason: "driver-error", message: Process.describeError(error) }
-    }
-
-    const invoke = (
-      entry: HandleEntry,
-      handle: Handle,
-      call: "read" | "write",
-      payload: unknown,
-      context: CallContext
-    ): Effect.Effect<DeviceResult, DeviceError> => {
-      if (call === "read") return handle.read(payload, context)
-      if (handle.write !== undefined) return handle.write(payload, context)
+  const driverCall = (
+    proc: Proc,
+    entry: HandleEntry,
+    call: "read" | "write",
+    payload: unknown,
+    op: number
+  ): Effect.Effect<unknown, DeviceError | JournalError> =>
+    Effect.suspend(() => {
       const device = entry.driver.name
-      return Effect.fail(new DeviceError({ device, reason: "unsupported", message: `${device} has no write` }))
-    }
-
-    const driverCall = (
-      proc: Proc,
-      entry: HandleEntry,
-      call: "read" | "write",
-      payload: unknown,
-      op: number
-    ): Effect.Effect<unknown, DeviceError | JournalError> =>
-      Effect.suspend(() => {
-        const device = entry.driver.name
-        const replayed = journal.replayed(proc.pid, op)
-        if (replayed instanceof JournalError) return Effect.fail(replayed)
-        if (replayed !== undefined) {
-          if (replayed.device !== device || replayed.call !== call) {
-            return Effect.fail(
-              new JournalError({
-                reason: "mismatch",
-                message: `pid ${proc.pid} op ${op}: journaled ${replayed.call} on ${replayed.device}, now ${call} on ${device}`,
-                pid: proc.pid,
-                op
-              })
-            )
-          }
-          const recorded = replayed.result
-          return gate !== undefined && replayed.seq !== undefined
-            ? delivered(replayed.seq, recorded._tag === "Success" ? recorded.cost : undefined, proc, () =>
-              settle(proc, device, recorded))
-            : settle(proc, device, recorded)
+      const replayed = journal.replayed(proc.pid, op)
+      if (replayed instanceof JournalError) return Effect.fail(replayed)
+      if (replayed !== undefined) {
+        if (replayed.device !== device || replayed.call !== call) {
+          return Effect.fail(
+            new JournalError({
+              reason: "mismatch",
+              message:
+                `pid ${proc.pid} op ${op}: journaled ${replayed.call} on ${replayed.device}, ` +
+                `now ${call} on ${device}`,
+              pid: proc.pid,
+              op
+            })
+          )
         }
-        const context: CallContext = { pid: proc.pid, op, priority: proc.priority, deadline: proc.deadlineAt }
-        // the driver's own handle opens at the first live call (a replayed run never opens it)
-        const live = entry.handle !== undefined
+        const recorded = replayed.result
+        return gate !== undefined && replayed.seq !== undefined
+          ? delivered(replayed.seq, recorded._tag === "Success" ? recorded.cost : undefined, proc, () =>
+              settle(proc, device, recorded)
+            )
+          : settle(proc, device, recorded)
+      }
+      const context: CallContext = { pid: proc.pid, op, priority: proc.priority, deadline: proc.deadlineAt }
+      // the driver's own handle opens at the first live call (a replayed run never opens it)
+      const live =
+        entry.handle !== undefined
           ? invoke(entry, entry.handle, call, payload, context)
           : Effect.flatMap(entry.driver.open({ pid: entry.opener }), (handle) => {
-            entry.handle = handle
-            return invoke(entry, handle, call, payload, context)
-          })
-        const policy = entry.driver.scheduled
-        const admitted = policy === undefined || policy === false
+              entry.handle = handle
+              return invoke(entry, handle, call, payload, context)
+            })
+      const policy = entry.driver.scheduled
+      const admitted =
+        policy === undefined || policy === false
           ? live
           : inference.run(
-            device,
-            policy === true ? {} : policy,
-            { pid: proc.pid, priority: proc.priority, deadline: proc.deadlineAt },
-            live,
-            (result) => result.cost?.tokens ?? 0
-          )
-        const tracked = admitted
-        if (journal.mode === "live") {
-          // nothing to record: settle straight from the driver's result
-          return Effect.matchCauseEffect(tracked, {
-            onSuccess: (result) => {
-              const cost = result.cost ?? noCost
-              return Accounts.isValidCost(cost)
-                ? settleValue(proc, result.value, cost)
-                : settle(proc, device, asRecorded(device, Exit.succeed(result)))
-            },
-            onFailure: (cause) =>
-              Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : settle(proc, device, asRecorded(device, Exit.failCause(cause)))
-          })
-        }
-        const recordAndSettle = (exit: Exit.Exit<DeviceResult, unknown>) => {
-          const result = asRecorded(device, exit)
-          const seq = gate?.assign()
-          const pending = journal.record(
-            seq === undefined ? { pid: proc.pid, op, device, call, result } : { pid: proc.pid, op, seq, device, call, result }
-          )
-          // handed back (and charged) once the record is stored, in completion order at a quiescent point
-          const handBack = seq === undefined
-            ? Effect.suspend(() => settle(proc, device, result))
-            : delivered(seq, result._tag === "Success" ? result.cost : undefined, proc, () => settle(proc, device, result))
-          return pending === undefined ? handBack : Effect.andThen(pending, handBack)
-        }
+              device,
+              policy === true ? {} : policy,
+              { pid: proc.pid, priority: proc.priority, deadline: proc.deadlineAt },
+              live,
+              (result) => result.cost?.tokens ?? 0
+            )
+      const tracked = admitted
+      if (journal.mode === "live") {
+        // nothing to record: settle straight from the driver's result
         return Effect.matchCauseEffect(tracked, {
-          onSuccess: (result) => recordAndSettle(Exit.succeed(result)),
-          // cancelled (the caller was ended or interrupted): nothing was returned, nothing is journaled or charged
-          onFailure: (cause) => Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : recordAndSettle(Exit.failCause(cause))
+          onSuccess: (result) => {
+            const cost = result.cost ?? noCost
+            return Accounts.isValidCost(cost)
+              ? settleValue(proc, result.value, cost)
+              : settle(proc, device, asRecorded(device, Exit.succeed(result)))
+          },
+          onFailure: (cause) =>
+            Cause.hasInterruptsOnly(cause)
+              ? Effect.failCause(cause)
+              : settle(proc, device, asRecorded(device, Exit.failCause(cause)))
         })
+      }
+      const recordAndSettle = (exit: Exit.Exit<DeviceResult, unknown>) => {
+        const result = asRecorded(device, exit)
+        const seq = gate?.assign()
+        const pending = journal.record(
+          seq === undefined
+            ? { pid: proc.pid, op, device, call, result }
+            : { pid: proc.pid, op, seq, device, call, result }
+        )
+        // handed back (and charged) once the record is stored, in completion order at a quiescent point
+        const handBack =
+          seq === undefined
+            ? Effect.suspend(() => settle(proc, device, result))
+            : delivered(seq, result._tag === "Success" ? result.cost : undefined, proc, () =>
+                settle(proc, device, result)
+              )
+        return pending === undefined ? handBack : Effect.andThen(pending, handBack)
+      }
+      return Effect.matchCauseEffect(tracked, {
+        onSuccess: (result) => recordAndSettle(Exit.succeed(result)),
+        // cancelled (the caller was ended or interrupted): nothing was returned, nothing is journaled or charged
+        onFailure: (cause) =>
+          Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : recordAndSettle(Exit.failCause(cause))
       })
+    })
 
-    /**
-     * A live driver call with its recording, counted as in flight: under virtual time the clock must not move while
-     * a process waits on the outside world (a model, a tool, the journal's disk).
-     */
-    const trackedDriverCall: typeof driverCall = (proc, entry, call, payload, op) =>
-      advancer === undefined
-        ? driverCall(proc, entry, call, payload, op)
-        : Effect.suspend(() => {
+  /**
+   * A live driver call with its recording, counted as in flight: under virtual time the clock must not move while
+   * a process waits on the outside world (a model, a tool, the journal's disk).
+   */
+  const trackedDriverCall: typeof driverCall = (proc, entry, call, payload, op) =>
+    advancer === undefined
+      ? driverCall(proc, entry, call, payload, op)
+      : Effect.suspend(() => {
           inflight++
           return Effect.ensuring(
             driverCall(proc, entry, call, payload, op),
@@ -1161,210 +1192,219 @@ export const make: Effect.Effect<
           )
         })
 
-    const kernel: Kernel = {
-      limits,
-      caps,
-      events,
-      names,
-      procs,
-      counters,
-      now,
-      devices,
-      journal,
-      closeHandle,
-      driverCall: trackedDriverCall,
-      terminate,
-      exitOf: (pid) => history.get(pid),
-      armTimer,
-      deliver,
-      spawnChild: <A>(
-        parent: Proc,
-        image: Process.Image<A>,
-        options: SpawnOptions<A> | undefined
-      ): Effect.Effect<Spawned, CapabilityError | Accounts.QuotaError | SpawnError | ArgumentError> => {
-        const fail = <E extends { readonly _tag: string }>(error: E) => {
-          counters.denied++
-          events.emit({
-            _tag: "Denied",
-            pid: parent.pid,
-            call: "spawn",
-            error: error._tag,
-            reason: String((error as { reason?: unknown }).reason ?? (error as { message?: unknown }).message)
-          })
-          return Effect.fail(error)
-        }
-        const at = now()
-        // the caller must hold a live spawn cap: any it holds (started with, received, derived), the last one used first
-        let spawnCap = parent.spawnCap
-        if (spawnCap === undefined || spawnCap.revoked || spawnCap.owner !== parent.pid || spawnCap.expiresAt <= at) {
-          spawnCap = undefined
-          let reason: "not-held" | "missing-right" | "expired" = "not-held"
-          for (const held of caps.held(parent.pid)) {
-            if (held.resource._tag !== "Spawn") continue
-            if ((held.rights & SPAWN) === 0) reason = reason === "expired" ? reason : "missing-right"
-            else if (held.expiresAt <= at) reason = "expired"
-            else {
-              spawnCap = held
-              break
-            }
-          }
-          if (spawnCap === undefined) return fail(new CapabilityError({ call: "spawn", reason, right: "spawn" }))
-          parent.spawnCap = spawnCap
-        }
-        if (typeof image !== "object" || image === null || image._tag !== "Image" || typeof image.main !== "function") {
-          return fail(new ArgumentError({ call: "spawn", message: "not a process image (use Process.make)" }))
-        }
-        if (parent.account.children >= parent.account.childrenMax) {
-          return fail(new SpawnError({ reason: "children", limit: parent.account.childrenMax }))
-        }
-        if (procs.size >= limits.processesMax) {
-          return fail(new SpawnError({ reason: "processes", limit: limits.processesMax }))
-        }
-        if (parent.depth + 1 > limits.spawnDepthMax) {
-          return fail(new SpawnError({ reason: "depth", limit: limits.spawnDepthMax }))
-        }
-        let moved: ReadonlyArray<CapRecord> = []
-        if (options?.caps !== undefined && options.caps.length > 0) {
-          const checked = checkMovable(kernel, parent.pid, "spawn", options.caps)
-          if (!Array.isArray(checked)) return fail(checked as CapabilityError | ArgumentError)
-          moved = checked
-        }
-        const account = Accounts.carve(parent.account, options?.quota, at, limits.mailboxMessagesMax)
-        if (account instanceof Accounts.QuotaError) return fail(account)
-        const priority = options?.priority ?? parent.priority
-        if (!Number.isInteger(priority)) {
-          return fail(new ArgumentError({ call: "spawn", message: "priority must be an integer" }))
-        }
-        const deadlineMs = toMillis(options?.deadline)
-        if (deadlineMs !== undefined && Number.isNaN(deadlineMs)) {
-          return fail(new ArgumentError({ call: "spawn", message: "deadline is not a duration ≥ 0" }))
-        }
-        const pid = nextPid++
-        const child = makeProc(
-          pid,
-          image.name,
-          parent,
-          account,
-          moved.length === 0 ? noCaps : moved.map((cap) => cap.ref),
-          at,
-          priority,
-          deadlineMs === undefined ? undefined : at + deadlineMs
-        )
-        for (const cap of moved) caps.transfer(cap, pid)
-        parent.account.children++
-        ;(parent.children ??= new Set()).add(child)
-        const cap = caps.mint(parent.pid, { _tag: "Process", pid }, CHILD_RIGHTS)
-        if (options?.link === true) {
-          ;(parent.links ??= new Set()).add(child)
-          child.links = new Set([parent])
-        }
-        counters.syscalls++
-        events.spawn(pid, parent.pid, child.name)
-        start(child, image, options?.args as A)
-        return Effect.succeed({ pid, cap: cap.ref })
+  const kernel: Kernel = {
+    limits,
+    caps,
+    events,
+    names,
+    procs,
+    counters,
+    now,
+    devices,
+    journal,
+    closeHandle,
+    driverCall: trackedDriverCall,
+    terminate,
+    exitOf: (pid) => history.get(pid),
+    armTimer,
+    deliver,
+    spawnChild: <A>(
+      parent: Proc,
+      image: Process.Image<A>,
+      options: SpawnOptions<A> | undefined
+    ): Effect.Effect<Spawned, CapabilityError | Accounts.QuotaError | SpawnError | ArgumentError> => {
+      const fail = <E extends { readonly _tag: string }>(error: E) => {
+        counters.denied++
+        events.emit({
+          _tag: "Denied",
+          pid: parent.pid,
+          call: "spawn",
+          error: error._tag,
+          reason: String((error as { reason?: unknown }).reason ?? (error as { message?: unknown }).message)
+        })
+        return Effect.fail(error)
       }
-    }
-
-    const makeProc = (
-      pid: number,
-      name: string,
-      parent: Proc | undefined,
-      account: Accounts.Account,
-      startCaps: ReadonlyArray<CapRef>,
-      at: number,
-      priority: number,
-      deadlineAt: number | undefined
-    ) => {
-      const proc = new Proc(kernel, pid, String(name), parent, account, startCaps, at, priority, deadlineAt)
-      procs.set(pid, proc)
-      return proc
-    }
-
-    const info = (proc: Proc): ProcessInfo => ({
-      pid: proc.pid,
-      name: proc.name,
-      parent: proc.parent?.pid ?? 0,
-      status: proc.suspended === undefined ? "running" : "suspended",
-      priority: proc.priority,
-      children: proc.children?.size ?? 0,
-      mailbox: proc.mailbox.size,
-      caps: caps.heldBy(proc.pid),
-      startedAt: proc.startedAt,
-      budget: Accounts.budget(proc.account)
-    })
-
-    const waitExit = (pid: number): Effect.Effect<Process.ExitReason, ExitUnknownError> =>
-      Effect.suspend(() => {
-        const proc = procs.get(pid)
-        if (proc === undefined || proc.exitReason !== undefined) {
-          const reason = proc?.exitReason ?? history.get(pid)
-          return reason === undefined ? Effect.fail(new ExitUnknownError({ pid })) : Effect.succeed(reason)
+      const at = now()
+      // the caller must hold a live spawn cap: any it holds (started with, received, derived), the last one used first
+      let spawnCap = parent.spawnCap
+      if (spawnCap === undefined || spawnCap.revoked || spawnCap.owner !== parent.pid || spawnCap.expiresAt <= at) {
+        spawnCap = undefined
+        let reason: "not-held" | "missing-right" | "expired" = "not-held"
+        for (const held of caps.held(parent.pid)) {
+          if (held.resource._tag !== "Spawn") continue
+          if ((held.rights & SPAWN) === 0) reason = reason === "expired" ? reason : "missing-right"
+          else if (held.expiresAt <= at) reason = "expired"
+          else {
+            spawnCap = held
+            break
+          }
         }
-        return Effect.callback<Process.ExitReason>((resume) => {
-          const waiter = (reason: Process.ExitReason) => resume(Effect.succeed(reason))
-          ;(proc.exitWaiters ??= new Set()).add(waiter)
-          return Effect.sync(() => {
-            proc.exitWaiters?.delete(waiter)
-          })
+        if (spawnCap === undefined) return fail(new CapabilityError({ call: "spawn", reason, right: "spawn" }))
+        parent.spawnCap = spawnCap
+      }
+      if (typeof image !== "object" || image === null || image._tag !== "Image" || typeof image.main !== "function") {
+        return fail(new ArgumentError({ call: "spawn", message: "not a process image (use Process.make)" }))
+      }
+      if (parent.account.children >= parent.account.childrenMax) {
+        return fail(new SpawnError({ reason: "children", limit: parent.account.childrenMax }))
+      }
+      if (procs.size >= limits.processesMax) {
+        return fail(new SpawnError({ reason: "processes", limit: limits.processesMax }))
+      }
+      if (parent.depth + 1 > limits.spawnDepthMax) {
+        return fail(new SpawnError({ reason: "depth", limit: limits.spawnDepthMax }))
+      }
+      let moved: ReadonlyArray<CapRecord> = []
+      if (options?.caps !== undefined && options.caps.length > 0) {
+        const checked = checkMovable(kernel, parent.pid, "spawn", options.caps)
+        if (!Array.isArray(checked)) return fail(checked as CapabilityError | ArgumentError)
+        moved = checked
+      }
+      const account = Accounts.carve(parent.account, options?.quota, at, limits.mailboxMessagesMax)
+      if (account instanceof Accounts.QuotaError) return fail(account)
+      const priority = options?.priority ?? parent.priority
+      if (!Number.isInteger(priority)) {
+        return fail(new ArgumentError({ call: "spawn", message: "priority must be an integer" }))
+      }
+      const deadlineMs = toMillis(options?.deadline)
+      if (deadlineMs !== undefined && Number.isNaN(deadlineMs)) {
+        return fail(new ArgumentError({ call: "spawn", message: "deadline is not a duration ≥ 0" }))
+      }
+      const pid = nextPid++
+      const child = makeProc(
+        pid,
+        image.name,
+        parent,
+        account,
+        moved.length === 0 ? noCaps : moved.map((cap) => cap.ref),
+        at,
+        priority,
+        deadlineMs === undefined ? undefined : at + deadlineMs
+      )
+      for (const cap of moved) caps.transfer(cap, pid)
+      parent.account.children++
+      ;(parent.children ??= new Set()).add(child)
+      const cap = caps.mint(parent.pid, { _tag: "Process", pid }, CHILD_RIGHTS)
+      if (options?.link === true) {
+        ;(parent.links ??= new Set()).add(child)
+        child.links = new Set([parent])
+      }
+      counters.syscalls++
+      events.spawn(pid, parent.pid, child.name)
+      start(child, image, options?.args as A)
+      return Effect.succeed({ pid, cap: cap.ref })
+    }
+  }
+
+  const makeProc = (
+    pid: number,
+    name: string,
+    parent: Proc | undefined,
+    account: Accounts.Account,
+    startCaps: ReadonlyArray<CapRef>,
+    at: number,
+    priority: number,
+    deadlineAt: number | undefined
+  ) => {
+    const proc = new Proc(kernel, pid, String(name), parent, account, startCaps, at, priority, deadlineAt)
+    procs.set(pid, proc)
+    return proc
+  }
+
+  const info = (proc: Proc): ProcessInfo => ({
+    pid: proc.pid,
+    name: proc.name,
+    parent: proc.parent?.pid ?? 0,
+    status: proc.suspended === undefined ? "running" : "suspended",
+    priority: proc.priority,
+    children: proc.children?.size ?? 0,
+    mailbox: proc.mailbox.size,
+    caps: caps.heldBy(proc.pid),
+    startedAt: proc.startedAt,
+    budget: Accounts.budget(proc.account)
+  })
+
+  const waitExit = (pid: number): Effect.Effect<Process.ExitReason, ExitUnknownError> =>
+    Effect.suspend(() => {
+      const proc = procs.get(pid)
+      if (proc === undefined || proc.exitReason !== undefined) {
+        const reason = proc?.exitReason ?? history.get(pid)
+        return reason === undefined ? Effect.fail(new ExitUnknownError({ pid })) : Effect.succeed(reason)
+      }
+      return Effect.callback<Process.ExitReason>((resume) => {
+        const waiter = (reason: Process.ExitReason) => resume(Effect.succeed(reason))
+        ;(proc.exitWaiters ??= new Set()).add(waiter)
+        return Effect.sync(() => {
+          proc.exitWaiters?.delete(waiter)
         })
       })
-
-    const shutdown = Effect.suspend(() => {
-      down = true
-      const fibers: Array<Fiber.Fiber<void, unknown>> = []
-      for (const proc of Array.from(procs.values())) {
-        if (proc.fiber !== undefined) fibers.push(proc.fiber)
-        terminate(proc, Process.shutdown)
-      }
-      if (fibers.length === 0) return Effect.void
-      return Effect.callback<void>((resume) => {
-        let pending = fibers.length
-        for (const fiber of fibers) {
-          fiber.addObserver(() => {
-            if (--pending === 0) resume(Effect.void)
-          })
-        }
-      }).pipe(Effect.timeoutOption(limits.shutdownTimeoutMs), Effect.asVoid)
     })
 
-    const table: ProcessTableShape = {
-      boot: (image, args, devices, quota) =>
-        Effect.suspend((): Effect.Effect<number, Accounts.QuotaError | SpawnError> => {
-          const at = now()
-          if (procs.size >= limits.processesMax) {
-            return Effect.fail(new SpawnError({ reason: "processes", limit: limits.processesMax }))
-          }
-          const account = Accounts.carve(undefined, quota, at, limits.mailboxMessagesMax)
-          if (account instanceof Accounts.QuotaError) return Effect.fail(account)
-          const pid = nextPid++
-          const resources: Array<Resource> = [{ _tag: "Spawn" }]
-          for (const name of devices) resources.push({ _tag: "Device", name })
-          const minted = resources.map((resource) =>
-            caps.mint(pid, resource, resource._tag === "Spawn" ? SPAWN : rightBit("open"))
-          )
-          const grant = {
-            spawn: minted[0]!.ref,
-            devices: Object.fromEntries(devices.map((name, i) => [name, minted[i + 1]!.ref]))
-          }
-          const proc = makeProc(pid, image.name, undefined, account, minted.map((cap) => cap.ref), at, 0, undefined)
-          proc.spawnCap = minted[0]
-          events.spawn(pid, 0, proc.name)
-          start(proc, image, args(grant))
-          return Effect.succeed(pid)
-        }),
-      get: (pid) => procs.get(pid),
-      live: () => Array.from(procs.values()),
-      info,
-      exitOf: (pid) => history.get(pid),
-      waitExit,
-      terminate,
-      shutdown,
-      isShutdown: () => down,
-      counters,
-      now
+  const shutdown = Effect.suspend(() => {
+    down = true
+    const fibers: Array<Fiber.Fiber<void, unknown>> = []
+    for (const proc of Array.from(procs.values())) {
+      if (proc.fiber !== undefined) fibers.push(proc.fiber)
+      terminate(proc, Process.shutdown)
     }
-    return table
+    if (fibers.length === 0) return Effect.void
+    return Effect.callback<void>((resume) => {
+      let pending = fibers.length
+      for (const fiber of fibers) {
+        fiber.addObserver(() => {
+          if (--pending === 0) resume(Effect.void)
+        })
+      }
+    }).pipe(Effect.timeoutOption(limits.shutdownTimeoutMs), Effect.asVoid)
   })
+
+  const table: ProcessTableShape = {
+    boot: (image, args, devices, quota) =>
+      Effect.suspend((): Effect.Effect<number, Accounts.QuotaError | SpawnError> => {
+        const at = now()
+        if (procs.size >= limits.processesMax) {
+          return Effect.fail(new SpawnError({ reason: "processes", limit: limits.processesMax }))
+        }
+        const account = Accounts.carve(undefined, quota, at, limits.mailboxMessagesMax)
+        if (account instanceof Accounts.QuotaError) return Effect.fail(account)
+        const pid = nextPid++
+        const resources: Array<Resource> = [{ _tag: "Spawn" }]
+        for (const name of devices) resources.push({ _tag: "Device", name })
+        const minted = resources.map((resource) =>
+          caps.mint(pid, resource, resource._tag === "Spawn" ? SPAWN : rightBit("open"))
+        )
+        const grant = {
+          spawn: minted[0]!.ref,
+          devices: Object.fromEntries(devices.map((name, i) => [name, minted[i + 1]!.ref]))
+        }
+        const proc = makeProc(
+          pid,
+          image.name,
+          undefined,
+          account,
+          minted.map((cap) => cap.ref),
+          at,
+          0,
+          undefined
+        )
+        proc.spawnCap = minted[0]
+        events.spawn(pid, 0, proc.name)
+        start(proc, image, args(grant))
+        return Effect.succeed(pid)
+      }),
+    get: (pid) => procs.get(pid),
+    live: () => Array.from(procs.values()),
+    info,
+    exitOf: (pid) => history.get(pid),
+    waitExit,
+    terminate,
+    shutdown,
+    isShutdown: () => down,
+    counters,
+    now
+  }
+  return table
+})
 
 /**
  * @category layers

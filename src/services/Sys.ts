@@ -276,8 +276,7 @@ export const term = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> => 
 /** @category accessors */
 export const register = (name: string): Effect.Effect<void, NameError, Sys> => Sys.use((sys) => sys.register(name))
 /** @category accessors */
-export const unregister = (name: string): Effect.Effect<void, NameError, Sys> =>
-  Sys.use((sys) => sys.unregister(name))
+export const unregister = (name: string): Effect.Effect<void, NameError, Sys> => Sys.use((sys) => sys.unregister(name))
 /** @category accessors */
 export const lookup = (name: string): Effect.Effect<Option.Option<CapRef>, never, Sys> =>
   Sys.use((sys) => sys.lookup(name))
@@ -308,9 +307,11 @@ export const write = <A = unknown>(handle: CapRef, data: unknown): Effect.Effect
  *
  * @category accessors
  */
-export const yield_ = (): Effect.Effect<void, never, Sys> =>
-  Sys.use((sys) => eagerOf(sys)?.yieldNow() ?? sys.yield())
+export const yield_ = (): Effect.Effect<void, never, Sys> => Sys.use((sys) => eagerOf(sys)?.yieldNow() ?? sys.yield())
 export { yield_ as yield }
 /** @category accessors */
-export const log = (level: LogLevel, message: string, fields?: Record<string, unknown>): Effect.Effect<void, never, Sys> =>
-  Sys.use((sys) => sys.log(level, message, fields))
+export const log = (
+  level: LogLevel,
+  message: string,
+  fields?: Record<string, unknown>
+): Effect.Effect<void, never, Sys> => Sys.use((sys) => sys.log(level, message, fields))

@@ -215,8 +215,7 @@ export const rateLimited = (retryAfterSeconds?: number, options?: { readonly del
  *
  * @category replies
  */
-export const serverError = (message = "The server had an error while processing your request.") =>
-  failure(500, message)
+export const serverError = (message = "The server had an error while processing your request.") => failure(500, message)
 
 /**
  * A 400 answer (`invalid_request_error`).
@@ -375,7 +374,8 @@ const start = (script: ReadonlyArray<Reply>, models: ReadonlyArray<string>): Run
             reply.status,
             errorBody(reply.status, reply.message, reply.type, reply.code),
             reply.retryAfterSeconds === undefined ? {} : { "retry-after": String(reply.retryAfterSeconds) }
-          ))
+          )
+        )
       }
       completionCount += 1
       const id = `chatcmpl-${completionCount}`
@@ -390,7 +390,8 @@ const start = (script: ReadonlyArray<Reply>, models: ReadonlyArray<string>): Run
       const model = reply.model ?? (typeof body.model === "string" ? body.model : "test-model")
       const finishReason = reply.finishReason ?? (calls.length > 0 ? "tool_calls" : "stop")
       const promptTokens = reply.usage?.promptTokens ?? estimateTokens(JSON.stringify(body.messages ?? []))
-      const completionTokens = reply.usage?.completionTokens ??
+      const completionTokens =
+        reply.usage?.completionTokens ??
         estimateTokens(reply.text + calls.map((c) => c.function.name + c.function.arguments).join(""))
       const usage = {
         prompt_tokens: promptTokens,
@@ -404,19 +405,22 @@ const start = (script: ReadonlyArray<Reply>, models: ReadonlyArray<string>): Run
             object: "chat.completion",
             created: 0,
             model,
-            choices: [{
-              index: 0,
-              message: {
-                role: "assistant",
-                content: calls.length > 0 && reply.text === "" ? null : reply.text,
-                refusal: null,
-                ...(calls.length > 0 ? { tool_calls: calls } : {})
-              },
-              logprobs: null,
-              finish_reason: finishReason
-            }],
+            choices: [
+              {
+                index: 0,
+                message: {
+                  role: "assistant",
+                  content: calls.length > 0 && reply.text === "" ? null : reply.text,
+                  refusal: null,
+                  ...(calls.length > 0 ? { tool_calls: calls } : {})
+                },
+                logprobs: null,
+                finish_reason: finishReason
+              }
+            ],
             usage
-          }))
+          })
+        )
       }
       const chunk = (choices: ReadonlyArray<unknown>, extra: Record<string, unknown> = {}) =>
         `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created: 0, model, choices, ...extra })}\n\n`
@@ -426,9 +430,13 @@ const start = (script: ReadonlyArray<Reply>, models: ReadonlyArray<string>): Run
       const pieces = reply.chunks ?? (reply.text === "" ? [] : [reply.text])
       for (const piece of pieces) events.push(delta({ content: piece }))
       calls.forEach((call, index) => {
-        events.push(delta({
-          tool_calls: [{ index, id: call.id, type: "function", function: { name: call.function.name, arguments: "" } }]
-        }))
+        events.push(
+          delta({
+            tool_calls: [
+              { index, id: call.id, type: "function", function: { name: call.function.name, arguments: "" } }
+            ]
+          })
+        )
         // arguments in two fragments, as real servers split them
         const half = Math.ceil(call.function.arguments.length / 2)
         for (const part of [call.function.arguments.slice(0, half), call.function.arguments.slice(half)]) {
@@ -499,8 +507,7 @@ const estimateTokens = (text: string): number => Math.max(1, Math.ceil(text.leng
 const errorBody = (status: number, message: string, type?: string, code?: string) => ({
   error: {
     message,
-    type: type ??
-      (status === 429 ? "requests" : status >= 500 ? "server_error" : "invalid_request_error"),
+    type: type ?? (status === 429 ? "requests" : status >= 500 ? "server_error" : "invalid_request_error"),
     param: null,
     code: code ?? null
   }

@@ -61,7 +61,11 @@ export const make = (
       const entry = script[next]
       if (entry === undefined) {
         return Effect.fail(
-          new Device.DeviceError({ device: name, reason: "unavailable", message: `the script has ${script.length} steps` })
+          new Device.DeviceError({
+            device: name,
+            reason: "unavailable",
+            message: `the script has ${script.length} steps`
+          })
         )
       }
       next++

@@ -21,9 +21,9 @@ const setup = (script: ReadonlyArray<OpenAiServer.Reply>, options: Llm.Options =
     })
     const handle = yield* driver.open({ pid: 1 })
     const read = (request: unknown) =>
-      handle.read(request, context).pipe(
-        Effect.map((result) => ({ value: result.value as Llm.LlmReply, cost: result.cost }))
-      )
+      handle
+        .read(request, context)
+        .pipe(Effect.map((result) => ({ value: result.value as Llm.LlmReply, cost: result.cost })))
     return { server, driver, read }
   })
 
@@ -40,7 +40,10 @@ describe("Llm.make", () => {
       assert.isTrue(driver.scheduled)
       assert.deepStrictEqual(driver.meters, ["tokens", "usd"])
       const { cost, value } = yield* read({
-        messages: [{ role: "system", content: "be brief" }, { role: "user", content: "hi" }],
+        messages: [
+          { role: "system", content: "be brief" },
+          { role: "user", content: "hi" }
+        ],
         maxTokens: 50,
         temperature: 0
       })
@@ -55,39 +58,44 @@ describe("Llm.make", () => {
       const [body] = yield* server.received
       assert.deepStrictEqual(body, {
         model: "test-model",
-        messages: [{ role: "system", content: "be brief" }, { role: "user", content: "hi" }],
+        messages: [
+          { role: "system", content: "be brief" },
+          { role: "user", content: "hi" }
+        ],
         max_completion_tokens: 50,
         temperature: 0,
         stream: false
       })
-    }))
+    })
+  )
 
   it.live("usd comes from the price table of the requested model", () =>
     Effect.gen(function* () {
       const usage = { promptTokens: 1_000, completionTokens: 500 }
-      const { read, server } = yield* setup(
-        [OpenAiServer.text("a", { usage }), OpenAiServer.text("b", { usage })],
-        {
-          prices: {
-            "test-model": { inputPerMTok: 2, outputPerMTok: 8 },
-            "big-model": { inputPerMTok: 10, outputPerMTok: 30 }
-          }
+      const { read, server } = yield* setup([OpenAiServer.text("a", { usage }), OpenAiServer.text("b", { usage })], {
+        prices: {
+          "test-model": { inputPerMTok: 2, outputPerMTok: 8 },
+          "big-model": { inputPerMTok: 10, outputPerMTok: 30 }
         }
-      )
+      })
       const first = yield* read(hello)
       assert.strictEqual(first.cost?.tokens, 1_500)
       assert.closeTo(first.cost!.usd!, 0.006, 1e-12)
       const second = yield* read({ ...hello, model: "big-model" })
       assert.closeTo(second.cost!.usd!, 0.025, 1e-12)
-      assert.deepStrictEqual((yield* server.received).map((body) => body.model), ["test-model", "big-model"])
-    }))
+      assert.deepStrictEqual(
+        (yield* server.received).map((body) => body.model),
+        ["test-model", "big-model"]
+      )
+    })
+  )
 
   it.live("tool calls: tools are sent as functions, arguments parsed, unparsable ones kept raw and marked", () =>
     Effect.gen(function* () {
       const { read, server } = yield* setup([
         OpenAiServer.toolCalls([
           { id: "call_w", name: "weather", arguments: { city: "Paris", days: 2 } },
-          { id: "call_x", name: "weather", arguments: "{\"city\": " }
+          { id: "call_x", name: "weather", arguments: '{"city": ' }
         ]),
         OpenAiServer.text("Sunny.")
       ])
@@ -100,7 +108,7 @@ describe("Llm.make", () => {
       assert.strictEqual(value.finishReason, "tool_calls")
       assert.deepStrictEqual(value.toolCalls, [
         { id: "call_w", name: "weather", arguments: { city: "Paris", days: 2 } },
-        { id: "call_x", name: "weather", arguments: "{\"city\": ", argumentsInvalid: true }
+        { id: "call_x", name: "weather", arguments: '{"city": ', argumentsInvalid: true }
       ])
       const [first] = yield* server.received
       assert.deepStrictEqual(first.tools, [{ type: "function", function: weather }])
@@ -125,50 +133,62 @@ describe("Llm.make", () => {
             {
               id: "call_w",
               type: "function",
-              function: { name: "weather", arguments: "{\"city\":\"Paris\",\"days\":2}" }
+              function: { name: "weather", arguments: '{"city":"Paris","days":2}' }
             },
-            { id: "call_x", type: "function", function: { name: "weather", arguments: "{\"city\": " } }
+            { id: "call_x", type: "function", function: { name: "weather", arguments: '{"city": ' } }
           ]
         },
         { role: "tool", tool_call_id: "call_w", content: "sunny" },
         { role: "tool", tool_call_id: "call_x", content: "error: invalid arguments" }
       ])
-    }))
+    })
+  )
 
   it.live("vision: an image part is sent as image_url", () =>
     Effect.gen(function* () {
       const { read, server } = yield* setup([OpenAiServer.text("A cat.")])
       yield* read({
-        messages: [{
+        messages: [
+          {
+            role: "user",
+            content: [
+              { type: "text", text: "What is this?" },
+              { type: "image", url: "https://example.com/cat.png", detail: "low" }
+            ]
+          }
+        ]
+      })
+      const [body] = yield* server.received
+      assert.deepStrictEqual(body.messages, [
+        {
           role: "user",
           content: [
             { type: "text", text: "What is this?" },
-            { type: "image", url: "https://example.com/cat.png", detail: "low" }
+            { type: "image_url", image_url: { url: "https://example.com/cat.png", detail: "low" } }
           ]
-        }]
-      })
-      const [body] = yield* server.received
-      assert.deepStrictEqual(body.messages, [{
-        role: "user",
-        content: [
-          { type: "text", text: "What is this?" },
-          { type: "image_url", image_url: { url: "https://example.com/cat.png", detail: "low" } }
-        ]
-      }])
-    }))
+        }
+      ])
+    })
+  )
 
   it.live("streaming: deltas reach onDelta with the caller's context; the read resolves once with text and usage", () =>
     Effect.gen(function* () {
       const deltas: Array<[string, number]> = []
       const { read, server } = yield* setup(
-        [OpenAiServer.stream(["Hel", "lo, ", "world"], {
-          usage: { promptTokens: 4, completionTokens: 3 },
-          intervalMs: 5
-        })],
+        [
+          OpenAiServer.stream(["Hel", "lo, ", "world"], {
+            usage: { promptTokens: 4, completionTokens: 3 },
+            intervalMs: 5
+          })
+        ],
         { onDelta: (text, callContext) => deltas.push([text, callContext.pid]) }
       )
       const { cost, value } = yield* read({ ...hello, stream: true })
-      assert.deepStrictEqual(deltas, [["Hel", 1], ["lo, ", 1], ["world", 1]])
+      assert.deepStrictEqual(deltas, [
+        ["Hel", 1],
+        ["lo, ", 1],
+        ["world", 1]
+      ])
       assert.deepStrictEqual(value, {
         text: "Hello, world",
         toolCalls: [],
@@ -180,7 +200,8 @@ describe("Llm.make", () => {
       const [body] = yield* server.received
       assert.strictEqual(body.stream, true)
       assert.deepStrictEqual(body.stream_options, { include_usage: true })
-    }))
+    })
+  )
 
   it.live("streaming: tool-call fragments are assembled; a throwing onDelta does not fail the call", () =>
     Effect.gen(function* () {
@@ -196,7 +217,8 @@ describe("Llm.make", () => {
       assert.strictEqual(value.text, "Adding.")
       assert.deepStrictEqual(value.toolCalls, [{ id: "c1", name: "add", arguments: { a: 1, b: 2 } }])
       assert.strictEqual(value.finishReason, "tool_calls")
-    }))
+    })
+  )
 
   it.live("429 with Retry-After: waits what the server asked, then succeeds", () =>
     Effect.gen(function* () {
@@ -206,8 +228,12 @@ describe("Llm.make", () => {
       const elapsed = (yield* Clock.currentTimeMillis) - started
       assert.strictEqual(value.text, "ok")
       assert.isAtLeast(elapsed, 1_000, "Retry-After: 1 honoured (backoff alone would be 10 ms)")
-      assert.deepStrictEqual((yield* server.requests).map((r) => r.status), [429, 200])
-    }))
+      assert.deepStrictEqual(
+        (yield* server.requests).map((r) => r.status),
+        [429, 200]
+      )
+    })
+  )
 
   it.live("500 twice, then success", () =>
     Effect.gen(function* () {
@@ -218,8 +244,12 @@ describe("Llm.make", () => {
       ])
       const { value } = yield* read(hello)
       assert.strictEqual(value.text, "up")
-      assert.deepStrictEqual((yield* server.requests).map((r) => r.status), [500, 500, 200])
-    }))
+      assert.deepStrictEqual(
+        (yield* server.requests).map((r) => r.status),
+        [500, 500, 200]
+      )
+    })
+  )
 
   it.live("retries exhausted: the last error, retryable", () =>
     Effect.gen(function* () {
@@ -235,7 +265,8 @@ describe("Llm.make", () => {
       const limited = yield* setup([OpenAiServer.rateLimited(0), OpenAiServer.rateLimited(0)], { retry: { times: 1 } })
       isDeviceError(yield* Effect.flip(limited.read(hello)), "rate-limited", true)
       assert.strictEqual((yield* limited.server.requests).length, 2)
-    }))
+    })
+  )
 
   it.live("400: invalid-request, not retried", () =>
     Effect.gen(function* () {
@@ -247,7 +278,8 @@ describe("Llm.make", () => {
       isDeviceError(error, "invalid-request", false)
       assert.include(error.message, "Invalid 'messages[0].content'")
       assert.strictEqual((yield* server.requests).length, 1)
-    }))
+    })
+  )
 
   it.live("a request that does not decode is invalid-request and never reaches the server", () =>
     Effect.gen(function* () {
@@ -265,7 +297,8 @@ describe("Llm.make", () => {
       ]
       for (const request of invalid) isDeviceError(yield* Effect.flip(read(request)), "invalid-request", false)
       assert.strictEqual((yield* server.requests).length, 0)
-    }))
+    })
+  )
 
   it.live("interrupting the read aborts the HTTP request", () =>
     Effect.gen(function* () {
@@ -276,30 +309,31 @@ describe("Llm.make", () => {
       yield* Effect.sleep("100 millis")
       yield* Fiber.interrupt(fiber)
       // bounded: a request that is never aborted fails here, not at vitest's 60 s timeout
-      const [request] = yield* server.awaitRequests((requests) => requests[0]?.aborted === true).pipe(
-        Effect.timeout("2 seconds")
-      )
+      const [request] = yield* server
+        .awaitRequests((requests) => requests[0]?.aborted === true)
+        .pipe(Effect.timeout("2 seconds"))
       assert.deepInclude(request, { aborted: true, status: undefined })
       assert.isBelow((yield* Clock.currentTimeMillis) - started, 2_000)
-    }))
+    })
+  )
 
   it.live("interrupting a streamed read mid-stream aborts the HTTP request", () =>
     Effect.gen(function* () {
       const deltas: Array<string> = []
-      const { read, server } = yield* setup(
-        [OpenAiServer.stream(["first", "second"], { intervalMs: 5_000 })],
-        { onDelta: (text) => deltas.push(text) }
-      )
+      const { read, server } = yield* setup([OpenAiServer.stream(["first", "second"], { intervalMs: 5_000 })], {
+        onDelta: (text) => deltas.push(text)
+      })
       const fiber = yield* Effect.forkChild(read({ ...hello, stream: true }))
       yield* server.awaitRequests((requests) => requests[0]?.status === 200)
       yield* Effect.sleep("100 millis")
       yield* Fiber.interrupt(fiber)
-      const [request] = yield* server.awaitRequests((requests) => requests[0]?.aborted === true).pipe(
-        Effect.timeout("2 seconds")
-      )
+      const [request] = yield* server
+        .awaitRequests((requests) => requests[0]?.aborted === true)
+        .pipe(Effect.timeout("2 seconds"))
       assert.deepInclude(request, { aborted: true, completed: false })
       assert.deepStrictEqual(deltas, [], "the first text chunk is 5 s away: nothing was delivered")
-    }))
+    })
+  )
 
   it.live("an attempt past the timeout fails with timeout and aborts the request", () =>
     Effect.gen(function* () {
@@ -308,12 +342,13 @@ describe("Llm.make", () => {
       const error = yield* Effect.flip(read(hello).pipe(Effect.timeout("2 seconds")))
       isDeviceError(error, "timeout", true)
       assert.isBelow((yield* Clock.currentTimeMillis) - started, 2_000)
-      const [request] = yield* server.awaitRequests((requests) => requests[0]?.aborted === true).pipe(
-        Effect.timeout("2 seconds")
-      )
+      const [request] = yield* server
+        .awaitRequests((requests) => requests[0]?.aborted === true)
+        .pipe(Effect.timeout("2 seconds"))
       assert.isTrue(request!.aborted)
       assert.strictEqual((yield* server.requests).length, 1, "a timeout is not retried by the driver")
-    }))
+    })
+  )
 
   it.live("reads base URL, key and model through Config when not given", () =>
     Effect.gen(function* () {
@@ -337,7 +372,8 @@ describe("Llm.make", () => {
         )
       )
       assert.include(String(missing), "OPENAI_MODEL")
-    }))
+    })
+  )
 })
 
 describe("Llm.fromLanguageModel", () => {
@@ -351,29 +387,39 @@ describe("Llm.fromLanguageModel", () => {
   it.effect("maps the request to a prompt and tools, and the response to a reply with tokens", () =>
     Effect.gen(function* () {
       const seen: Array<LanguageModel.ProviderOptions> = []
-      const model = yield* fakeModel([
-        { type: "text", text: "Let me check." },
-        { type: "tool-call", id: "t1", name: "weather", params: { city: "Oslo" } },
-        { type: "finish", reason: "tool-calls", usage: { inputTokens: { total: 20 }, outputTokens: { total: 5 } } }
-      ], seen)
-      const driver = yield* Llm.fromLanguageModel("ai").pipe(
-        Effect.provideService(LanguageModel.LanguageModel, model)
+      const model = yield* fakeModel(
+        [
+          { type: "text", text: "Let me check." },
+          { type: "tool-call", id: "t1", name: "weather", params: { city: "Oslo" } },
+          { type: "finish", reason: "tool-calls", usage: { inputTokens: { total: 20 }, outputTokens: { total: 5 } } }
+        ],
+        seen
       )
+      const driver = yield* Llm.fromLanguageModel("ai").pipe(Effect.provideService(LanguageModel.LanguageModel, model))
       assert.strictEqual(driver.name, "ai")
       const handle = yield* driver.open({ pid: 1 })
-      const { cost, value } = yield* handle.read({
-        messages: [
-          { role: "system", content: "sys" },
-          { role: "user", content: [{ type: "text", text: "look" }, { type: "image", url: "https://x.test/a.png" }] },
-          {
-            role: "assistant",
-            content: "earlier",
-            toolCalls: [{ id: "t0", name: "weather", arguments: { city: "Rome" } }]
-          },
-          { role: "tool", toolCallId: "t0", content: "rain" }
-        ],
-        tools: [{ name: "weather", parameters: { type: "object", properties: { city: { type: "string" } } } }]
-      }, context)
+      const { cost, value } = yield* handle.read(
+        {
+          messages: [
+            { role: "system", content: "sys" },
+            {
+              role: "user",
+              content: [
+                { type: "text", text: "look" },
+                { type: "image", url: "https://x.test/a.png" }
+              ]
+            },
+            {
+              role: "assistant",
+              content: "earlier",
+              toolCalls: [{ id: "t0", name: "weather", arguments: { city: "Rome" } }]
+            },
+            { role: "tool", toolCallId: "t0", content: "rain" }
+          ],
+          tools: [{ name: "weather", parameters: { type: "object", properties: { city: { type: "string" } } } }]
+        },
+        context
+      )
       assert.deepStrictEqual(value, {
         text: "Let me check.",
         toolCalls: [{ id: "t1", name: "weather", arguments: { city: "Oslo" } }],
@@ -383,13 +429,20 @@ describe("Llm.fromLanguageModel", () => {
       })
       assert.deepStrictEqual(cost, { tokens: 25 })
       const options = seen[0]!
-      assert.deepStrictEqual(options.prompt.content.map((m) => m.role), ["system", "user", "assistant", "tool"])
+      assert.deepStrictEqual(
+        options.prompt.content.map((m) => m.role),
+        ["system", "user", "assistant", "tool"]
+      )
       const user = options.prompt.content[1]!
       assert.strictEqual(user.role === "user" && user.content[1]?.type, "file")
       const tool = options.prompt.content[3]!
       assert.deepInclude(tool.role === "tool" ? tool.content[0] : {}, { id: "t0", name: "weather", result: "rain" })
-      assert.deepStrictEqual(options.tools.map((t) => t.name), ["weather"])
-    }))
+      assert.deepStrictEqual(
+        options.tools.map((t) => t.name),
+        ["weather"]
+      )
+    })
+  )
 
   it.effect("an AiError becomes a DeviceError with its retryability; a bad request never reaches the model", () =>
     Effect.gen(function* () {
@@ -397,9 +450,11 @@ describe("Llm.fromLanguageModel", () => {
       const model = yield* LanguageModel.make({
         generateText: (options) =>
           Effect.sync(() => seen.push(options)).pipe(
-            Effect.andThen(Effect.fail(
-              new AiError.AiError({ module: "Test", method: "generateText", reason: new AiError.RateLimitError({}) })
-            ))
+            Effect.andThen(
+              Effect.fail(
+                new AiError.AiError({ module: "Test", method: "generateText", reason: new AiError.RateLimitError({}) })
+              )
+            )
           ),
         streamText: () => Stream.empty
       })
@@ -408,5 +463,6 @@ describe("Llm.fromLanguageModel", () => {
       isDeviceError(yield* Effect.flip(handle.read(hello, context)), "rate-limited", true)
       isDeviceError(yield* Effect.flip(handle.read({ messages: [] }, context)), "invalid-request", false)
       assert.strictEqual(seen.length, 1)
-    }))
+    })
+  )
 })

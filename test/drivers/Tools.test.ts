@@ -88,11 +88,16 @@ describe("Tools.make", () => {
       assert.strictEqual(driver.name, "tools")
       assert.deepStrictEqual(driver.meters, ["toolCalls"])
       assert.deepStrictEqual(Object.keys(driver.tools), ["add", "later", "divide", "lookup", "crash"])
-      const renamed = yield* Tools.make(Toolkit.make(Add), { add: ({ a, b }) => Effect.succeed(a + b) }, {
-        name: "math"
-      })
+      const renamed = yield* Tools.make(
+        Toolkit.make(Add),
+        { add: ({ a, b }) => Effect.succeed(a + b) },
+        {
+          name: "math"
+        }
+      )
       assert.strictEqual(renamed.name, "math")
-    }))
+    })
+  )
 
   it.effect("fails with a ToolsetError when declared and implemented names differ", () =>
     Effect.gen(function* () {
@@ -118,14 +123,16 @@ describe("Tools.make", () => {
 
       const ok = yield* Tools.make(Toolkit.make(A, C), { a: () => Effect.succeed("a"), c: () => Effect.succeed("c") })
       assert.deepStrictEqual(Object.keys(ok.tools), ["a", "c"])
-    }))
+    })
+  )
 
   it.effect("refuses tools that need approval", () =>
     Effect.gen(function* () {
       const Delete = Tool.make("delete", { needsApproval: true })
       const error = yield* Effect.flip(Tools.make(Toolkit.make(Delete), { delete: () => Effect.void }))
       assert.deepStrictEqual(error.unsupported, ["delete"])
-    }))
+    })
+  )
 
   it.effect("captures the services implementations require and provides them to every call", () =>
     Effect.gen(function* () {
@@ -142,7 +149,8 @@ describe("Tools.make", () => {
       const handle = yield* driver.open({ pid: 3 })
       const result = yield* handle.read({ tool: "greet", input: { name: "Ada" } }, { ...call, pid: 3 })
       assert.strictEqual(result.value, "hello, Ada")
-    }))
+    })
+  )
 })
 
 describe("Tools handle read", () => {
@@ -156,19 +164,21 @@ describe("Tools handle read", () => {
       assert.strictEqual(date.value, "2024-01-03T00:00:00.000Z")
       assert.deepStrictEqual(date.cost, { toolCalls: 1 })
       assert.deepStrictEqual(runs, { add: 1, later: 1, divide: 0, lookup: 0, crash: 0 })
-    }))
+    })
+  )
 
   it.effect("accepts the arguments as the JSON text a model returns", () =>
     Effect.gen(function* () {
       const { handle, runs } = yield* makeToolset
-      const sum = yield* handle.read({ tool: "add", arguments: "{\"a\":1,\"b\":41}" }, call)
+      const sum = yield* handle.read({ tool: "add", arguments: '{"a":1,"b":41}' }, call)
       assert.strictEqual(sum.value, 42)
-      const broken = yield* handle.read({ tool: "add", arguments: "{\"a\":1," }, call)
+      const broken = yield* handle.read({ tool: "add", arguments: '{"a":1,' }, call)
       const error = isToolError(broken.value, "add", "invalid-input")
-      assert.include(error.message, "invalid input for \"add\"")
+      assert.include(error.message, 'invalid input for "add"')
       assert.deepStrictEqual(broken.cost, { toolCalls: 1 })
       assert.strictEqual(runs.add, 1)
-    }))
+    })
+  )
 
   it.effect("returns a readable ToolError for input failing the parameters Schema, without running the tool", () =>
     Effect.gen(function* () {
@@ -176,31 +186,33 @@ describe("Tools handle read", () => {
       const result = yield* handle.read({ tool: "add", input: { a: 1, b: "two" } }, call)
       const error = isToolError(result.value, "add", "invalid-input")
       assert.include(error.message, "Expected number")
-      assert.include(error.message, "[\"b\"]")
+      assert.include(error.message, '["b"]')
       assert.deepStrictEqual(result.cost, { toolCalls: 1 })
       // every issue at once, so the agent can fix them in one retry
       const both = yield* handle.read({ tool: "add", input: { note: 7 } }, call)
       const message = isToolError(both.value, "add", "invalid-input").message
-      for (const path of ["[\"a\"]", "[\"b\"]", "[\"note\"]"]) assert.include(message, path)
+      for (const path of ['["a"]', '["b"]', '["note"]']) assert.include(message, path)
       const notAnObject = yield* handle.read({ tool: "add", input: "2 + 3" }, call)
       isToolError(notAnObject.value, "add", "invalid-input")
       assert.strictEqual(runs.add, 0, "the implementation never ran")
       // a ToolError is JSON, as the journal needs
       assert.deepStrictEqual(JSON.parse(JSON.stringify(result.value)), result.value)
-    }))
+    })
+  )
 
   it.effect("returns a ToolError for an unknown tool", () =>
     Effect.gen(function* () {
       const { handle, runs } = yield* makeToolset
       const result = yield* handle.read({ tool: "multiply", input: { a: 1, b: 2 } }, call)
       const error = isToolError(result.value, "multiply", "unknown-tool")
-      assert.include(error.message, "unknown tool \"multiply\"")
+      assert.include(error.message, 'unknown tool "multiply"')
       assert.include(error.message, "add, later, divide, lookup, crash")
       assert.deepStrictEqual(result.cost, { toolCalls: 1 })
       const inherited = yield* handle.read({ tool: "toString", input: {} }, call)
       isToolError(inherited.value, "toString", "unknown-tool")
       assert.deepStrictEqual(runs, { add: 0, later: 0, divide: 0, lookup: 0, crash: 0 })
-    }))
+    })
+  )
 
   it.effect("returns a ToolError when the implementation fails", () =>
     Effect.gen(function* () {
@@ -214,12 +226,13 @@ describe("Tools handle read", () => {
       const division = yield* handle.read({ tool: "divide", input: { a: 1, b: 0 } }, call)
       const declared = isToolError(division.value, "divide", "failed")
       assert.deepStrictEqual(declared.error, { code: "division-by-zero", detail: "1 / 0" })
-      assert.strictEqual(declared.message, "the tool failed: {\"code\":\"division-by-zero\",\"detail\":\"1 / 0\"}")
+      assert.strictEqual(declared.message, 'the tool failed: {"code":"division-by-zero","detail":"1 / 0"}')
       assert.deepStrictEqual(runs, { add: 0, later: 0, divide: 1, lookup: 1, crash: 0 })
 
       const paris = yield* handle.read({ tool: "lookup", input: { city: "Paris" } }, call)
       assert.deepStrictEqual(paris.value, { celsius: 21 })
-    }))
+    })
+  )
 
   it.effect("fails with DeviceError tool-defect when the implementation dies or breaks its result Schema", () =>
     Effect.gen(function* () {
@@ -229,12 +242,13 @@ describe("Tools handle read", () => {
         assert.instanceOf(error, DeviceError)
         assert.strictEqual(error.device, "tools")
         assert.strictEqual(error.reason, "tool-defect")
-        assert.include(error.message, "tool \"crash\"")
+        assert.include(error.message, 'tool "crash"')
       }
       const died = yield* Effect.flip(handle.read({ tool: "crash", input: { how: "die" } }, call))
       assert.include(died.message, "boom")
       assert.strictEqual(runs.crash, 4)
-    }))
+    })
+  )
 
   it.effect("fails with DeviceError invalid-request when the request is not a tool call", () =>
     Effect.gen(function* () {
@@ -244,7 +258,8 @@ describe("Tools handle read", () => {
         assert.strictEqual(error.reason, "invalid-request", JSON.stringify(request))
       }
       assert.strictEqual(runs.add, 0)
-    }))
+    })
+  )
 })
 
 describe("Tools.definitions", () => {
@@ -278,43 +293,48 @@ describe("Tools.definitions", () => {
     Effect.gen(function* () {
       const { driver } = yield* makeToolset
       assert.deepStrictEqual(Tools.definitions(driver), Tools.definitions(toolkit))
-    }))
+    })
+  )
 })
 
 describe("Tools through the kernel", () => {
-  it.effect("parallel calls with readAll, each metered as one tool call; invalid calls are readable; quota ends it", () =>
-    Effect.gen(function* () {
-      const { driver, runs } = yield* makeToolset
-      const body = Effect.gen(function* () {
-        const kernel = yield* Kernel.Kernel
-        const results: Array<unknown> = []
-        const pid = yield* kernel.boot(
-          Process.make<Kernel.BootGrant>("agent", (grant) =>
-            Effect.gen(function* () {
-              const tools = yield* Sys.open(grant.devices.tools!)
-              results.push(
-                ...(yield* Sys.readAll(tools, [
-                  { tool: "add", input: { a: 1, b: 2 } },
-                  { tool: "add", input: { a: "one", b: 2 } },
-                  { tool: "lookup", arguments: "{\"city\":\"Paris\"}" }
-                ]))
-              )
-              results.push((yield* Sys.budget()).used.toolCalls)
-              // the quota is 4 tool calls: the fourth is allowed, the fifth cannot start
-              yield* Sys.read(tools, { tool: "add", input: { a: 2, b: 2 } })
-              yield* Sys.read(tools, { tool: "add", input: { a: 3, b: 3 } })
-            })),
-          { grant: ["tools"], quota: { toolCalls: 4 } }
-        )
-        assert.deepStrictEqual(yield* kernel.waitExit(pid), Process.quota("toolCalls"))
-        return results
+  it.effect(
+    "parallel calls with readAll, each metered as one tool call; invalid calls are readable; quota ends it",
+    () =>
+      Effect.gen(function* () {
+        const { driver, runs } = yield* makeToolset
+        const body = Effect.gen(function* () {
+          const kernel = yield* Kernel.Kernel
+          const results: Array<unknown> = []
+          const pid = yield* kernel.boot(
+            Process.make<Kernel.BootGrant>("agent", (grant) =>
+              Effect.gen(function* () {
+                const tools = yield* Sys.open(grant.devices.tools!)
+                results.push(
+                  ...(yield* Sys.readAll(tools, [
+                    { tool: "add", input: { a: 1, b: 2 } },
+                    { tool: "add", input: { a: "one", b: 2 } },
+                    { tool: "lookup", arguments: '{"city":"Paris"}' }
+                  ]))
+                )
+                results.push((yield* Sys.budget()).used.toolCalls)
+                // the quota is 4 tool calls: the fourth is allowed, the fifth cannot start
+                yield* Sys.read(tools, { tool: "add", input: { a: 2, b: 2 } })
+                yield* Sys.read(tools, { tool: "add", input: { a: 3, b: 3 } })
+              })
+            ),
+            { grant: ["tools"], quota: { toolCalls: 4 } }
+          )
+          assert.deepStrictEqual(yield* kernel.waitExit(pid), Process.quota("toolCalls"))
+          return results
+        })
+        const results = yield* body.pipe(Effect.provide(Kernel.layer({ drivers: [driver] })))
+        assert.strictEqual(results[0], 3)
+        assert.isTrue(Tools.isToolError(results[1]))
+        assert.deepInclude(results[1] as object, { tool: "add", reason: "invalid-input" })
+        assert.deepStrictEqual(results[2], { celsius: 21 })
+        assert.strictEqual(results[3], 3)
+        assert.strictEqual(runs.add, 2, "the invalid call never reached the implementation; the fifth never started")
       })
-      const results = yield* body.pipe(Effect.provide(Kernel.layer({ drivers: [driver] })))
-      assert.strictEqual(results[0], 3)
-      assert.isTrue(Tools.isToolError(results[1]))
-      assert.deepInclude(results[1] as object, { tool: "add", reason: "invalid-input" })
-      assert.deepStrictEqual(results[2], { celsius: 21 })
-      assert.strictEqual(results[3], 3)
-      assert.strictEqual(runs.add, 2, "the invalid call never reached the implementation; the fifth never started")
-    }))
+  )
 })

@@ -45,17 +45,27 @@ const agent = Process.make<Kernel.BootGrant>("agent", (grant) =>
         return
       }
       messages.push({ role: "assistant", content: reply.text, toolCalls: reply.toolCalls })
-      const results = yield* Sys.readAll(tools, reply.toolCalls.map((c) => ({ tool: c.name, input: c.arguments })))
+      const results = yield* Sys.readAll(
+        tools,
+        reply.toolCalls.map((c) => ({ tool: c.name, input: c.arguments }))
+      )
       reply.toolCalls.forEach((c, i) =>
         messages.push({ role: "tool", toolCallId: c.id, content: JSON.stringify(results[i]) })
       )
     }
     yield* Sys.log("error", "no answer")
-  }))
+  })
+)
 
 const script = [
-  OpenAiServer.toolCalls([{ name: "add", arguments: { a: 2, b: 3 } }], { text: "", usage: { promptTokens: 30, completionTokens: 10 } }),
-  OpenAiServer.toolCalls([{ name: "add", arguments: { a: 10, b: 20 } }], { text: "", usage: { promptTokens: 40, completionTokens: 10 } }),
+  OpenAiServer.toolCalls([{ name: "add", arguments: { a: 2, b: 3 } }], {
+    text: "",
+    usage: { promptTokens: 30, completionTokens: 10 }
+  }),
+  OpenAiServer.toolCalls([{ name: "add", arguments: { a: 10, b: 20 } }], {
+    text: "",
+    usage: { promptTokens: 40, completionTokens: 10 }
+  }),
   OpenAiServer.text("2+3 is 5 and 10+20 is 30.", { usage: { promptTokens: 50, completionTokens: 12 } })
 ]
 
@@ -112,7 +122,8 @@ describe("a journaled agent run", () => {
       assert.deepStrictEqual(replayed.trace, recorded.trace)
       const charges = replayed.trace.filter((e) => e._tag === "Charge")
       assert.strictEqual(charges.length, 5, "3 model calls and 2 tool calls, charged again from the journal")
-    }))
+    })
+  )
 
   it.effect("a recording ended mid-way recovers from its file: nothing journaled is lost or executed again", () =>
     Effect.gen(function* () {
@@ -142,10 +153,9 @@ describe("a journaled agent run", () => {
       yield* crashed
       assert.strictEqual(firstTools.runs.add, 2)
       // the in-flight call was cancelled: the server sees its connection dropped (bounded wait, no sleep)
-      const seen = yield* first.awaitRequests((requests) => requests[2]?.aborted === true).pipe(
-        Effect.timeoutOption("5 seconds"),
-        TestClock.withLive
-      )
+      const seen = yield* first
+        .awaitRequests((requests) => requests[2]?.aborted === true)
+        .pipe(Effect.timeoutOption("5 seconds"), TestClock.withLive)
       assert.isTrue(seen._tag === "Some", "the in-flight call was cancelled")
       yield* Scope.close(crashScope, undefined as never)
       const persisted = (yield* fs.readFileString(path)).trim().split("\n")
@@ -162,5 +172,6 @@ describe("a journaled agent run", () => {
       assert.strictEqual(received.length, 1, "only the call after the journaled prefix went to the model")
       assert.strictEqual(received[0].messages.length, 6, "with the whole conversation rebuilt from the journal")
       assert.strictEqual((yield* fs.readFileString(path)).trim().split("\n").length, 5)
-    }).pipe(Effect.provide(NodeServices.layer)))
+    }).pipe(Effect.provide(NodeServices.layer))
+  )
 })

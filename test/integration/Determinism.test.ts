@@ -18,16 +18,19 @@ const network = (calls: { n: number }) =>
       })
   })
 
-const worker = Process.make<{ readonly name: string; readonly delays: ReadonlyArray<number> }>("worker", ({ name, delays }) =>
-  Effect.gen(function* () {
-    const [net, report] = yield* Sys.caps()
-    const handle = yield* Sys.open(net!)
-    for (const [i, ms] of delays.entries()) {
-      const reply = yield* Sys.read<string>(handle, { id: `${name}-${i}`, ms })
-      yield* Sys.send(report!, reply)
-      yield* Effect.sleep("1 second")
-    }
-  }))
+const worker = Process.make<{ readonly name: string; readonly delays: ReadonlyArray<number> }>(
+  "worker",
+  ({ name, delays }) =>
+    Effect.gen(function* () {
+      const [net, report] = yield* Sys.caps()
+      const handle = yield* Sys.open(net!)
+      for (const [i, ms] of delays.entries()) {
+        const reply = yield* Sys.read<string>(handle, { id: `${name}-${i}`, ms })
+        yield* Sys.send(report!, reply)
+        yield* Effect.sleep("1 second")
+      }
+    })
+)
 
 const init = Process.make<Kernel.BootGrant>("init", (grant) =>
   Effect.gen(function* () {
@@ -40,7 +43,8 @@ const init = Process.make<Kernel.BootGrant>("init", (grant) =>
     const got: Array<unknown> = []
     for (let i = 0; i < 9; i++) got.push((yield* Sys.recv()).body)
     yield* Sys.log("info", JSON.stringify(got))
-  }))
+  })
+)
 
 const run = (mode: Journal.Mode, store: Journal.JournalStore, calls: { n: number }) =>
   Effect.gen(function* () {
@@ -60,12 +64,16 @@ describe("deterministic replay across processes", () => {
       const live = { n: 0 }
       const recorded = yield* run("record", store, live)
       assert.strictEqual(live.n, 9)
-      assert.deepStrictEqual(store.records.map((r) => r.seq), Array.from({ length: 9 }, (_, i) => i + 1))
+      assert.deepStrictEqual(
+        store.records.map((r) => r.seq),
+        Array.from({ length: 9 }, (_, i) => i + 1)
+      )
       const offline = { n: 0 }
       const replayed = yield* run("replay", Journal.makeMemoryStore(store.records), offline)
       assert.strictEqual(offline.n, 0)
       assert.deepStrictEqual(replayed, recorded)
       const log = recorded.find((e) => e._tag === "Log")
       assert.isDefined(log)
-    }))
+    })
+  )
 })

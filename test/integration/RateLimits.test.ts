@@ -33,14 +33,16 @@ const rateLimitedServer = (perMinute: number, now: () => number) =>
           }
           arrivals.push(at)
           response.writeHead(200, { "content-type": "application/json" })
-          response.end(JSON.stringify({
-            id: "x",
-            object: "chat.completion",
-            created: 0,
-            model: "m",
-            choices: [{ index: 0, finish_reason: "stop", message: { role: "assistant", content: "ok" } }],
-            usage: { prompt_tokens: 10, completion_tokens: 2, total_tokens: 12 }
-          }))
+          response.end(
+            JSON.stringify({
+              id: "x",
+              object: "chat.completion",
+              created: 0,
+              model: "m",
+              choices: [{ index: 0, finish_reason: "stop", message: { role: "assistant", content: "ok" } }],
+              usage: { prompt_tokens: 10, completion_tokens: 2, total_tokens: 12 }
+            })
+          )
         })
       })
       server.listen(0, "127.0.0.1", () => {
@@ -67,14 +69,17 @@ describe("inference scheduler against a rate-limited server", () => {
         const kernel = yield* Kernel.Kernel
         const pids = []
         for (let i = 0; i < 5; i++) {
-          pids.push(yield* kernel.boot(
-            Process.make<Kernel.BootGrant>(`caller-${i}`, (grant) =>
-              Effect.gen(function* () {
-                const llm = yield* Sys.open(grant.devices.llm!)
-                yield* Sys.read(llm, { messages: [{ role: "user", content: `question ${i}` }] })
-              })),
-            { grant: ["llm"] }
-          ))
+          pids.push(
+            yield* kernel.boot(
+              Process.make<Kernel.BootGrant>(`caller-${i}`, (grant) =>
+                Effect.gen(function* () {
+                  const llm = yield* Sys.open(grant.devices.llm!)
+                  yield* Sys.read(llm, { messages: [{ role: "user", content: `question ${i}` }] })
+                })
+              ),
+              { grant: ["llm"] }
+            )
+          )
         }
         // let each minute's HTTP calls finish on real time before moving the test clock on
         for (let minute = 0; minute < 3; minute++) {
@@ -86,5 +91,6 @@ describe("inference scheduler against a rate-limited server", () => {
       }).pipe(Effect.provide(Kernel.layer({ drivers: [driver] })))
       assert.strictEqual(server.refused.n, 0)
       assert.deepStrictEqual(server.arrivals, [0, 0, 60_000, 60_000, 120_000])
-    }))
+    })
+  )
 })

@@ -23,15 +23,18 @@ describe("Accounts.carve without a quota", () => {
   it("a root gets unlimited meters, no wall, no mem bound and the default mailbox", () => {
     const account = root()
     assert.isUndefined(account.parent)
-    assert.deepStrictEqual({ ...account.limits }, {
-      tokensMax: Infinity,
-      toolCallsMax: Infinity,
-      usdMax: Infinity,
-      childrenMax: Infinity,
-      memMax: Infinity,
-      mailboxMax: MAILBOX,
-      wallEndsAt: Infinity
-    })
+    assert.deepStrictEqual(
+      { ...account.limits },
+      {
+        tokensMax: Infinity,
+        toolCallsMax: Infinity,
+        usdMax: Infinity,
+        childrenMax: Infinity,
+        memMax: Infinity,
+        mailboxMax: MAILBOX,
+        wallEndsAt: Infinity
+      }
+    )
     assert.deepStrictEqual(used(account), { tokens: 0, toolCalls: 0, usd: 0 })
     assert.strictEqual(account.children, 0)
   })
@@ -47,15 +50,18 @@ describe("Accounts.carve without a quota", () => {
     assert.strictEqual(a.limits, parent.inherited)
     assert.notStrictEqual(a.limits, parent.limits)
     assert.isTrue(Object.isFrozen(a.limits))
-    assert.deepStrictEqual({ ...a.limits }, {
-      tokensMax: Infinity,
-      toolCallsMax: Infinity,
-      usdMax: Infinity,
-      childrenMax: Infinity,
-      memMax: 500,
-      mailboxMax: MAILBOX,
-      wallEndsAt: 1010
-    })
+    assert.deepStrictEqual(
+      { ...a.limits },
+      {
+        tokensMax: Infinity,
+        toolCallsMax: Infinity,
+        usdMax: Infinity,
+        childrenMax: Infinity,
+        memMax: 500,
+        mailboxMax: MAILBOX,
+        wallEndsAt: 1010
+      }
+    )
   })
 
   it("inherited limits are per parent", () => {
@@ -72,15 +78,18 @@ describe("Accounts.carve without a quota", () => {
     const parent = root({ mem: 500, wall: 1000 })
     const a = child(parent, { tokens: 5 })
     assert.notStrictEqual(a.limits, parent.inherited)
-    assert.deepStrictEqual({ ...a.limits }, {
-      tokensMax: 5,
-      toolCallsMax: Infinity,
-      usdMax: Infinity,
-      childrenMax: Infinity,
-      memMax: 500,
-      mailboxMax: MAILBOX,
-      wallEndsAt: 1000
-    })
+    assert.deepStrictEqual(
+      { ...a.limits },
+      {
+        tokensMax: 5,
+        toolCallsMax: Infinity,
+        usdMax: Infinity,
+        childrenMax: Infinity,
+        memMax: 500,
+        mailboxMax: MAILBOX,
+        wallEndsAt: 1000
+      }
+    )
     const b = child(parent, { children: 0, mailbox: 3 })
     assert.strictEqual(b.childrenMax, 0)
     assert.strictEqual(b.mailboxMax, 3)
@@ -142,24 +151,20 @@ describe("Accounts.carve: QuotaError", () => {
     const mid = child(top)
     Accounts.charge(mid, { tokens: 40 })
     const error = refused(Accounts.carve(mid, { tokens: 61 }, 0, MAILBOX))
-    assert.deepStrictEqual([error.resource, error.reason, error.requested, error.available], [
-      "tokens",
-      "exceeds-parent",
-      61,
-      60
-    ])
+    assert.deepStrictEqual(
+      [error.resource, error.reason, error.requested, error.available],
+      ["tokens", "exceeds-parent", 61, 60]
+    )
     assert.strictEqual(child(mid, { tokens: 60 }).tokensMax, 60)
   })
 
   it("mem above the parent's mem exceeds it; equal is fine", () => {
     const parent = root({ mem: 1000 })
     const error = refused(Accounts.carve(parent, { mem: 1001 }, 0, MAILBOX))
-    assert.deepStrictEqual([error.resource, error.reason, error.requested, error.available], [
-      "mem",
-      "exceeds-parent",
-      1001,
-      1000
-    ])
+    assert.deepStrictEqual(
+      [error.resource, error.reason, error.requested, error.available],
+      ["mem", "exceeds-parent", 1001, 1000]
+    )
     assert.strictEqual(child(parent, { mem: 1000 }).memMax, 1000)
     assert.strictEqual(child(parent, { mem: 0 }).memMax, 0)
   })
@@ -168,12 +173,10 @@ describe("Accounts.carve: QuotaError", () => {
     const parent = root({ wall: "1 second" }, 0)
     assert.strictEqual(parent.wallEndsAt, 1000)
     const error = refused(Accounts.carve(parent, { wall: 601 }, 400, MAILBOX))
-    assert.deepStrictEqual([error.resource, error.reason, error.requested, error.available], [
-      "wall",
-      "exceeds-parent",
-      601,
-      600
-    ])
+    assert.deepStrictEqual(
+      [error.resource, error.reason, error.requested, error.available],
+      ["wall", "exceeds-parent", 601, 600]
+    )
     assert.strictEqual(child(parent, { wall: 600 }, 400).wallEndsAt, 1000)
     assert.strictEqual(child(parent, { wall: "100 millis" }, 400).wallEndsAt, 500)
     assert.strictEqual(child(parent, { tokens: 1 }, 400).wallEndsAt, 1000)

@@ -206,8 +206,14 @@ describe("CapabilityTable: revoke", () => {
     assert.strictEqual(table.size(), 7)
     table.revoke(x)
     assert.strictEqual(table.size(), 4)
-    assert.deepStrictEqual([root, y, v, unrelated].map((r) => live(table, r)), [true, true, true, true])
-    assert.deepStrictEqual([x, z, w].map((r) => live(table, r)), [false, false, false])
+    assert.deepStrictEqual(
+      [root, y, v, unrelated].map((r) => live(table, r)),
+      [true, true, true, true]
+    )
+    assert.deepStrictEqual(
+      [x, z, w].map((r) => live(table, r)),
+      [false, false, false]
+    )
     assert.strictEqual(table.heldBy(2), 0)
     table.revoke(root)
     assert.strictEqual(table.size(), 1)
@@ -271,7 +277,10 @@ describe("CapabilityTable: ownership", () => {
     assert.strictEqual(table.heldBy(2), 1)
     assert.strictEqual(table.heldBy(3), 1)
     assert.strictEqual(table.size(), 2)
-    assert.deepStrictEqual([a, b, fromA].map((r) => live(table, r)), [false, false, false])
+    assert.deepStrictEqual(
+      [a, b, fromA].map((r) => live(table, r)),
+      [false, false, false]
+    )
     assert.isTrue(live(table, kept))
     assert.isTrue(live(table, moved))
     table.revokeOwnedBy(1)
@@ -291,8 +300,14 @@ describe("CapabilityTable: ownership", () => {
     assert.strictEqual(table.size(), 7)
     table.revokeDesignating(5)
     assert.strictEqual(table.size(), 4)
-    assert.deepStrictEqual([first, second, derived].map((r) => live(table, r)), [false, false, false])
-    assert.deepStrictEqual([otherPid, remote, handle, spawn].map((r) => live(table, r)), [true, true, true, true])
+    assert.deepStrictEqual(
+      [first, second, derived].map((r) => live(table, r)),
+      [false, false, false]
+    )
+    assert.deepStrictEqual(
+      [otherPid, remote, handle, spawn].map((r) => live(table, r)),
+      [true, true, true, true]
+    )
     assert.strictEqual(table.heldBy(2), 0)
     assert.strictEqual(table.heldBy(5), 1)
   })

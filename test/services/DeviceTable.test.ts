@@ -103,7 +103,10 @@ describe("Sys.open", () => {
       const error = yield* Effect.flip(
         Effect.gen(function* () {
           const kernel = yield* Kernel.Kernel
-          return yield* kernel.boot(Process.make("x", () => Effect.void), { grant: ["nope"] })
+          return yield* kernel.boot(
+            Process.make("x", () => Effect.void),
+            { grant: ["nope"] }
+          )
         }).pipe(Effect.provide(kernelWith(p)))
       )
       assert.deepInclude(error, { _tag: "KernelError", reason: "unknown-device" })
@@ -113,7 +116,8 @@ describe("Sys.open", () => {
         )
       )
       assert.strictEqual(twice._tag, "KernelConfigError")
-    }))
+    })
+  )
 })
 
 describe("Sys.read / write", () => {
@@ -127,7 +131,8 @@ describe("Sys.read / write", () => {
           const handle = yield* Sys.open(dev!)
           yield* Sys.read(handle, { echo: 1, tokens: 30 })
           yield* Sys.send(back!, yield* Sys.budget())
-        }))
+        })
+      )
       const pid = yield* kernel.boot(
         Process.make<Kernel.BootGrant>("init", (grant) =>
           Effect.gen(function* () {
@@ -136,7 +141,8 @@ describe("Sys.read / write", () => {
             const childBudget = (yield* Sys.recv<{ readonly used: { readonly tokens: number } }>()).body
             assert.strictEqual(childBudget.used.tokens, 30)
             assert.strictEqual((yield* Sys.budget()).used.tokens, 30)
-          })),
+          })
+        ),
         { grant: ["dev"] }
       )
       assert.deepStrictEqual(yield* kernel.waitExit(pid), Process.normal)
@@ -188,7 +194,8 @@ describe("Sys.read / write", () => {
             const handle = yield* Sys.open(grant.devices.dev!)
             yield* Sys.charge({ tokens: 10 })
             yield* Sys.read(handle, { echo: "never" })
-          })),
+          })
+        ),
         { grant: ["dev"], quota: { tokens: 10 } }
       )
       assert.deepStrictEqual(yield* kernel.waitExit(pid), Process.quota("tokens"))
@@ -206,7 +213,8 @@ describe("Sys.read / write", () => {
           Effect.gen(function* () {
             const handle = yield* Sys.open(grant.devices.dev!)
             for (;;) yield* Sys.read(handle, { echo: "x", tokens: 40 })
-          })),
+          })
+        ),
         { grant: ["dev"], quota: { tokens: 100 } }
       )
       assert.deepStrictEqual(yield* kernel.waitExit(pid), Process.quota("tokens"))
@@ -238,13 +246,20 @@ describe("Sys.readAll", () => {
         const handle = yield* Sys.open(grant.devices.dev!)
         const gate = yield* Deferred.make<void>()
         const all = yield* Effect.forkChild(
-          Sys.readAll(handle, [{ echo: "a", gate }, { echo: "b", gate }, { echo: "c", gate }])
+          Sys.readAll(handle, [
+            { echo: "a", gate },
+            { echo: "b", gate },
+            { echo: "c", gate }
+          ])
         )
         yield* Effect.yieldNow
         assert.strictEqual(p.calls.length, 3, "all three started before any finished")
         yield* Deferred.succeed(gate, undefined)
         assert.deepStrictEqual(yield* Fiber.join(all), ["a", "b", "c"])
-        assert.deepStrictEqual(p.calls.map((c) => (c as { readonly op: number }).op), [1, 2, 3])
+        assert.deepStrictEqual(
+          p.calls.map((c) => (c as { readonly op: number }).op),
+          [1, 2, 3]
+        )
         assert.strictEqual(yield* Sys.read(handle, { echo: "d" }), "d")
         assert.strictEqual((p.calls[3] as { readonly op: number }).op, 4)
       })
@@ -281,7 +296,8 @@ describe("cancellation and handle lifetime", () => {
             Effect.gen(function* () {
               const handle = yield* Sys.open(grant.devices.dev!)
               yield* Sys.read(handle, { echo: "late", sleep: "10 seconds", tokens: 5 })
-            })),
+            })
+          ),
           { grant: ["dev"], quota: { wall: "1 second" } }
         )
         yield* TestClock.adjust("1 second")
@@ -295,7 +311,8 @@ describe("cancellation and handle lifetime", () => {
         Effect.provide(Layer.succeed(Journal.JournalStoreService)(store))
       )
       assert.deepStrictEqual(store.records, [])
-    }))
+    })
+  )
 
   it.effect("revoking the handle cap closes the handle; a derived cap does not", () => {
     const p = probe()
@@ -320,11 +337,15 @@ describe("journal", () => {
       const handle = yield* Sys.open(grant.devices.dev!)
       const a = yield* Sys.read(handle, { echo: "one", tokens: 3 })
       const failed = yield* Effect.flip(Sys.read(handle, { fail: "flaky" }))
-      const rest = yield* Sys.readAll(handle, [{ echo: "two", tokens: 1 }, { echo: "three", tokens: 1 }])
+      const rest = yield* Sys.readAll(handle, [
+        { echo: "two", tokens: 1 },
+        { echo: "three", tokens: 1 }
+      ])
       yield* Effect.sleep("1 second")
       const last = yield* Sys.read(handle, { echo: "four", tokens: 2 })
       yield* Sys.log("info", JSON.stringify([a, failed._tag === "DeviceError" && failed.reason, rest, last]))
-    }))
+    })
+  )
 
   const session = (p: Probe, mode: Journal.Mode, store: Journal.JournalStore) =>
     Effect.gen(function* () {
@@ -354,7 +375,8 @@ describe("journal", () => {
       assert.deepStrictEqual(replayed.trace, recorded.trace)
       const log = replayed.trace.find((e) => e._tag === "Log")
       assert.deepInclude(log, { message: JSON.stringify(["one", "flaky", ["two", "three"], "four"]) })
-    }))
+    })
+  )
 
   it.effect("replay with a missing entry fails the call with JournalError missing", () =>
     Effect.gen(function* () {
@@ -363,7 +385,8 @@ describe("journal", () => {
       assert.strictEqual(result.reason._tag, "Fault")
       assert.include((result.reason as { readonly error: string }).error, "JournalError")
       assert.deepStrictEqual(p.calls, [])
-    }))
+    })
+  )
 
   it.effect("recover: the persisted prefix is replayed, then the run goes live and appends", () =>
     Effect.gen(function* () {
@@ -380,7 +403,8 @@ describe("journal", () => {
       )
       assert.deepStrictEqual(prefix.records, full.records)
       assert.deepStrictEqual(recovered.trace, recorded.trace)
-    }))
+    })
+  )
 
   it.effect("replay of another program fails with JournalError mismatch", () =>
     Effect.gen(function* () {
@@ -403,5 +427,6 @@ describe("journal", () => {
       assert.isTrue(Exit.isFailure(exit))
       const error = yield* Effect.flip(exit)
       assert.deepInclude(error, { _tag: "JournalError", reason: "mismatch" })
-    }))
+    })
+  )
 })

@@ -156,7 +156,10 @@ describe("EventLog", () => {
       assert.strictEqual(newest.pid, i)
       assert.isTrue(newest.seq > last)
       last = newest.seq
-      assert.deepStrictEqual(seqs(trace), Array.from({ length: Math.min(i, 3) }, (_, k) => i - Math.min(i, 3) + 1 + k))
+      assert.deepStrictEqual(
+        seqs(trace),
+        Array.from({ length: Math.min(i, 3) }, (_, k) => i - Math.min(i, 3) + 1 + k)
+      )
     }
     assert.strictEqual(log.lastSeq(), 50)
   })

@@ -52,7 +52,8 @@ const scenario = (policy: InferenceScheduler.Policy, callers: ReadonlyArray<Call
               const handle = yield* Sys.open(grant.devices.llm!)
               if (c.at !== undefined) yield* Effect.sleep(c.at)
               yield* Sys.read(handle, { label: c.label, ms: c.ms ?? 10_000, tokens: c.tokens })
-            })),
+            })
+          ),
           { grant: ["llm"] }
         )
       }
@@ -65,31 +66,44 @@ const scenario = (policy: InferenceScheduler.Policy, callers: ReadonlyArray<Call
 describe("InferenceScheduler", () => {
   it.effect("one slot: the highest priority waiting goes next", () =>
     Effect.gen(function* () {
-      const started = yield* scenario({ concurrency: 1, agingMs: 1_000_000 }, [
-        { label: "first" },
-        { label: "low", priority: 1 },
-        { label: "high", priority: 5 },
-        { label: "mid", priority: 3 }
-      ], "1 minute")
+      const started = yield* scenario(
+        { concurrency: 1, agingMs: 1_000_000 },
+        [
+          { label: "first" },
+          { label: "low", priority: 1 },
+          { label: "high", priority: 5 },
+          { label: "mid", priority: 3 }
+        ],
+        "1 minute"
+      )
       assert.deepStrictEqual(started, [
         { label: "first", at: 0 },
         { label: "high", at: 10_000 },
         { label: "mid", at: 20_000 },
         { label: "low", at: 30_000 }
       ])
-    }))
+    })
+  )
 
   it.effect("equal priority: earliest deadline first, then arrival", () =>
     Effect.gen(function* () {
-      const started = yield* scenario({ concurrency: 1 }, [
-        { label: "first" },
-        { label: "late", deadline: "5 minutes" },
-        { label: "none" },
-        { label: "soon", deadline: "2 minutes" },
-        { label: "none-2" }
-      ], "2 minutes")
-      assert.deepStrictEqual(started.map((s) => s.label), ["first", "soon", "late", "none", "none-2"])
-    }))
+      const started = yield* scenario(
+        { concurrency: 1 },
+        [
+          { label: "first" },
+          { label: "late", deadline: "5 minutes" },
+          { label: "none" },
+          { label: "soon", deadline: "2 minutes" },
+          { label: "none-2" }
+        ],
+        "2 minutes"
+      )
+      assert.deepStrictEqual(
+        started.map((s) => s.label),
+        ["first", "soon", "late", "none", "none-2"]
+      )
+    })
+  )
 
   it.effect("aging: a long wait lifts a low priority above newer high-priority calls", () =>
     Effect.gen(function* () {
@@ -99,33 +113,52 @@ describe("InferenceScheduler", () => {
         { label: "new-high", priority: 3, at: 5_000 }
       ]
       const aged = yield* scenario({ concurrency: 1, agingMs: 1_000 }, callers, "1 minute")
-      assert.deepStrictEqual(aged.map((s) => s.label), ["holder", "old-low", "new-high"])
+      assert.deepStrictEqual(
+        aged.map((s) => s.label),
+        ["holder", "old-low", "new-high"]
+      )
       // without aging the newcomer would win
       const unaged = yield* scenario({ concurrency: 1, agingMs: 10_000_000 }, callers, "1 minute")
-      assert.deepStrictEqual(unaged.map((s) => s.label), ["holder", "new-high", "old-low"])
-    }))
+      assert.deepStrictEqual(
+        unaged.map((s) => s.label),
+        ["holder", "new-high", "old-low"]
+      )
+    })
+  )
 
   it.effect("concurrency bound: never more calls running than the slots", () =>
     Effect.gen(function* () {
       const callers = Array.from({ length: 7 }, (_, i) => ({ label: `c${i}`, ms: 1_000 }))
       const started = yield* scenario({ concurrency: 3 }, callers, "10 seconds")
-      assert.deepStrictEqual(started.map((s) => s.at), [0, 0, 0, 1_000, 1_000, 1_000, 2_000])
-    }))
+      assert.deepStrictEqual(
+        started.map((s) => s.at),
+        [0, 0, 0, 1_000, 1_000, 1_000, 2_000]
+      )
+    })
+  )
 
   it.effect("requests per minute: the call past the limit starts when the window frees", () =>
     Effect.gen(function* () {
       const callers = Array.from({ length: 3 }, (_, i) => ({ label: `r${i}`, ms: 100 }))
       const started = yield* scenario({ concurrency: 10, requestsPerMinute: 2 }, callers, "2 minutes")
-      assert.deepStrictEqual(started.map((s) => s.at), [0, 0, 60_000])
-    }))
+      assert.deepStrictEqual(
+        started.map((s) => s.at),
+        [0, 0, 60_000]
+      )
+    })
+  )
 
   it.effect("tokens per minute: counted from finished calls; the next waits until enough tokens leave the window", () =>
     Effect.gen(function* () {
       const callers = Array.from({ length: 3 }, (_, i) => ({ label: `t${i}`, ms: 1_000, tokens: 60 }))
       const started = yield* scenario({ concurrency: 1, tokensPerMinute: 100 }, callers, "3 minutes")
       // t0 runs 0–1 s (60 tokens), t1 1–2 s (120 in the window): t2 waits until t0's tokens leave it at 61 s
-      assert.deepStrictEqual(started.map((s) => s.at), [0, 1_000, 61_000])
-    }))
+      assert.deepStrictEqual(
+        started.map((s) => s.at),
+        [0, 1_000, 61_000]
+      )
+    })
+  )
 
   it.effect("a caller ended while waiting leaves the queue", () =>
     Effect.gen(function* () {
@@ -138,7 +171,8 @@ describe("InferenceScheduler", () => {
               Effect.gen(function* () {
                 const handle = yield* Sys.open(grant.devices.llm!)
                 yield* Sys.read(handle, { label, ms: 10_000 })
-              })),
+              })
+            ),
             { grant: ["llm"], ...quota }
           )
         yield* call("holder")
@@ -146,6 +180,10 @@ describe("InferenceScheduler", () => {
         yield* call("patient")
         yield* TestClock.adjust("30 seconds")
       }).pipe(Effect.provide(TestKernel.layer({ drivers: [llmLike(started, { concurrency: 1 })] })))
-      assert.deepStrictEqual(started.map((s) => s.label), ["holder", "patient"])
-    }))
+      assert.deepStrictEqual(
+        started.map((s) => s.label),
+        ["holder", "patient"]
+      )
+    })
+  )
 })

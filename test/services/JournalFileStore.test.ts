@@ -86,45 +86,45 @@ const failureOf = <A>(exit: Exit.Exit<A, JournalError>): JournalError => {
  * A FileSystem whose file handles count fsyncs (`started` when one begins, `completed` gets one item per success) and,
  * with `splitWrites`, write every buffer in two pieces, as a short write does.
  */
-const makeProbe = (options: { readonly splitWrites: boolean }) => Effect.gen(function* () {
-  const fs = yield* FileSystem.FileSystem
-  const completed = yield* Queue.unbounded<void>()
-  let started = 0
-  const wrap = (file: FileSystem.File): FileSystem.File => ({
-    [FileSystem.FileTypeId]: FileSystem.FileTypeId,
-    get stat() {
-      return file.stat
-    },
-    seek: (offset, from) => file.seek(offset, from),
-    get sync() {
-      return Effect.suspend(() => {
-        started++
-        return file.sync
-      }).pipe(Effect.andThen(Queue.offer(completed, undefined)))
-    },
-    read: (buffer, options) => file.read(buffer, options),
-    readAlloc: (size, options) => file.readAlloc(size, options),
-    truncate: (length) => file.truncate(length),
-    write: (buffer) => file.write(buffer),
-    writeAll: (buffer) =>
-      options.splitWrites
-        ? file.writeAll(buffer.subarray(0, buffer.length >> 1)).pipe(
-          Effect.andThen(Effect.yieldNow),
-          Effect.andThen(file.writeAll(buffer.subarray(buffer.length >> 1)))
-        )
-        : file.writeAll(buffer)
+const makeProbe = (options: { readonly splitWrites: boolean }) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const completed = yield* Queue.unbounded<void>()
+    let started = 0
+    const wrap = (file: FileSystem.File): FileSystem.File => ({
+      [FileSystem.FileTypeId]: FileSystem.FileTypeId,
+      get stat() {
+        return file.stat
+      },
+      seek: (offset, from) => file.seek(offset, from),
+      get sync() {
+        return Effect.suspend(() => {
+          started++
+          return file.sync
+        }).pipe(Effect.andThen(Queue.offer(completed, undefined)))
+      },
+      read: (buffer, options) => file.read(buffer, options),
+      readAlloc: (size, options) => file.readAlloc(size, options),
+      truncate: (length) => file.truncate(length),
+      write: (buffer) => file.write(buffer),
+      writeAll: (buffer) =>
+        options.splitWrites
+          ? file
+              .writeAll(buffer.subarray(0, buffer.length >> 1))
+              .pipe(Effect.andThen(Effect.yieldNow), Effect.andThen(file.writeAll(buffer.subarray(buffer.length >> 1))))
+          : file.writeAll(buffer)
+    })
+    const fileSystem = FileSystem.FileSystem.of({
+      ...fs,
+      open: (path, options) => Effect.map(fs.open(path, options), wrap)
+    })
+    return {
+      started: () => started,
+      awaitSync: Queue.take(completed),
+      provide: <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        Effect.provideService(effect, FileSystem.FileSystem, fileSystem)
+    }
   })
-  const fileSystem = FileSystem.FileSystem.of({
-    ...fs,
-    open: (path, options) => Effect.map(fs.open(path, options), wrap)
-  })
-  return {
-    started: () => started,
-    awaitSync: Queue.take(completed),
-    provide: <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-      Effect.provideService(effect, FileSystem.FileSystem, fileSystem)
-  }
-})
 
 const syncProbe = makeProbe({ splitWrites: false })
 
@@ -137,8 +137,12 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
         assert.deepStrictEqual(yield* loadAll({ path: file }), shapes)
         const lines = yield* readLines(fs, file)
         assert.strictEqual(lines.length, shapes.length)
-        assert.deepStrictEqual(lines.map((l): unknown => JSON.parse(l)), [...shapes])
-      }))
+        assert.deepStrictEqual(
+          lines.map((l): unknown => JSON.parse(l)),
+          [...shapes]
+        )
+      })
+    )
 
     it.effect("load sees appends of the same session", () =>
       Effect.gen(function* () {
@@ -149,23 +153,28 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
             yield* store.append(record(1, 1))
             yield* store.append(record(1, 2))
             return yield* store.load
-          }))
+          })
+        )
         assert.deepStrictEqual(loaded, [record(1, 1), record(1, 2)])
-      }))
+      })
+    )
 
     it.effect("append after load continues the same file", () =>
       Effect.gen(function* () {
         const { fs, file } = yield* tempJournal
         yield* session({ path: file }, (store) =>
-          Effect.andThen(store.append(record(1, 1)), store.append(record(1, 2))))
+          Effect.andThen(store.append(record(1, 1)), store.append(record(1, 2)))
+        )
         yield* session({ path: file }, (store) =>
           Effect.gen(function* () {
             assert.deepStrictEqual(yield* store.load, [record(1, 1), record(1, 2)])
             yield* store.append(record(1, 3))
-          }))
+          })
+        )
         assert.deepStrictEqual(yield* loadAll({ path: file }), [record(1, 1), record(1, 2), record(1, 3)])
         assert.strictEqual((yield* readLines(fs, file)).length, 3)
-      }))
+      })
+    )
 
     it.effect("works as the JournalStoreService layer", () =>
       Effect.gen(function* () {
@@ -180,7 +189,8 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
           return yield* store.load
         }).pipe(Effect.provide(JournalFileStore.layer(options)))
         assert.deepStrictEqual(loaded, [record(7, 1)])
-      }))
+      })
+    )
   })
 
   describe("missing and empty files", () => {
@@ -190,14 +200,16 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
         const file = path.join(dir, "nested", "deeper", "journal.jsonl")
         assert.deepStrictEqual(yield* loadAll({ path: file }), [])
         assert.isTrue(yield* fs.exists(file))
-      }))
+      })
+    )
 
     it.effect("an empty file loads as []", () =>
       Effect.gen(function* () {
         const { fs, file } = yield* tempJournal
         yield* fs.writeFileString(file, "")
         assert.deepStrictEqual(yield* loadAll({ path: file }), [])
-      }))
+      })
+    )
 
     it.effect("the default path is .agentos/journal.jsonl under the working directory", () =>
       Effect.gen(function* () {
@@ -206,8 +218,12 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
         const rooted = Path.Path.of({ ...path, resolve: (...segments) => path.resolve(dir, ...segments) })
         yield* session({}, (store) => store.append(record(1, 1))).pipe(Effect.provideService(Path.Path, rooted))
         const lines = yield* readLines(fs, path.join(dir, ".agentos", "journal.jsonl"))
-        assert.deepStrictEqual(lines.map((l) => JSON.parse(l)), [record(1, 1)])
-      }))
+        assert.deepStrictEqual(
+          lines.map((l) => JSON.parse(l)),
+          [record(1, 1)]
+        )
+      })
+    )
   })
 
   describe("torn last line", () => {
@@ -222,10 +238,12 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
             // Truncated back to the last complete record as soon as it was seen.
             assert.strictEqual(yield* fs.readFileString(file), whole)
             yield* store.append(record(1, 4))
-          }))
+          })
+        )
         assert.strictEqual(yield* fs.readFileString(file), whole + line(record(1, 4)))
         assert.deepStrictEqual(yield* loadAll({ path: file }), [record(1, 1), record(1, 2), record(1, 4)])
-      }))
+      })
+    )
 
     it.effect("a complete last line without its newline is torn too", () =>
       Effect.gen(function* () {
@@ -233,31 +251,35 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
         yield* fs.writeFileString(file, line(record(1, 1)) + JSON.stringify(record(1, 2)))
         assert.deepStrictEqual(yield* loadAll({ path: file }), [record(1, 1)])
         assert.strictEqual(yield* fs.readFileString(file), line(record(1, 1)))
-      }))
+      })
+    )
 
     it.effect("a newline-terminated last line that does not decode is torn, not corrupt", () =>
       Effect.gen(function* () {
         const { fs, file } = yield* tempJournal
-        yield* fs.writeFileString(file, line(record(1, 1)) + "{\"pid\":1,\"op\n")
+        yield* fs.writeFileString(file, line(record(1, 1)) + '{"pid":1,"op\n')
         assert.deepStrictEqual(yield* loadAll({ path: file }), [record(1, 1)])
         assert.strictEqual(yield* fs.readFileString(file), line(record(1, 1)))
-      }))
+      })
+    )
 
     it.effect("an append with no load first repairs the tail before writing", () =>
       Effect.gen(function* () {
         const { fs, file } = yield* tempJournal
-        yield* fs.writeFileString(file, line(record(1, 1)) + "{\"pid\":1,")
+        yield* fs.writeFileString(file, line(record(1, 1)) + '{"pid":1,')
         yield* session({ path: file }, (store) => store.append(record(1, 2)))
         assert.strictEqual(yield* fs.readFileString(file), line(record(1, 1)) + line(record(1, 2)))
-      }))
+      })
+    )
 
     it.effect("a file holding only a torn line loads as [] and is emptied", () =>
       Effect.gen(function* () {
         const { fs, file } = yield* tempJournal
-        yield* fs.writeFileString(file, "{\"pid\":")
+        yield* fs.writeFileString(file, '{"pid":')
         assert.deepStrictEqual(yield* loadAll({ path: file }), [])
         assert.strictEqual(yield* fs.readFileString(file), "")
-      }))
+      })
+    )
   })
 
   describe("corrupt lines", () => {
@@ -274,7 +296,8 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
         assert.strictEqual(refused.reason, "corrupt")
         assert.strictEqual(refused.line, 3)
         assert.strictEqual(yield* fs.readFileString(file), text)
-      }))
+      })
+    )
 
     it.effect("a valid-JSON line that is not a record is corrupt", () =>
       Effect.gen(function* () {
@@ -284,16 +307,18 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
         const error = failureOf(yield* Effect.exit(loadAll({ path: file })))
         assert.strictEqual(error.reason, "corrupt")
         assert.strictEqual(error.line, 2)
-      }))
+      })
+    )
 
     it.effect("a first line that is JSON but not a record is corrupt at line 1", () =>
       Effect.gen(function* () {
         const { fs, file } = yield* tempJournal
-        yield* fs.writeFileString(file, "{\"hello\":1}\n" + line(record(1, 1)))
+        yield* fs.writeFileString(file, '{"hello":1}\n' + line(record(1, 1)))
         const error = failureOf(yield* Effect.exit(loadAll({ path: file })))
         assert.strictEqual(error.reason, "corrupt")
         assert.strictEqual(error.line, 1)
-      }))
+      })
+    )
 
     it.effect("an empty middle line is corrupt", () =>
       Effect.gen(function* () {
@@ -302,7 +327,8 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
         const error = failureOf(yield* Effect.exit(loadAll({ path: file })))
         assert.strictEqual(error.reason, "corrupt")
         assert.strictEqual(error.line, 2)
-      }))
+      })
+    )
 
     it.effect("a record that would not load back is refused as unencodable and the file stays clean", () =>
       Effect.gen(function* () {
@@ -322,9 +348,11 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
               assert.strictEqual(error.op, bad.op)
             }
             yield* store.append(record(2, 3))
-          }))
+          })
+        )
         assert.deepStrictEqual(yield* loadAll({ path: file }), [noValue, record(2, 3)])
-      }))
+      })
+    )
   })
 
   describe("errors and options", () => {
@@ -335,14 +363,16 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
         const error = failureOf(yield* Effect.exit(loadAll({ path: dir })))
         assert.strictEqual(error.reason, "io")
         assert.isTrue(error.message.length > 0)
-      }))
+      })
+    )
 
     it.effect("a non-positive intervalMs is a defect", () =>
       Effect.gen(function* () {
         const { file } = yield* tempJournal
         const exit = yield* Effect.exit(loadAll({ path: file, sync: "interval", intervalMs: 0 }))
         assert.isTrue(Exit.isFailure(exit) && Cause.hasDies(exit.cause))
-      }))
+      })
+    )
   })
 
   describe("concurrency", () => {
@@ -352,7 +382,8 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
         const count = 1000
         const all = Array.from({ length: count }, (_, i) => record(1 + (i % 10), i))
         yield* session({ path: file }, (store) =>
-          Effect.forEach(all, store.append, { concurrency: "unbounded", discard: true }))
+          Effect.forEach(all, store.append, { concurrency: "unbounded", discard: true })
+        )
         const loaded = yield* loadAll({ path: file })
         assert.strictEqual(loaded.length, count)
         const ops = new Set(loaded.map((r) => r.op))
@@ -361,7 +392,8 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
         const lines = yield* readLines(fs, file)
         assert.strictEqual(lines.length, count)
         for (const l of lines) assert.deepStrictEqual(JSON.parse(l), record(JSON.parse(l).pid, JSON.parse(l).op))
-      }))
+      })
+    )
 
     it.effect("appends written in pieces (short writes), with loads among them, never interleave", () =>
       Effect.gen(function* () {
@@ -369,29 +401,36 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
         const probe = yield* makeProbe({ splitWrites: true })
         const all = Array.from({ length: 200 }, (_, i) => record(1, i))
         yield* session({ path: file, sync: "none" }, (store) =>
-          Effect.all([
-            Effect.forEach(all, store.append, { concurrency: "unbounded", discard: true }),
-            // A load must never see (and cut off as torn) half of a line still being written.
-            Effect.forEach(all.slice(0, 50), () => store.load, { discard: true })
-          ], { concurrency: "unbounded" })).pipe(probe.provide)
+          Effect.all(
+            [
+              Effect.forEach(all, store.append, { concurrency: "unbounded", discard: true }),
+              // A load must never see (and cut off as torn) half of a line still being written.
+              Effect.forEach(all.slice(0, 50), () => store.load, { discard: true })
+            ],
+            { concurrency: "unbounded" }
+          )
+        ).pipe(probe.provide)
         const lines = yield* readLines(fs, file)
         assert.strictEqual(lines.length, all.length)
         const ops = new Set(lines.map((l) => (JSON.parse(l) as JournalRecord).op))
         assert.strictEqual(ops.size, all.length)
-      }))
+      })
+    )
 
     it.effect("concurrent first appends over a torn tail repair it once and lose nothing", () =>
       Effect.gen(function* () {
         const { fs, file } = yield* tempJournal
-        yield* fs.writeFileString(file, line(record(1, 0)) + "{\"pid\":1,")
+        yield* fs.writeFileString(file, line(record(1, 0)) + '{"pid":1,')
         const all = Array.from({ length: 200 }, (_, i) => record(2, i))
         yield* session({ path: file, sync: "none" }, (store) =>
-          Effect.forEach(all, store.append, { concurrency: "unbounded", discard: true }))
+          Effect.forEach(all, store.append, { concurrency: "unbounded", discard: true })
+        )
         const loaded = yield* loadAll({ path: file })
         assert.strictEqual(loaded.length, all.length + 1)
         assert.deepStrictEqual(loaded[0], record(1, 0))
         assert.strictEqual(new Set(loaded.map((r) => `${r.pid}/${r.op}`)).size, all.length + 1)
-      }))
+      })
+    )
   })
 
   describe("sync policies", () => {
@@ -405,10 +444,12 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
               yield* store.append(record(1, op))
               assert.strictEqual(probe.started(), op)
             }
-          })).pipe(probe.provide)
+          })
+        ).pipe(probe.provide)
         assert.strictEqual(probe.started(), 5)
         assert.strictEqual((yield* loadAll({ path: file })).length, 5)
-      }))
+      })
+    )
 
     it.effect("every is the default", () =>
       Effect.gen(function* () {
@@ -417,19 +458,20 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
         yield* session({ path: file }, (store) => store.append(record(1, 1))).pipe(probe.provide)
         assert.strictEqual(JournalFileStore.defaultSync, "every")
         assert.strictEqual(probe.started(), 1)
-      }))
+      })
+    )
 
     it.effect("none: never fsyncs, not even on close, and the records are still there", () =>
       Effect.gen(function* () {
         const { file } = yield* tempJournal
         const probe = yield* syncProbe
         yield* session({ path: file, sync: "none" }, (store) =>
-          Effect.forEach([1, 2, 3, 4, 5], (op) => store.append(record(1, op)), { discard: true })).pipe(
-            probe.provide
-          )
+          Effect.forEach([1, 2, 3, 4, 5], (op) => store.append(record(1, op)), { discard: true })
+        ).pipe(probe.provide)
         assert.strictEqual(probe.started(), 0)
         assert.strictEqual((yield* loadAll({ path: file })).length, 5)
-      }))
+      })
+    )
 
     it.effect("interval: fsyncs at most once per interval when something was written, and on close", () =>
       Effect.gen(function* () {
@@ -451,10 +493,12 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
             assert.strictEqual(probe.started(), 1, "nothing written: no fsync")
             yield* store.append(record(1, 4))
             assert.strictEqual(probe.started(), 1)
-          })).pipe(probe.provide)
+          })
+        ).pipe(probe.provide)
         assert.strictEqual(probe.started(), 2, "closing the scope fsyncs the last append")
         assert.strictEqual((yield* loadAll({ path: file })).length, 4)
-      }))
+      })
+    )
 
     it.effect("interval: closing with nothing unsynced does not fsync", () =>
       Effect.gen(function* () {
@@ -465,9 +509,11 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
             yield* store.append(record(1, 1))
             yield* TestClock.adjust(50)
             yield* probe.awaitSync
-          })).pipe(probe.provide)
+          })
+        ).pipe(probe.provide)
         assert.strictEqual(probe.started(), 1)
-      }))
+      })
+    )
   })
 })
 
@@ -481,7 +527,9 @@ describe("JournalFileStore on the real clock", () => {
           yield* store.append(record(1, 1))
           yield* probe.awaitSync.pipe(Effect.timeout("2 seconds"))
           assert.strictEqual(probe.started(), 1)
-        })).pipe(probe.provide)
+        })
+      ).pipe(probe.provide)
       assert.deepStrictEqual(yield* loadAll({ path: file }), [record(1, 1)])
-    }).pipe(Effect.provide(NodeServices.layer)))
+    }).pipe(Effect.provide(NodeServices.layer))
+  )
 })

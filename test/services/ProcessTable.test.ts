@@ -17,16 +17,23 @@ const boot = (init: Process.Image<Kernel.BootGrant>, options?: Kernel.BootOption
 describe("quota and deadline timers", () => {
   it.effect("wall quota: alive one millisecond before, Quota{wall} at the instant", () =>
     Effect.gen(function* () {
-      const { kernel, pid } = yield* boot(Process.make("sleeper", () => Effect.sleep("2 hours")), {
-        quota: { wall: "90 minutes" }
-      })
+      const { kernel, pid } = yield* boot(
+        Process.make("sleeper", () => Effect.sleep("2 hours")),
+        {
+          quota: { wall: "90 minutes" }
+        }
+      )
       yield* TestClock.adjust(90 * 60_000 - 1)
-      assert.deepStrictEqual((yield* kernel.ps()).map((p) => p.pid), [pid])
+      assert.deepStrictEqual(
+        (yield* kernel.ps()).map((p) => p.pid),
+        [pid]
+      )
       yield* TestClock.adjust(1)
       assert.deepStrictEqual(yield* kernel.waitExit(pid), Process.quota("wall"))
       const exit = (yield* kernel.trace()).find((e) => e._tag === "Exit")!
       assert.strictEqual(exit.at, 90 * 60_000)
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 
   it.effect("a child's deadline ends it with Deadline exactly on time; the parent is unaffected", () =>
     Effect.gen(function* () {
@@ -36,7 +43,8 @@ describe("quota and deadline timers", () => {
           const reason = yield* Sys.waitpid(cap)
           yield* Sys.log("info", reason._tag)
           yield* Effect.never
-        }))
+        })
+      )
       const { kernel } = yield* boot(parent)
       yield* TestClock.adjust(4999)
       assert.strictEqual((yield* kernel.ps()).length, 2)
@@ -44,7 +52,8 @@ describe("quota and deadline timers", () => {
       assert.strictEqual((yield* kernel.ps()).length, 1)
       const log = (yield* kernel.trace()).find((e) => e._tag === "Log")
       assert.deepInclude(log, { message: "Deadline", at: 5000 })
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 
   it.effect("sched moves the deadline", () =>
     Effect.gen(function* () {
@@ -53,11 +62,13 @@ describe("quota and deadline timers", () => {
           Effect.gen(function* () {
             yield* Sys.sched({ deadline: "1 second" })
             yield* Effect.never
-          }))
+          })
+        )
       )
       yield* TestClock.adjust("1 second")
       assert.deepStrictEqual(yield* kernel.waitExit(pid), Process.deadline)
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 
   it.effect("a child inherits the parent's wall end", () =>
     Effect.gen(function* () {
@@ -65,13 +76,15 @@ describe("quota and deadline timers", () => {
         Effect.gen(function* () {
           yield* Sys.spawn(forever)
           yield* Effect.never
-        }))
+        })
+      )
       const { kernel } = yield* boot(parent, { quota: { wall: "1 minute" } })
       yield* TestClock.adjust("1 minute")
       assert.strictEqual((yield* kernel.ps()).length, 0)
       const metrics = yield* kernel.metrics()
       assert.strictEqual(metrics.exitsByReason.Quota, 2)
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 })
 
 describe("meters", () => {
@@ -91,7 +104,8 @@ describe("meters", () => {
             )
           )
           yield* Ref.update(after, (xs) => [...xs, "went on"])
-        }))
+        })
+      )
       const { kernel, pid } = yield* boot(spender, { quota: { tokens: 100 } })
       assert.deepStrictEqual(yield* kernel.waitExit(pid), Process.quota("tokens"))
       yield* Effect.yieldNow
@@ -99,38 +113,41 @@ describe("meters", () => {
       assert.notInclude(seen, "acted after quota")
       assert.notInclude(seen, "went on")
       assert.strictEqual((yield* kernel.metrics()).names, 0)
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 
   it.effect("a charge is applied to the process and every ancestor; the tightest ancestor decides", () =>
-    TestKernel.runProcess(
-      () =>
-        Effect.gen(function* () {
-          const me = yield* Sys.derive(yield* Sys.selfCap(), ["send"])
-          const grandchild = Process.make("grandchild", () =>
-            Effect.gen(function* () {
-              yield* Sys.charge({ toolCalls: 3, usd: 0.25 })
-              yield* Sys.send((yield* Sys.caps())[0]!, "charged")
-              yield* Sys.charge({ toolCalls: 10 })
-            }))
-          const child = Process.make<Kernel.BootGrant>("child", () =>
-            Effect.gen(function* () {
-              const [report] = yield* Sys.caps()
-              const { cap } = yield* Sys.spawn(grandchild, { caps: [yield* Sys.derive(report!, ["send"])] })
-              yield* Sys.send(report!, yield* Sys.waitpid(cap))
-              yield* Sys.send(report!, yield* Sys.budget())
-            }))
-          const spawnForChild = yield* Sys.derive((yield* Sys.caps())[0]!, ["spawn"])
-          yield* Sys.spawn(child, { caps: [me, spawnForChild], quota: { toolCalls: 5 } })
-          assert.strictEqual((yield* Sys.recv()).body, "charged")
-          // the grandchild has no limit of its own: the child's 5 tool calls bound it
-          assert.deepStrictEqual((yield* Sys.recv()).body, Process.quota("toolCalls"))
-          const childBudget = (yield* Sys.recv<{ readonly used: { readonly toolCalls: number; readonly usd: number } }>())
-            .body
-          assert.deepInclude(childBudget.used, { toolCalls: 13, usd: 0.25 })
-          const mine = yield* Sys.budget()
-          assert.deepInclude(mine.used, { toolCalls: 13, usd: 0.25 })
-        })
-    ).pipe(Effect.provide(TestKernel.layer())))
+    TestKernel.runProcess(() =>
+      Effect.gen(function* () {
+        const me = yield* Sys.derive(yield* Sys.selfCap(), ["send"])
+        const grandchild = Process.make("grandchild", () =>
+          Effect.gen(function* () {
+            yield* Sys.charge({ toolCalls: 3, usd: 0.25 })
+            yield* Sys.send((yield* Sys.caps())[0]!, "charged")
+            yield* Sys.charge({ toolCalls: 10 })
+          })
+        )
+        const child = Process.make<Kernel.BootGrant>("child", () =>
+          Effect.gen(function* () {
+            const [report] = yield* Sys.caps()
+            const { cap } = yield* Sys.spawn(grandchild, { caps: [yield* Sys.derive(report!, ["send"])] })
+            yield* Sys.send(report!, yield* Sys.waitpid(cap))
+            yield* Sys.send(report!, yield* Sys.budget())
+          })
+        )
+        const spawnForChild = yield* Sys.derive((yield* Sys.caps())[0]!, ["spawn"])
+        yield* Sys.spawn(child, { caps: [me, spawnForChild], quota: { toolCalls: 5 } })
+        assert.strictEqual((yield* Sys.recv()).body, "charged")
+        // the grandchild has no limit of its own: the child's 5 tool calls bound it
+        assert.deepStrictEqual((yield* Sys.recv()).body, Process.quota("toolCalls"))
+        const childBudget = (yield* Sys.recv<{ readonly used: { readonly toolCalls: number; readonly usd: number } }>())
+          .body
+        assert.deepInclude(childBudget.used, { toolCalls: 13, usd: 0.25 })
+        const mine = yield* Sys.budget()
+        assert.deepInclude(mine.used, { toolCalls: 13, usd: 0.25 })
+      })
+    ).pipe(Effect.provide(TestKernel.layer()))
+  )
 })
 
 describe("exit", () => {
@@ -149,7 +166,8 @@ describe("exit", () => {
       assert.deepStrictEqual(yield* kernel.waitExit(throwing), Process.fault("thrown while building"))
       const faults = (yield* kernel.trace()).filter((e) => e._tag === "Fault").map((e) => e.pid)
       assert.deepStrictEqual(faults, [failing, dying, throwing])
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 
   it.effect("once ended, a process's syscalls take no effect, even from an uninterruptible region", () =>
     Effect.gen(function* () {
@@ -164,7 +182,8 @@ describe("exit", () => {
           yield* Sys.charge({ tokens: 1 }).pipe(Effect.exit)
           yield* Ref.update(attempted, (n) => n + 1)
           void grant
-        }).pipe(Effect.uninterruptible))
+        }).pipe(Effect.uninterruptible)
+      )
       const { kernel, pid } = yield* boot(stubborn, { quota: { wall: "500 millis" } })
       yield* TestClock.adjust("500 millis")
       assert.deepStrictEqual(yield* kernel.waitExit(pid), Process.quota("wall"))
@@ -176,7 +195,8 @@ describe("exit", () => {
       assert.strictEqual(metrics.names, 0)
       assert.strictEqual(metrics.spawned, 1)
       assert.strictEqual(metrics.fibers, 0)
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 
   it.effect("a forked fiber of a killed process cannot act for it", () =>
     Effect.gen(function* () {
@@ -191,12 +211,14 @@ describe("exit", () => {
             )
             yield* Effect.sleep("1 second")
             yield* Sys.exit(Process.policy("early"))
-          }))
+          })
+        )
       )
       yield* TestClock.adjust("3 seconds")
       assert.deepStrictEqual(yield* kernel.waitExit(pid), Process.policy("early"))
       assert.strictEqual((yield* kernel.metrics()).names, 0)
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 
   it.effect("orphans are re-parented to init", () =>
     Effect.gen(function* () {
@@ -205,17 +227,26 @@ describe("exit", () => {
           const middle = Process.make("middle", () =>
             Effect.gen(function* () {
               yield* Sys.spawn(forever)
-            }))
+            })
+          )
           const { cap } = yield* Sys.spawn(middle, { caps: [yield* Sys.derive(grant.spawn, ["spawn"])] })
           yield* Sys.waitpid(cap)
           yield* Effect.never
-        }))
+        })
+      )
       const { kernel } = yield* boot(init)
       yield* Effect.yieldNow
       const rows = yield* kernel.ps()
-      assert.deepStrictEqual(rows.map((p) => [p.pid, p.parent, p.name]), [[1, 0, "init"], [3, 1, "forever"]])
+      assert.deepStrictEqual(
+        rows.map((p) => [p.pid, p.parent, p.name]),
+        [
+          [1, 0, "init"],
+          [3, 1, "forever"]
+        ]
+      )
       assert.strictEqual(rows[0]!.children, 1)
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 })
 
 describe("kernel", () => {
@@ -229,13 +260,15 @@ describe("kernel", () => {
       assert.deepStrictEqual(yield* kernel.waitExit(pid), Process.shutdown)
       const after = yield* Effect.flip(kernel.boot(forever))
       assert.deepInclude(after, { _tag: "KernelError", reason: "shutdown" })
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 
   it.effect("closing the layer's scope ends every process and runs their finalizers", () =>
     Effect.gen(function* () {
       const finalized = yield* Ref.make(0)
       const guarded = Process.make("guarded", () =>
-        Effect.never.pipe(Effect.ensuring(Ref.update(finalized, (n) => n + 1))))
+        Effect.never.pipe(Effect.ensuring(Ref.update(finalized, (n) => n + 1)))
+      )
       yield* Effect.gen(function* () {
         const kernel = yield* Kernel.Kernel
         yield* kernel.boot(guarded)
@@ -243,7 +276,8 @@ describe("kernel", () => {
         yield* Effect.yieldNow
       }).pipe(Effect.provide(TestKernel.layer()))
       assert.strictEqual(yield* Ref.get(finalized), 2)
-    }))
+    })
+  )
 
   it.effect("ps, metrics and Prometheus text", () =>
     Effect.gen(function* () {
@@ -253,11 +287,15 @@ describe("kernel", () => {
             yield* Sys.register("init")
             yield* Sys.spawn(forever)
             yield* Effect.never
-          }))
+          })
+        )
       )
       yield* Effect.yieldNow
       const rows = yield* kernel.ps()
-      assert.deepStrictEqual(rows.map((p) => p.name), ["init", "forever"])
+      assert.deepStrictEqual(
+        rows.map((p) => p.name),
+        ["init", "forever"]
+      )
       const metrics = yield* kernel.metrics()
       assert.deepInclude(metrics, { processes: 2, spawned: 2, names: 1, exited: 0 })
       const text = yield* kernel.metricsText()
@@ -267,22 +305,28 @@ describe("kernel", () => {
       for (const line of text.split("\n").filter((l) => l.length > 0 && !l.startsWith("#"))) {
         assert.match(line, /^agentos_[a-z_]+(\{[a-z]+="[A-Za-z]+"\})? \d+(\.\d+)?$/)
       }
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 
   it.effect("waitExit of an unknown pid fails with a typed error", () =>
     Effect.gen(function* () {
       const kernel = yield* Kernel.Kernel
       const error = yield* Effect.flip(kernel.waitExit(42))
       assert.deepInclude(error, { _tag: "ExitUnknownError", pid: 42 })
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 
   it.effect("invalid limits fail the layer with KernelConfigError", () =>
     Effect.gen(function* () {
       const error = yield* Effect.flip(
-        Effect.provide(Kernel.Kernel.use(() => Effect.void), TestKernel.layer({ limits: { eventRingMax: 0 } }))
+        Effect.provide(
+          Kernel.Kernel.use(() => Effect.void),
+          TestKernel.layer({ limits: { eventRingMax: 0 } })
+        )
       )
       assert.strictEqual(error._tag, "KernelConfigError")
-    }))
+    })
+  )
 
   it.effect("the exit history is bounded; caps to forgotten processes are reclaimed", () =>
     Effect.gen(function* () {
@@ -298,14 +342,16 @@ describe("kernel", () => {
             yield* Sys.log("info", first._tag)
             assert.deepStrictEqual(yield* Sys.waitpid(caps[4]!), Process.normal)
             yield* Effect.never
-          }))
+          })
+        )
       )
       yield* Effect.yieldNow
       const log = (yield* kernel.trace()).find((e) => e._tag === "Log")
       assert.deepInclude(log, { message: "CapabilityError" })
       // init's spawn cap plus the caps to the 2 processes still remembered
       assert.strictEqual((yield* kernel.metrics()).caps, 3)
-    }).pipe(Effect.provide(TestKernel.layer({ limits: { exitHistoryMax: 2 } }))))
+    }).pipe(Effect.provide(TestKernel.layer({ limits: { exitHistoryMax: 2 } })))
+  )
 })
 
 describe("determinism", () => {
@@ -317,7 +363,8 @@ describe("determinism", () => {
         yield* Effect.sleep(`${n * 10} millis`)
         yield* Sys.charge({ tokens: m.body * n })
         yield* Sys.send(m.caps[0]!, m.body + n)
-      }))
+      })
+    )
     const init = Process.make<Kernel.BootGrant>("init", () =>
       Effect.gen(function* () {
         const workers = []
@@ -327,7 +374,8 @@ describe("determinism", () => {
         }
         for (let i = 0; i < 3; i++) yield* Sys.recv()
         yield* Sys.kill(workers[0]!)
-      }))
+      })
+    )
     const pid = yield* kernel.boot(init, { quota: { wall: "1 minute" } })
     yield* TestClock.adjust("1 second")
     yield* kernel.waitExit(pid)
@@ -342,7 +390,8 @@ describe("determinism", () => {
       assert.isAbove(a.length, 20)
       assert.deepStrictEqual(a, b)
       assert.isTrue(a.some((e) => e._tag === "Exit" && e.reason._tag === "Quota"))
-    }))
+    })
+  )
 })
 
 describe("churn", () => {
@@ -354,7 +403,8 @@ describe("churn", () => {
         Effect.gen(function* () {
           yield* Sys.register(`n${i}`)
           yield* Effect.never
-        }))
+        })
+      )
       const init = Process.make<Kernel.BootGrant>("init", () =>
         Effect.gen(function* () {
           for (let i = 0; i < 10_000; i++) {
@@ -369,7 +419,8 @@ describe("churn", () => {
           }
           yield* Deferred.succeed(done, undefined)
           yield* Effect.never
-        }))
+        })
+      )
       yield* kernel.boot(init)
       yield* Deferred.await(done)
       const metrics = yield* kernel.metrics()
@@ -378,5 +429,6 @@ describe("churn", () => {
       assert.strictEqual(metrics.eventsByType.Exit, 10_000)
       const [row] = yield* kernel.ps()
       assert.deepInclude(row, { pid: 1, children: 0, mailbox: 0, caps: 1 })
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 })

@@ -166,20 +166,25 @@ describe("accounting properties", () => {
             const half = Math.ceil(mine.length / 2)
             const run = (part: ReadonlyArray<Charge>) =>
               Effect.forEach(part, (c) =>
-                Effect.andThen(Sys.yield(), Sys.charge({ tokens: c.tokens, toolCalls: c.toolCalls, usd: c.cents / 100 }))
+                Effect.andThen(
+                  Sys.yield(),
+                  Sys.charge({ tokens: c.tokens, toolCalls: c.toolCalls, usd: c.cents / 100 })
+                )
               )
             yield* Effect.ensuring(
               Effect.all([run(mine.slice(0, half)), run(mine.slice(half))], { concurrency: "unbounded" }),
               Deferred.succeed(dones[i]!, undefined)
             )
             yield* Effect.never
-          }))
+          })
+        )
         yield* kernel.boot(
           Process.make<Kernel.BootGrant>("init", (grant) =>
             Effect.gen(function* () {
               yield* Sys.spawn(treeNode, { args: { i: 0 }, caps: [yield* Sys.derive(grant.spawn, ["spawn"])] })
               yield* Effect.never
-            }))
+            })
+          )
         )
         yield* Effect.forEach(dones, Deferred.await, { discard: true })
         // expected usage from the trace: every applied charge is a Charge event; the tree from Spawn events

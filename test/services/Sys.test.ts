@@ -21,7 +21,8 @@ const echo = Process.make("echo", () =>
       const m = yield* Sys.recv()
       if (m.caps[0] !== undefined) yield* Sys.send(m.caps[0], m.body)
     })
-  ))
+  )
+)
 
 const isCapError = (e: unknown, reason: Capability.CapabilityFailure) =>
   assert.deepInclude(e as object, { _tag: "CapabilityError", reason })
@@ -39,7 +40,8 @@ describe("Sys.self / selfCap / caps", () => {
         // selfCap cannot kill: missing right
         isCapError(yield* refused(Sys.kill(me)), "missing-right")
       })
-    ))
+    )
+  )
 })
 
 describe("Sys.send / recv", () => {
@@ -55,7 +57,8 @@ describe("Sys.send / recv", () => {
         for (let i = 0; i < 5; i++) replies.push((yield* Sys.recv()).body)
         assert.deepStrictEqual(replies, [0, 1, 2, 3, 4])
       })
-    ))
+    )
+  )
 
   it.effect("a moved cap belongs to the receiver: the sender can no longer use it", () =>
     run(() =>
@@ -66,7 +69,8 @@ describe("Sys.send / recv", () => {
         yield* Sys.send(cap, "take this", { caps: [given] })
         isCapError(yield* refused(Sys.send(given, "mine?")), "not-held")
       })
-    ))
+    )
+  )
 
   it.effect("corr and from reach the receiver", () =>
     run(() =>
@@ -76,7 +80,8 @@ describe("Sys.send / recv", () => {
         const m = yield* Sys.recv()
         assert.deepInclude(m, { from: 1, body: "hi", corr: "req-1" })
       })
-    ))
+    )
+  )
 
   it.effect("denied: forged ref, wrong right, revoked, expired, wrong resource", () =>
     run((grant) =>
@@ -98,7 +103,8 @@ describe("Sys.send / recv", () => {
         const error = yield* refused(Sys.send(grant.spawn, 1))
         assert.strictEqual(error._tag, "CapabilityError")
       })
-    ))
+    )
+  )
 
   it.effect("a bad cap among the message's caps refuses the whole send and moves nothing", () =>
     run(() =>
@@ -115,7 +121,8 @@ describe("Sys.send / recv", () => {
         const twice = yield* refused(Sys.send(cap, "x", { caps: [good, good] }))
         assert.strictEqual(twice._tag, "ArgumentError")
       })
-    ))
+    )
+  )
 
   it.effect("a full mailbox parks the sender until the receiver drains; nothing dropped, order kept", () =>
     run(() =>
@@ -127,7 +134,8 @@ describe("Sys.send / recv", () => {
             yield* Effect.sleep("1 second")
             for (let i = 0; i < n; i++) collected.push((yield* Sys.recv<number>()).body)
             yield* Sys.send(back, "done")
-          }))
+          })
+        )
         const { cap } = yield* Sys.spawn(slow, { args: { n: 20 }, quota: { mailbox: 2 } })
         yield* Sys.send(cap, "start", { caps: [yield* Sys.derive(yield* Sys.selfCap(), ["send"])] })
         const sender = yield* Effect.forkChild(
@@ -141,9 +149,13 @@ describe("Sys.send / recv", () => {
         assert.strictEqual(budget.used.children, 1)
         yield* TestClock.adjust("1 second")
         assert.strictEqual((yield* Sys.recv()).body, "done")
-        assert.deepStrictEqual(collected, Array.from({ length: 20 }, (_, i) => i))
+        assert.deepStrictEqual(
+          collected,
+          Array.from({ length: 20 }, (_, i) => i)
+        )
       })
-    ))
+    )
+  )
 
   it.effect("a message past its deadline is dropped at delivery", () =>
     run(() =>
@@ -154,7 +166,8 @@ describe("Sys.send / recv", () => {
         yield* TestClock.adjust("2 seconds")
         assert.strictEqual((yield* Sys.recv()).body, "fresh")
       })
-    ))
+    )
+  )
 
   it.effect("a send to a dead process is dropped (no error); caps sent with it are revoked", () =>
     run(() =>
@@ -165,7 +178,8 @@ describe("Sys.send / recv", () => {
         yield* Sys.send(cap, "anyone?", { caps: [mine] })
         isCapError(yield* refused(Sys.send(mine, 1)), "revoked")
       })
-    ))
+    )
+  )
 
   it.effect("recv interrupted by a timeout leaves no stale receiver behind", () =>
     run(() =>
@@ -177,7 +191,8 @@ describe("Sys.send / recv", () => {
         yield* Sys.send(me, "kept")
         assert.strictEqual((yield* Sys.recv()).body, "kept")
       })
-    ))
+    )
+  )
 })
 
 describe("Sys.spawn", () => {
@@ -190,12 +205,14 @@ describe("Sys.spawn", () => {
           Effect.gen(function* () {
             const caps = yield* Sys.caps()
             yield* Sys.send(caps[0]!, caps.length)
-          }))
+          })
+        )
         yield* Sys.spawn(reporter, { caps: [forChild] })
         assert.strictEqual((yield* Sys.recv()).body, 1)
         isCapError(yield* refused(Sys.send(forChild, "gone")), "not-held")
       })
-    ))
+    )
+  )
 
   it.effect("denied without a spawn cap; a revoked or expired spawn cap is no cap", () =>
     run((grant) =>
@@ -205,7 +222,8 @@ describe("Sys.spawn", () => {
             const error = yield* refused(Sys.spawn(idle))
             const back = (yield* Sys.caps())[0]!
             yield* Sys.send(back, error)
-          }))
+          })
+        )
         yield* Sys.spawn(child, { caps: [yield* Sys.derive(yield* Sys.selfCap(), ["send"])] })
         isCapError((yield* Sys.recv()).body, "not-held")
         // attenuated spawn caps handed to a child: expired
@@ -215,7 +233,8 @@ describe("Sys.spawn", () => {
             yield* Sys.recv()
             const back = (yield* Sys.caps())[1]!
             yield* Sys.send(back, yield* Effect.exit(Sys.spawn(idle)))
-          }))
+          })
+        )
         const { cap } = yield* Sys.spawn(spawner, {
           caps: [expiring, yield* Sys.derive(yield* Sys.selfCap(), ["send"])]
         })
@@ -227,7 +246,8 @@ describe("Sys.spawn", () => {
         yield* Sys.revoke(grant.spawn)
         isCapError(yield* refused(Sys.spawn(idle)), "not-held")
       })
-    ))
+    )
+  )
 
   it.effect("any held spawn cap works, including one received on a message; one without the right does not", () =>
     run((grant) =>
@@ -242,13 +262,15 @@ describe("Sys.spawn", () => {
             yield* Sys.recv()
             const after = yield* Effect.exit(Sys.spawn(idle))
             yield* Sys.send(back, [reasonOf(before), reasonOf(noRight), after._tag])
-          }))
+          })
+        )
         const { cap } = yield* Sys.spawn(late, { caps: [yield* Sys.derive(yield* Sys.selfCap(), ["send"])] })
         yield* Sys.send(cap, "useless", { caps: [yield* Sys.derive(grant.spawn, [])] })
         yield* Sys.send(cap, "useful", { caps: [yield* Sys.derive(grant.spawn, ["spawn"])] })
         assert.deepStrictEqual((yield* Sys.recv()).body, ["not-held", "missing-right", "Success"])
       })
-    ))
+    )
+  )
 
   it.effect("children quota: exhaustion fails spawn with a typed error and frees up when a child exits", () =>
     run(
@@ -262,7 +284,8 @@ describe("Sys.spawn", () => {
           yield* Sys.spawn(forever)
         }),
       { quota: { children: 2 } }
-    ))
+    )
+  )
 
   it.effect("a child's quota is carved from the parent's remaining", () =>
     run(
@@ -285,7 +308,8 @@ describe("Sys.spawn", () => {
           assert.isTrue(Capability.isCapRef(cap))
         }),
       { quota: { tokens: 100, wall: "1 hour" } }
-    ))
+    )
+  )
 
   it.effect("not an image: a typed argument error", () =>
     run(() =>
@@ -293,7 +317,8 @@ describe("Sys.spawn", () => {
         const error = yield* refused(Sys.spawn({ name: "x" } as unknown as Process.Image<void>))
         assert.strictEqual(error._tag, "ArgumentError")
       })
-    ))
+    )
+  )
 })
 
 describe("Sys.derive / attenuate / revoke", () => {
@@ -310,7 +335,8 @@ describe("Sys.derive / attenuate / revoke", () => {
         const bad = yield* refused(Sys.derive(me, ["fly" as Capability.Right]))
         assert.strictEqual(bad._tag, "ArgumentError")
       })
-    ))
+    )
+  )
 
   it.effect("caveats are inherited: a later expiry cannot extend an earlier one", () =>
     run(() =>
@@ -326,7 +352,8 @@ describe("Sys.derive / attenuate / revoke", () => {
         // revoking an expired cap is allowed (it is cleanup)
         yield* Sys.revoke(derived)
       })
-    ))
+    )
+  )
 
   it.effect("revocation is transitive over derivations, including copies moved to other processes", () =>
     run(() =>
@@ -345,7 +372,8 @@ describe("Sys.derive / attenuate / revoke", () => {
         assert.strictEqual((yield* Sys.recv()).body, "again")
         isCapError(yield* refused(Sys.revoke(root)), "revoked")
       })
-    ))
+    )
+  )
 
   it.effect("revoke denied for a cap the caller does not hold", () =>
     run(() =>
@@ -355,7 +383,8 @@ describe("Sys.derive / attenuate / revoke", () => {
         yield* Sys.send(cap, "x", { caps: [given] })
         isCapError(yield* refused(Sys.revoke(given)), "not-held")
       })
-    ))
+    )
+  )
 })
 
 describe("Sys.monitor / waitpid / link", () => {
@@ -371,7 +400,8 @@ describe("Sys.monitor / waitpid / link", () => {
         yield* Sys.monitor(cap)
         assert.deepStrictEqual((yield* Sys.recv()).body, { _tag: "Down", pid, reason: Process.killed(1) })
       })
-    ))
+    )
+  )
 
   it.effect("monitor and waitpid need the monitor right", () =>
     run(() =>
@@ -381,7 +411,8 @@ describe("Sys.monitor / waitpid / link", () => {
         isCapError(yield* refused(Sys.monitor(sendOnly)), "missing-right")
         isCapError(yield* refused(Sys.waitpid(sendOnly)), "missing-right")
       })
-    ))
+    )
+  )
 
   it.effect("waitpid waits, and works after death too", () =>
     run(() =>
@@ -393,7 +424,8 @@ describe("Sys.monitor / waitpid / link", () => {
         assert.deepStrictEqual(yield* Fiber.join(waiting), Process.normal)
         assert.deepStrictEqual(yield* Sys.waitpid(cap), Process.normal)
       })
-    ))
+    )
+  )
 
   it.effect("link: both sides get Down", () =>
     run((grant) =>
@@ -404,13 +436,15 @@ describe("Sys.monitor / waitpid / link", () => {
             const down = yield* Sys.recv()
             const report = (yield* Sys.caps())[0]!
             yield* Sys.send(report, down.body)
-          }))
+          })
+        )
         const reporter = Process.make("reporter", () =>
           Effect.gen(function* () {
             const m = yield* Sys.recv()
             const back = (yield* Sys.caps())[0]!
             yield* Sys.send(back, m.body)
-          }))
+          })
+        )
         const { cap: reporterCap } = yield* Sys.spawn(reporter, {
           caps: [yield* Sys.derive(yield* Sys.selfCap(), ["send"])]
         })
@@ -420,7 +454,8 @@ describe("Sys.monitor / waitpid / link", () => {
             const forReporter = (yield* Sys.caps())[0]!
             yield* Sys.spawn(linkedChild, { link: true, caps: [forReporter] })
             yield* Sys.exit(Process.policy("done"))
-          }))
+          })
+        )
         const forReporter = yield* Sys.derive(reporterCap, ["send"])
         const spawnCap = yield* Sys.derive(grant.spawn, ["spawn"])
         const { pid: middlePid } = yield* Sys.spawn(middle, { caps: [forReporter, spawnCap] })
@@ -428,7 +463,8 @@ describe("Sys.monitor / waitpid / link", () => {
         assert.deepStrictEqual(report.body, { _tag: "Down", pid: middlePid, reason: Process.policy("done") })
         assert.strictEqual(me, 1)
       })
-    ))
+    )
+  )
 })
 
 describe("Sys.kill / suspend / resume / term", () => {
@@ -446,7 +482,8 @@ describe("Sys.kill / suspend / resume / term", () => {
         // killing the dead is a no-op
         yield* Sys.kill(cap)
       })
-    ))
+    )
+  )
 
   it.effect("suspend: the target makes no progress through syscalls until resume", () =>
     run(() =>
@@ -458,7 +495,8 @@ describe("Sys.kill / suspend / resume / term", () => {
               yield* Sys.send(out, i)
               yield* Effect.sleep("1 second")
             }
-          }))
+          })
+        )
         const { cap } = yield* Sys.spawn(counter, { caps: [yield* Sys.derive(yield* Sys.selfCap(), ["send"])] })
         assert.strictEqual((yield* Sys.recv()).body, 0)
         yield* Sys.suspend(cap)
@@ -470,7 +508,8 @@ describe("Sys.kill / suspend / resume / term", () => {
         assert.strictEqual(ps, "resumed")
         assert.strictEqual((yield* Sys.recv()).body, 1)
       })
-    ))
+    )
+  )
 
   it.effect("a suspended receiver does not complete its recv until resumed", () =>
     run(() =>
@@ -479,7 +518,8 @@ describe("Sys.kill / suspend / resume / term", () => {
           Effect.gen(function* () {
             const m = yield* Sys.recv()
             yield* Sys.send(m.caps[0]!, "got it")
-          }))
+          })
+        )
         const { cap } = yield* Sys.spawn(relay)
         yield* Sys.suspend(cap)
         yield* Sys.send(cap, "hello", { caps: [yield* Sys.derive(yield* Sys.selfCap(), ["send"])] })
@@ -489,7 +529,8 @@ describe("Sys.kill / suspend / resume / term", () => {
         yield* Sys.resume(cap)
         assert.strictEqual((yield* Sys.recv()).body, "got it")
       })
-    ))
+    )
+  )
 
   it.effect("term delivers a Term message the process handles itself", () =>
     run(() =>
@@ -498,12 +539,14 @@ describe("Sys.kill / suspend / resume / term", () => {
           Effect.gen(function* () {
             const m = yield* Sys.recv()
             if (Process.isKernelMessage(m) && m.body._tag === "Term") yield* Sys.exit(Process.policy("terminated"))
-          }))
+          })
+        )
         const { cap } = yield* Sys.spawn(graceful)
         yield* Sys.term(cap)
         assert.deepStrictEqual(yield* Sys.waitpid(cap), Process.policy("terminated"))
       })
-    ))
+    )
+  )
 
   it.effect("a forged Down body is not a kernel message", () =>
     run(() =>
@@ -511,7 +554,8 @@ describe("Sys.kill / suspend / resume / term", () => {
         yield* Sys.send(yield* Sys.selfCap(), { _tag: "Down", pid: 9, reason: Process.normal })
         assert.isFalse(Process.isKernelMessage(yield* Sys.recv()))
       })
-    ))
+    )
+  )
 })
 
 describe("Sys.register / unregister / lookup", () => {
@@ -524,7 +568,8 @@ describe("Sys.register / unregister / lookup", () => {
             const m = yield* Sys.recv()
             yield* Sys.send(m.caps[0]!, "served")
             yield* Sys.recv()
-          }))
+          })
+        )
         const { cap } = yield* Sys.spawn(named)
         yield* Effect.yieldNow
         const found = yield* Sys.lookup("svc")
@@ -537,7 +582,8 @@ describe("Sys.register / unregister / lookup", () => {
         yield* Sys.kill(cap)
         assert.isTrue(Option.isNone(yield* Sys.lookup("svc")))
       })
-    ))
+    )
+  )
 
   it.effect("register denied when taken; unregister denied for a non-holder; invalid names", () =>
     run(() =>
@@ -548,7 +594,8 @@ describe("Sys.register / unregister / lookup", () => {
           Effect.gen(function* () {
             const back = (yield* Sys.caps())[0]!
             yield* Sys.send(back, [yield* refused(Sys.register("mine")), yield* refused(Sys.unregister("mine"))])
-          }))
+          })
+        )
         yield* Sys.spawn(holder, { caps: [yield* Sys.derive(yield* Sys.selfCap(), ["send"])] })
         const [taken, notHolder] = (yield* Sys.recv<ReadonlyArray<{ readonly reason: string }>>()).body
         assert.strictEqual(taken!.reason, "taken")
@@ -557,7 +604,8 @@ describe("Sys.register / unregister / lookup", () => {
         yield* Sys.unregister("mine")
         assert.isTrue(Option.isNone(yield* Sys.lookup("mine")))
       })
-    ))
+    )
+  )
 })
 
 describe("Sys.budget / charge / sched / log / yield / exit", () => {
@@ -573,7 +621,8 @@ describe("Sys.budget / charge / sched / log / yield / exit", () => {
           assert.strictEqual((yield* refused(Sys.charge({ usd: Number.NaN })))._tag, "ArgumentError")
         }),
       { quota: { tokens: 100 } }
-    ))
+    )
+  )
 
   it.effect("sched changes priority (visible in ps) and rejects non-integers", () =>
     Effect.gen(function* () {
@@ -583,12 +632,14 @@ describe("Sys.budget / charge / sched / log / yield / exit", () => {
           yield* Sys.sched({ priority: 5 })
           assert.strictEqual((yield* refused(Sys.sched({ priority: 1.5 })))._tag, "ArgumentError")
           yield* Sys.recv()
-        }))
+        })
+      )
       const pid = yield* kernel.boot(body)
       yield* Effect.yieldNow
       const row = (yield* kernel.ps()).find((p) => p.pid === pid)!
       assert.strictEqual(row.priority, 5)
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 
   it.effect("log writes a Log event; yield lets others run; exit ends with the reason", () =>
     Effect.gen(function* () {
@@ -599,10 +650,12 @@ describe("Sys.budget / charge / sched / log / yield / exit", () => {
             yield* Sys.log("info", "hello", { step: 1 })
             yield* Sys.yield()
             yield* Sys.exit(Process.policy("bye"))
-          }))
+          })
+        )
       )
       assert.deepStrictEqual(yield* kernel.waitExit(pid), Process.policy("bye"))
       const log = (yield* kernel.trace()).find((e) => e._tag === "Log")
       assert.deepInclude(log, { pid, level: "info", message: "hello", fields: { step: 1 } })
-    }).pipe(Effect.provide(TestKernel.layer())))
+    }).pipe(Effect.provide(TestKernel.layer()))
+  )
 })

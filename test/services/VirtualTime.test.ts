@@ -14,7 +14,8 @@ const program = Effect.gen(function* () {
         yield* Effect.sleep("1 hour")
         yield* Sys.log("info", `napped ${i + 1}h`)
       }
-    }))
+    })
+  )
   const pinger = Process.make("pinger", () =>
     Effect.gen(function* () {
       const [target] = yield* Sys.caps()
@@ -22,16 +23,21 @@ const program = Effect.gen(function* () {
         yield* Effect.sleep("30 minutes")
         yield* Sys.send(target!, "ping")
       }
-    }))
+    })
+  )
   const init = Process.make<Kernel.BootGrant>("init", () =>
     Effect.gen(function* () {
       const nap = yield* Sys.spawn(napper, { args: 5 })
       yield* Sys.spawn(pinger, { caps: [yield* Sys.derive(yield* Sys.selfCap(), ["send"])] })
-      const late = yield* Sys.spawn(Process.make("late", () => Effect.never), { deadline: "90 minutes" })
+      const late = yield* Sys.spawn(
+        Process.make("late", () => Effect.never),
+        { deadline: "90 minutes" }
+      )
       yield* Sys.waitpid(late.cap)
       yield* Sys.waitpid(nap.cap)
       for (let i = 0; i < 3; i++) yield* Sys.recv()
-    }))
+    })
+  )
   const pid = yield* kernel.boot(init, { quota: { wall: "12 hours" } })
   const reason = yield* kernel.waitExit(pid)
   return { reason, trace: yield* kernel.trace() }
@@ -52,7 +58,8 @@ describe("virtual time", () => {
         [1, 2, 3, 4, 5].map((h) => h * HOUR)
       )
       assert.strictEqual(at("Exit", 1), 5 * HOUR)
-    }))
+    })
+  )
 
   it.live("the same program gives the same trace every time", () =>
     Effect.gen(function* () {
@@ -60,23 +67,32 @@ describe("virtual time", () => {
       const b = yield* run
       assert.deepStrictEqual(a.trace, b.trace)
       assert.isAbove(a.trace.length, 20)
-    }))
+    })
+  )
 
   it.live("a wall quota ends a sleeper on virtual time", () =>
     Effect.gen(function* () {
       const kernel = yield* Kernel.Kernel
-      const pid = yield* kernel.boot(Process.make("sleeper", () => Effect.sleep("100 days")), {
-        quota: { wall: "2 days" }
-      })
+      const pid = yield* kernel.boot(
+        Process.make("sleeper", () => Effect.sleep("100 days")),
+        {
+          quota: { wall: "2 days" }
+        }
+      )
       assert.deepStrictEqual(yield* kernel.waitExit(pid), Process.quota("wall"))
       const exit = (yield* kernel.trace()).find((e) => e._tag === "Exit")!
       assert.strictEqual(exit.at, 48 * HOUR)
-    }).pipe(Effect.provide(TestKernel.layer({ virtualTime: true }))))
+    }).pipe(Effect.provide(TestKernel.layer({ virtualTime: true })))
+  )
 
   it("the clock wakes sleeps due at one instant in registration order", () => {
     const clock = VirtualTime.makeUnsafe(0)
     const woke: Array<string> = []
-    for (const [name, ms] of [["b", 20], ["a", 10], ["c", 20]] as const) {
+    for (const [name, ms] of [
+      ["b", 20],
+      ["a", 10],
+      ["c", 20]
+    ] as const) {
       Effect.runFork(clock.sleep(ms as never).pipe(Effect.andThen(Effect.sync(() => woke.push(name)))))
     }
     assert.strictEqual(clock.nextWakeUp(), 10)

@@ -32,7 +32,8 @@ describe("OpenAiServer", () => {
       const [request] = yield* server.requests
       assert.deepInclude(request, { method: "POST", path: "/v1/chat/completions", status: 200, aborted: false })
       assert.strictEqual(request!.headers.authorization, "Bearer test-key")
-    }))
+    })
+  )
 
   it.live("estimates usage when none is scripted", () =>
     Effect.gen(function* () {
@@ -44,7 +45,8 @@ describe("OpenAiServer", () => {
       assert.strictEqual(usage.completion_tokens, 2)
       assert.isAtLeast(usage.prompt_tokens, 1)
       assert.strictEqual(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens)
-    }))
+    })
+  )
 
   it.live("answers tool calls: ids, names and JSON arguments; a string argument is sent verbatim", () =>
     Effect.gen(function* () {
@@ -60,12 +62,16 @@ describe("OpenAiServer", () => {
       const choice = completion.choices[0]!
       assert.strictEqual(choice.finish_reason, "tool_calls")
       assert.isNull(choice.message.content)
-      const calls = choice.message.tool_calls!.map((c) => c.type === "function" ? c : undefined)
-      assert.deepStrictEqual(calls.map((c) => [c?.id, c?.function.name, c?.function.arguments]), [
-        ["call_a", "search", "{\"query\":\"effect\"}"],
-        ["call_1", "broken", "{not json"]
-      ])
-    }))
+      const calls = choice.message.tool_calls!.map((c) => (c.type === "function" ? c : undefined))
+      assert.deepStrictEqual(
+        calls.map((c) => [c?.id, c?.function.name, c?.function.arguments]),
+        [
+          ["call_a", "search", '{"query":"effect"}'],
+          ["call_1", "broken", "{not json"]
+        ]
+      )
+    })
+  )
 
   it.live("streams in OpenAI's SSE format: role, text deltas, finish, then usage when asked, then [DONE]", () =>
     Effect.gen(function* () {
@@ -76,12 +82,15 @@ describe("OpenAiServer", () => {
       const client = clientFor(server)
       const collect = (includeUsage: boolean) =>
         call(async (signal) => {
-          const stream = await client.chat.completions.create({
-            model: "m",
-            messages: user("hi"),
-            stream: true,
-            ...(includeUsage ? { stream_options: { include_usage: true } } : {})
-          }, { signal })
+          const stream = await client.chat.completions.create(
+            {
+              model: "m",
+              messages: user("hi"),
+              stream: true,
+              ...(includeUsage ? { stream_options: { include_usage: true } } : {})
+            },
+            { signal }
+          )
           const chunks: Array<OpenAI.Chat.Completions.ChatCompletionChunk> = []
           for await (const chunk of stream) chunks.push(chunk)
           return chunks
@@ -89,7 +98,10 @@ describe("OpenAiServer", () => {
       const withUsage = yield* collect(true)
       const deltas = withUsage.flatMap((c) => c.choices.map((choice) => choice.delta.content ?? ""))
       assert.strictEqual(deltas.join(""), "Hello!")
-      assert.deepStrictEqual(deltas.filter((d) => d !== ""), ["Hel", "lo", "!"])
+      assert.deepStrictEqual(
+        deltas.filter((d) => d !== ""),
+        ["Hel", "lo", "!"]
+      )
       assert.strictEqual(withUsage.at(-2)!.choices[0]!.finish_reason, "stop")
       const last = withUsage.at(-1)!
       assert.deepStrictEqual(last.choices, [])
@@ -97,7 +109,8 @@ describe("OpenAiServer", () => {
       const withoutUsage = yield* collect(false)
       assert.isTrue(withoutUsage.every((c) => c.usage === undefined && c.choices.length === 1))
       assert.isTrue((yield* server.requests).every((r) => r.stream && r.status === 200))
-    }))
+    })
+  )
 
   it.live("streams tool calls as indexed fragments", () =>
     Effect.gen(function* () {
@@ -116,10 +129,11 @@ describe("OpenAiServer", () => {
       const fragments = chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? [])
       assert.strictEqual(fragments[0]!.id, "c1")
       assert.strictEqual(fragments[0]!.function!.name, "add")
-      assert.strictEqual(fragments.map((f) => f.function?.arguments ?? "").join(""), "{\"a\":1,\"b\":2}")
+      assert.strictEqual(fragments.map((f) => f.function?.arguments ?? "").join(""), '{"a":1,"b":2}')
       assert.isTrue(fragments.every((f) => f.index === 0))
       assert.strictEqual(chunks.at(-1)!.choices[0]!.finish_reason, "tool_calls")
-    }))
+    })
+  )
 
   it.live("answers scripted errors: 429 with Retry-After, 500, 400 with an OpenAI error body", () =>
     Effect.gen(function* () {
@@ -141,8 +155,12 @@ describe("OpenAiServer", () => {
       assert.strictEqual(bad.code, "empty_messages")
       assert.strictEqual(bad.type, "invalid_request_error")
       assert.include(bad.message, "messages must not be empty")
-      assert.deepStrictEqual((yield* server.requests).map((r) => r.status), [429, 500, 400])
-    }))
+      assert.deepStrictEqual(
+        (yield* server.requests).map((r) => r.status),
+        [429, 500, 400]
+      )
+    })
+  )
 
   it.live("an empty script answers 500 at once with a message that says so", () =>
     Effect.gen(function* () {
@@ -159,7 +177,8 @@ describe("OpenAiServer", () => {
       )
       assert.strictEqual(completion.choices[0]!.message.content, "late")
       assert.strictEqual(yield* server.pending, 0)
-    }))
+    })
+  )
 
   it.live("a client that goes away during the delay is recorded as aborted; the server keeps serving", () =>
     Effect.gen(function* () {
@@ -171,43 +190,51 @@ describe("OpenAiServer", () => {
       )
       yield* server.awaitRequests((requests) => requests.length === 1)
       yield* Fiber.interrupt(fiber)
-      const [aborted] = yield* server.awaitRequests((requests) => requests[0]?.aborted === true).pipe(
-        Effect.timeout("2 seconds")
-      )
+      const [aborted] = yield* server
+        .awaitRequests((requests) => requests[0]?.aborted === true)
+        .pipe(Effect.timeout("2 seconds"))
       assert.deepInclude(aborted, { aborted: true, status: undefined, completed: false })
       assert.isBelow((yield* Clock.currentTimeMillis) - started, 4_000)
       const completion = yield* call((signal) =>
         client.chat.completions.create({ model: "m", messages: user("x") }, { signal })
       )
       assert.strictEqual(completion.choices[0]!.message.content, "ok")
-    }))
+    })
+  )
 
   it.live("a client that goes away mid-stream is recorded as aborted (the headers were sent: status 200)", () =>
     Effect.gen(function* () {
       const server = yield* OpenAiServer.make([OpenAiServer.stream(["a", "b"], { intervalMs: 5_000 })])
-      const fiber = yield* Effect.forkChild(call(async (signal) => {
-        const stream = await clientFor(server).chat.completions.create(
-          { model: "m", messages: user("x"), stream: true },
-          { signal }
-        )
-        for await (const _ of stream) {
-          // drain
-        }
-      }))
+      const fiber = yield* Effect.forkChild(
+        call(async (signal) => {
+          const stream = await clientFor(server).chat.completions.create(
+            { model: "m", messages: user("x"), stream: true },
+            { signal }
+          )
+          for await (const _ of stream) {
+            // drain
+          }
+        })
+      )
       yield* server.awaitRequests((requests) => requests[0]?.status === 200).pipe(Effect.timeout("2 seconds"))
       yield* Fiber.interrupt(fiber)
-      const [request] = yield* server.awaitRequests((requests) => requests[0]?.aborted === true).pipe(
-        Effect.timeout("2 seconds")
-      )
+      const [request] = yield* server
+        .awaitRequests((requests) => requests[0]?.aborted === true)
+        .pipe(Effect.timeout("2 seconds"))
       assert.deepInclude(request, { status: 200, aborted: true, completed: false })
-    }))
+    })
+  )
 
   it.live("lists models", () =>
     Effect.gen(function* () {
       const server = yield* OpenAiServer.make([], { models: ["a", "b"] })
       const page = yield* call((signal) => clientFor(server).models.list({ signal }))
-      assert.deepStrictEqual(page.data.map((m) => m.id), ["a", "b"])
-    }))
+      assert.deepStrictEqual(
+        page.data.map((m) => m.id),
+        ["a", "b"]
+      )
+    })
+  )
 
   it.live("closes with its scope: the port refuses connections afterwards", () =>
     Effect.gen(function* () {
@@ -220,5 +247,6 @@ describe("OpenAiServer", () => {
         call((signal) => client.chat.completions.create({ model: "m", messages: user("x") }, { signal }))
       )
       assert.instanceOf(error, OpenAI.APIConnectionError)
-    }))
+    })
+  )
 })

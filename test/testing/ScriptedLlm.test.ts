@@ -18,7 +18,10 @@ describe("ScriptedLlm", () => {
           assert.strictEqual(first.finishReason, "tool_calls")
           assert.strictEqual((yield* Sys.budget()).used.tokens, 15)
           const second = yield* Sys.read<Llm.LlmReply>(model, {
-            messages: [{ role: "user", content: "a" }, { role: "assistant", content: "b" }]
+            messages: [
+              { role: "user", content: "a" },
+              { role: "assistant", content: "b" }
+            ]
           })
           assert.strictEqual(second.text, "you said 2 things")
           assert.isAbove(second.usage.inputTokens, 0)
@@ -41,7 +44,10 @@ describe("ScriptedLlm", () => {
             { messages: [{ role: "user", content: "one" }] },
             { messages: [{ role: "user", content: "two" }] }
           ])
-          assert.deepStrictEqual(replies.map((r) => r.text), ["1", "2"])
+          assert.deepStrictEqual(
+            replies.map((r) => r.text),
+            ["1", "2"]
+          )
         }),
       { grant: ["llm"] }
     ).pipe(
@@ -50,6 +56,6 @@ describe("ScriptedLlm", () => {
           drivers: [TestKernel.ScriptedLlm.make([{ text: "1" }, { text: "2" }], { schedule: { concurrency: 1 } })]
         })
       )
-    ))
+    )
+  )
 })
-

@@ -64,8 +64,7 @@ export interface Pool {
 export class PoolStartError extends Data.TaggedError("PoolStartError")<{ readonly message: string }> {}
 
 type WorkerEvent =
-  | { readonly _tag: "Message"; readonly message: unknown }
-  | { readonly _tag: "Gone"; readonly reason: string }
+  { readonly _tag: "Message"; readonly message: unknown } | { readonly _tag: "Gone"; readonly reason: string }
 
 interface Slot {
   readonly worker: ThreadWorker | undefined
@@ -136,7 +135,13 @@ export const make = (options: Options): Effect.Effect<Pool, PoolStartError, Scop
 
     // Resolves once the thread has stopped, so no job of it still holds a core.
     const terminate = (slot: Slot) =>
-      Effect.promise(() => slot.worker?.terminate().then(() => undefined, () => undefined) ?? Promise.resolve())
+      Effect.promise(
+        () =>
+          slot.worker?.terminate().then(
+            () => undefined,
+            () => undefined
+          ) ?? Promise.resolve()
+      )
 
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => {
