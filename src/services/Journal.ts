@@ -140,6 +140,8 @@ export interface JournalShape {
   readonly size: () => number
   /** The highest `seq` among the records loaded at start (0 for none). */
   readonly lastSeq: () => number
+  /** Records are stored at once (an in-memory store): `record` never returns an effect to wait on. */
+  readonly synchronous: boolean
 }
 
 /**
@@ -179,7 +181,8 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
         return undefined
       },
       size: () => index.size,
-      lastSeq: () => lastSeq
+      lastSeq: () => lastSeq,
+      synchronous: store.appendUnsafe !== undefined
     }
   })
 

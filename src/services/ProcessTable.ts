@@ -1150,9 +1150,17 @@ export const make: Effect.Effect<
               : settle(proc, device, asRecorded(device, Exit.failCause(cause)))
         })
       }
+      // A call that completes within the caller's own synchronous run (no other process can have run meanwhile)
+      // and is stored at once is handed back inline, with no `seq`: its replay is inline too. Any other completion
+      // goes through the gate.
+      const turn = { passed: false, batches: kernelScheduler?.turns ?? 0 }
+      if (gate !== undefined) queueMicrotask(() => (turn.passed = true))
       const recordAndSettle = (exit: Exit.Exit<DeviceResult, unknown>) => {
         const result = asRecorded(device, exit)
-        const seq = gate?.assign()
+        const seq =
+          gate === undefined || (!turn.passed && turn.batches === kernelScheduler!.turns && journal.synchronous)
+            ? undefined
+            : gate.assign()
         const pending = journal.record(
           seq === undefined
             ? { pid: proc.pid, op, device, call, result }

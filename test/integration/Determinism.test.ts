@@ -77,3 +77,43 @@ describe("deterministic replay across processes", () => {
     })
   )
 })
+
+describe("deterministic replay of synchronous drivers", () => {
+  const calc = (calls: { n: number }) =>
+    Device.make({
+      name: "net",
+      open: () =>
+        Effect.succeed({
+          read: (request: unknown) =>
+            Effect.sync(() => {
+              calls.n++
+              const { id, ms } = request as { readonly id: string; readonly ms: number }
+              return { value: `reply to ${id}`, cost: { tokens: ms } }
+            })
+        })
+    })
+
+  it.live("results that come back at once are handed back inline, in record and replay alike", () =>
+    Effect.gen(function* () {
+      const store = Journal.makeMemoryStore()
+      const run = (mode: Journal.Mode, s: Journal.JournalStore, calls: { n: number }) =>
+        Effect.gen(function* () {
+          const kernel = yield* Kernel.Kernel
+          yield* kernel.waitExit(yield* kernel.boot(init, { grant: ["net"] }))
+          return yield* kernel.trace()
+        }).pipe(
+          Effect.provide(Kernel.layer({ drivers: [calc(calls)], journal: mode, virtualTime: true })),
+          Effect.provide(Layer.succeed(Journal.JournalStoreService)(s))
+        )
+      const recorded = yield* run("record", store, { n: 0 })
+      assert.isTrue(
+        store.records.every((r) => r.seq === undefined),
+        "inline completions carry no seq"
+      )
+      const offline = { n: 0 }
+      const replayed = yield* run("replay", Journal.makeMemoryStore(store.records), offline)
+      assert.strictEqual(offline.n, 0)
+      assert.deepStrictEqual(replayed, recorded)
+    })
+  )
+})

@@ -16,6 +16,8 @@ class KernelDispatcher implements SchedulerDispatcher {
   private pending = false
   private batches = 0
   private readonly batchesPerMacrotask: number
+  /** Batches run so far: a fiber that sees the same number before and after some work did not yield meanwhile. */
+  turns = 0
   /** Called each time the run queue drains. */
   onIdle: (() => void) | undefined = undefined
 
@@ -48,6 +50,7 @@ class KernelDispatcher implements SchedulerDispatcher {
       }
       const tasks = this.tasks
       this.tasks = []
+      this.turns++
       for (let i = 0; i < tasks.length; i++) tasks[i]!()
     }
     this.pending = false
@@ -85,6 +88,11 @@ export class KernelScheduler implements Scheduler {
   /** No task is queued or running. */
   get idle(): boolean {
     return this.dispatcher.idle
+  }
+
+  /** Batches run so far (see `KernelDispatcher.turns`). */
+  get turns(): number {
+    return this.dispatcher.turns
   }
 
   /** Runs `f` each time the run queue drains. */
