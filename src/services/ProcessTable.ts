@@ -853,6 +853,20 @@ export const make: Effect.Effect<
     advancer?.poke()
   }
   kernelScheduler?.onIdle(quiescent)
+  // microtask epochs: a number that changes once the current synchronous run has ended (one microtask per run,
+  // however many calls look at it)
+  let epoch = 0
+  let epochQueued = false
+  const currentEpoch = () => {
+    if (!epochQueued) {
+      epochQueued = true
+      queueMicrotask(() => {
+        epoch++
+        epochQueued = false
+      })
+    }
+    return epoch
+  }
   let checkQueued = false
   const checkSoon = () => {
     if (checkQueued) return
@@ -1153,12 +1167,12 @@ export const make: Effect.Effect<
       // A call that completes within the caller's own synchronous run (no other process can have run meanwhile)
       // and is stored at once is handed back inline, with no `seq`: its replay is inline too. Any other completion
       // goes through the gate.
-      const turn = { passed: false, batches: kernelScheduler?.turns ?? 0 }
-      if (gate !== undefined) queueMicrotask(() => (turn.passed = true))
+      const startedAt = gate === undefined ? 0 : currentEpoch()
+      const startedBatch = kernelScheduler?.turns ?? 0
       const recordAndSettle = (exit: Exit.Exit<DeviceResult, unknown>) => {
         const result = asRecorded(device, exit)
         const seq =
-          gate === undefined || (!turn.passed && turn.batches === kernelScheduler!.turns && journal.synchronous)
+          gate === undefined || (epoch === startedAt && startedBatch === kernelScheduler!.turns && journal.synchronous)
             ? undefined
             : gate.assign()
         const pending = journal.record(
