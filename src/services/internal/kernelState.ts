@@ -1,0 +1,82 @@
+/**
+ * Shares the kernel's internal state between the process table, the syscall implementation and the driver-call path.
+ *
+ * Private to the package.
+ */
+import type { Duration, Effect } from "effect"
+import type * as Accounts from "../Accounts.ts"
+import { type CapRef, type CapabilityError, rightBit } from "../Capability.ts"
+import type { CapabilityTableShape } from "../CapabilityTable.ts"
+import type { DeviceError } from "../Device.ts"
+import type { DeviceTableShape, HandleEntry } from "../DeviceTable.ts"
+import type { EventLogShape } from "../EventLog.ts"
+import type { JournalError, JournalShape } from "../Journal.ts"
+import type { KernelLimits } from "../KernelConfig.ts"
+import type { NameRegistryShape } from "../NameRegistry.ts"
+import type * as Process from "../Process.ts"
+import type { ArgumentError, Spawned, SpawnError, SpawnOptions } from "../Sys.ts"
+import { durationMillis } from "./duration.ts"
+import type { Proc } from "./proc.ts"
+
+export const SEND = rightBit("send")
+export const MONITOR = rightBit("monitor")
+export const SPAWN = rightBit("spawn")
+export const KILL = rightBit("kill")
+export const OPEN = rightBit("open")
+export const READ = rightBit("read")
+export const WRITE = rightBit("write")
+export const allMeters: ReadonlyArray<Accounts.Meter> = ["tokens", "toolCalls", "usd"]
+export const CHILD_RIGHTS = SEND | MONITOR | KILL
+export const SELF_RIGHTS = SEND | MONITOR
+
+export const noCaps: ReadonlyArray<CapRef> = Object.freeze([])
+export const noCost: Accounts.Cost = Object.freeze({})
+
+/** Millis of an optional user duration; `NaN` when it is not a duration ≥ 0. */
+export const toMillis = (input: Duration.Input | undefined): number | undefined =>
+  input === undefined ? undefined : durationMillis(input)
+
+/**
+ * Counters for `metrics`.
+ */
+export interface Counters {
+  spawned: number
+  /** Process fibers still running (a killed process's fiber may finish an uninterruptible region after its exit). */
+  fibers: number
+  exited: number
+  messagesSent: number
+  messagesDropped: number
+  syscalls: number
+  denied: number
+  exitsByReason: Record<Process.ExitReason["_tag"], number>
+}
+
+/** What the syscall implementation and the driver-call path see of the kernel. */
+export interface KernelState {
+  readonly limits: KernelLimits
+  readonly caps: CapabilityTableShape
+  readonly events: EventLogShape
+  readonly names: NameRegistryShape
+  readonly procs: Map<number, Proc>
+  readonly counters: Counters
+  readonly now: () => number
+  readonly spawnChild: <A>(
+    parent: Proc,
+    image: Process.Image<A>,
+    options: SpawnOptions<A> | undefined
+  ) => Effect.Effect<Spawned, CapabilityError | Accounts.QuotaError | SpawnError | ArgumentError>
+  readonly terminate: (proc: Proc, reason: Process.ExitReason) => void
+  readonly exitOf: (pid: number) => Process.ExitReason | undefined
+  readonly armTimer: (proc: Proc) => void
+  readonly deliver: (to: Proc, body: Process.KernelMessage) => void
+  readonly devices: DeviceTableShape
+  readonly journal: JournalShape
+  readonly closeHandle: (id: number) => void
+  readonly driverCall: (
+    proc: Proc,
+    entry: HandleEntry,
+    call: "read" | "write",
+    payload: unknown,
+    op: number
+  ) => Effect.Effect<unknown, DeviceError | JournalError>
+}

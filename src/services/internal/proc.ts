@@ -1,0 +1,91 @@
+/**
+ * Holds what the kernel knows of one process.
+ *
+ * Private to the package.
+ */
+import type { Fiber } from "effect"
+import { Effect } from "effect"
+import type * as Accounts from "../Accounts.ts"
+import type { CapRef } from "../Capability.ts"
+import { Mailbox, type MailboxOwner, type Receiver } from "../Mailbox.ts"
+import type * as Process from "../Process.ts"
+import type { CapRecord } from "./capRef.ts"
+import type { KernelState } from "./kernelState.ts"
+import { ProcessSys, settle } from "./processSys.ts"
+
+/**
+ * A live (or just ended) process, as the kernel sees it. Fields that most processes never use are allocated lazily,
+ * so an idle process costs little more than its fiber.
+ *
+ * @category models
+ */
+export class Proc implements MailboxOwner {
+  readonly pid: number
+  readonly name: string
+  parent: Proc | undefined
+  readonly depth: number
+  readonly account: Accounts.Account
+  readonly mailbox: Mailbox
+  readonly kernel: KernelState
+  readonly startCaps: ReadonlyArray<CapRef>
+  readonly startedAt: number
+  readonly sys: ProcessSys
+  fiber: Fiber.Fiber<void, unknown> | undefined = undefined
+  /** Set once the process has ended; every later syscall is a no-op interrupt. */
+  exitReason: Process.ExitReason | undefined = undefined
+  /** `undefined` while running; while suspended, the callbacks of syscalls parked until `resume`. */
+  suspended: Array<() => void> | undefined = undefined
+  children: Set<Proc> | undefined = undefined
+  links: Set<Proc> | undefined = undefined
+  watchers: Set<Proc> | undefined = undefined
+  watching: Set<Proc> | undefined = undefined
+  exitWaiters: Set<(reason: Process.ExitReason) => void> | undefined = undefined
+  timer: Fiber.Fiber<void> | undefined = undefined
+  selfCap: CapRecord | undefined = undefined
+  spawnCap: CapRecord | undefined = undefined
+  /** Driver calls made so far: the next call is op `ops + 1` (the journal key with the pid). */
+  ops = 0
+  priority: number
+  /** Absolute kernel-clock millis of the scheduling deadline; `undefined` for none. */
+  deadlineAt: number | undefined
+
+  constructor(
+    kernel: KernelState,
+    pid: number,
+    name: string,
+    parent: Proc | undefined,
+    account: Accounts.Account,
+    startCaps: ReadonlyArray<CapRef>,
+    now: number,
+    priority: number,
+    deadlineAt: number | undefined
+  ) {
+    this.pid = pid
+    this.name = name
+    this.parent = parent
+    this.depth = parent === undefined ? 0 : parent.depth + 1
+    this.account = account
+    this.startCaps = startCaps
+    this.startedAt = now
+    this.priority = priority
+    this.deadlineAt = deadlineAt
+    this.kernel = kernel
+    this.mailbox = new Mailbox(account.mailboxMax, this)
+    this.sys = new ProcessSys(this)
+  }
+
+  now(): number {
+    return this.kernel.now()
+  }
+
+  handTo(receiver: Receiver, message: Process.Message): void {
+    receiver(
+      this.exitReason === undefined && this.suspended === undefined ? Effect.succeed(message) : settle(this, message)
+    )
+  }
+
+  dropped(message: Process.Message): void {
+    this.kernel.counters.messagesDropped++
+    this.kernel.events.emit({ _tag: "Drop", pid: message.from, reason: "deadline", target: this.pid })
+  }
+}
