@@ -8,6 +8,7 @@
 import * as core from "./core.ts"
 import * as devices from "./devices.ts"
 import * as llm from "./llm.ts"
+import * as memory from "./memory.ts"
 import { loadPeer } from "./peer.ts"
 
 const N = Number(process.env.N ?? 100_000)
@@ -16,6 +17,7 @@ const IDLE = 10_000
 
 type PeerCore = ReturnType<typeof core.peer>
 type PeerDevices = ReturnType<typeof devices.peer>
+type PeerMemory = ReturnType<typeof memory.peer>
 
 interface Spec {
   readonly name: string
@@ -25,7 +27,11 @@ interface Spec {
   /** Whether the target is met, from our figure and the ratio to the peer (when there is one). */
   readonly met: (ours: number, ratio: number | undefined) => boolean | undefined
   readonly ours: () => Promise<number>
-  readonly peer?: (peer: { readonly core: PeerCore; readonly devices: PeerDevices }) => Promise<number>
+  readonly peer?: (peer: {
+    readonly core: PeerCore
+    readonly devices: PeerDevices
+    readonly memory: PeerMemory
+  }) => Promise<number>
   readonly raw?: () => Promise<number>
 }
 
@@ -128,6 +134,33 @@ const specs: ReadonlyArray<Spec> = [
     ours: () => devices.ours.replayMs(10_000)
   },
   {
+    name: "mem_remember",
+    unit: "segments/s",
+    higherIsBetter: true,
+    target: "≥ 1× peer",
+    met: atLeast(1),
+    ours: () => memory.ours.remember(N),
+    peer: (p) => p.memory.remember(N)
+  },
+  {
+    name: "mem_paging",
+    unit: "segments/s",
+    higherIsBetter: true,
+    target: "≥ 2× peer",
+    met: atLeast(2),
+    ours: async () => (await memory.ours.paging(N, 1))[0],
+    peer: async (p) => (await p.memory.paging(N, 1))[0]
+  },
+  {
+    name: "mem_recall_100k_swapped",
+    unit: "recalls/s",
+    higherIsBetter: true,
+    target: "≥ 1000× peer",
+    met: atLeast(1000),
+    ours: async () => (await memory.ours.paging(N, 2000))[1],
+    peer: async (p) => (await p.memory.paging(N, 30))[1]
+  },
+  {
     name: "llm_call_overhead_p50",
     unit: "µs",
     higherIsBetter: false,
@@ -139,7 +172,10 @@ const specs: ReadonlyArray<Spec> = [
 
 const main = async () => {
   const peerModule = await loadPeer()
-  const peer = peerModule === undefined ? undefined : { core: core.peer(peerModule), devices: devices.peer(peerModule) }
+  const peer =
+    peerModule === undefined
+      ? undefined
+      : { core: core.peer(peerModule), devices: devices.peer(peerModule), memory: memory.peer(peerModule) }
   const where = peerModule ? peerModule.dir : "absent (no ../shared/peers/agent-os-seed): peer columns are empty"
   console.log(`effect-agent-os bench: N=${N}, rounds=${ROUNDS}, node ${process.version}, peer ${where}`)
   if (typeof (globalThis as { gc?: unknown }).gc !== "function")

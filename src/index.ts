@@ -6,6 +6,7 @@
 export * as Accounts from "./services/Accounts.ts"
 export * as Capability from "./services/Capability.ts"
 export * as CapabilityTable from "./services/CapabilityTable.ts"
+export * as ContextMemory from "./services/ContextMemory.ts"
 export * as Device from "./services/Device.ts"
 export * as DeviceTable from "./services/DeviceTable.ts"
 export * as EventLog from "./services/EventLog.ts"

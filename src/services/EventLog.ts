@@ -19,6 +19,11 @@ const base = { seq: Schema.Number, at: Schema.Number, pid: Schema.Number }
  * @category models
  */
 export type SyscallName =
+  | "remember"
+  | "workingSet"
+  | "recall"
+  | "forget"
+  | "pin"
   | "self"
   | "caps"
   | "budget"

@@ -51,6 +51,10 @@ export interface KernelLimits {
    * more is refused when it is built. Default 4.
    */
   readonly workerPoolMax: number
+  /** Context memory pages out once the working set passes this fraction of the `mem` quota. Default 0.8. */
+  readonly memoryHighWatermark: number
+  /** ... down to this fraction of the `mem` quota (below the high watermark). Default 0.6. */
+  readonly memoryLowWatermark: number
 }
 
 /**
@@ -71,10 +75,13 @@ export const defaults: KernelLimits = {
   logMessageLengthMax: 4096,
   schedulerBatchesPerMacrotask: 256,
   shutdownTimeoutMs: 5000,
-  workerPoolMax: 4
+  workerPoolMax: 4,
+  memoryHighWatermark: 0.8,
+  memoryLowWatermark: 0.6
 }
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThan(0))
+const Fraction = Schema.Finite.check(Schema.isGreaterThan(0), Schema.isLessThanOrEqualTo(1))
 
 /**
  * Decodes partial limits given by a user; every field is a positive integer.
@@ -94,7 +101,9 @@ export const KernelLimitsInput = Schema.Struct({
   logMessageLengthMax: Schema.optionalKey(PositiveInt),
   schedulerBatchesPerMacrotask: Schema.optionalKey(PositiveInt),
   shutdownTimeoutMs: Schema.optionalKey(PositiveInt),
-  workerPoolMax: Schema.optionalKey(PositiveInt)
+  workerPoolMax: Schema.optionalKey(PositiveInt),
+  memoryHighWatermark: Schema.optionalKey(Fraction),
+  memoryLowWatermark: Schema.optionalKey(Fraction)
 })
 
 /**
@@ -121,7 +130,11 @@ export class KernelConfig extends Context.Service<KernelConfig, KernelLimits>()(
 export const make = (options?: Partial<KernelLimits>): Effect.Effect<KernelLimits, KernelConfigError> =>
   Schema.decodeUnknownEffect(KernelLimitsInput)(options ?? {}).pipe(
     Effect.map((given) => ({ ...defaults, ...given })),
-    Effect.mapError((error) => new KernelConfigError({ message: `invalid kernel limits: ${error.message}` }))
+    Effect.mapError((error) => new KernelConfigError({ message: `invalid kernel limits: ${error.message}` })),
+    Effect.filterOrFail(
+      (limits) => limits.memoryLowWatermark < limits.memoryHighWatermark,
+      () => new KernelConfigError({ message: "invalid kernel limits: memoryLowWatermark must be below the high one" })
+    )
   )
 
 /**

@@ -14,6 +14,7 @@ import type { Duration } from "effect"
 import { Context, Effect, Schema } from "effect"
 import type { Budget, Cost, Quota, QuotaError } from "./Accounts.ts"
 import type { CapabilityError, CapRef, Right } from "./Capability.ts"
+import type { MemoryError, Segment } from "./ContextMemory.ts"
 import type { DeviceError } from "./Device.ts"
 import type { JournalError } from "./Journal.ts"
 import type { NameError } from "./NameRegistry.ts"
@@ -212,6 +213,23 @@ export interface SysShape {
   ) => Effect.Effect<ReadonlyArray<A>, DeviceCallError>
   /** A driver write (right `write`), metered and journaled like `read`. */
   readonly write: <A = unknown>(handle: CapRef, data: unknown) => Effect.Effect<A, DeviceCallError>
+  /**
+   * Adds a segment to the caller's context memory and returns its id. `tokens` is its size when known (else
+   * estimated); a `pin`ned segment is never paged out. Past the high watermark of the `mem` quota, unpinned segments
+   * are paged out, least recently used first; pinned segments alone over the quota end the caller with `Quota`.
+   */
+  readonly remember: (
+    body: unknown,
+    options?: { readonly tokens?: number | undefined; readonly pin?: boolean | undefined }
+  ) => Effect.Effect<number, ArgumentError>
+  /** The segments in the working set, oldest first. */
+  readonly workingSet: () => Effect.Effect<ReadonlyArray<Segment>>
+  /** The best `k` (default 3) swapped segments for `query`, paged back into the working set, best first. */
+  readonly recall: (query: string, k?: number) => Effect.Effect<ReadonlyArray<Segment>, ArgumentError>
+  /** Drops a segment (in memory or in swap). */
+  readonly forget: (id: number) => Effect.Effect<void, MemoryError>
+  /** Pins (default) or unpins a segment; pinning a swapped one pages it back in. */
+  readonly pin: (id: number, on?: boolean) => Effect.Effect<void, MemoryError>
   /** Lets other processes run. */
   readonly yield: () => Effect.Effect<void>
   /** Writes a `Log` event (and an Effect log line annotated with the pid). */
@@ -302,6 +320,21 @@ export const readAll = <A = unknown>(
 /** @category accessors */
 export const write = <A = unknown>(handle: CapRef, data: unknown): Effect.Effect<A, DeviceCallError, Sys> =>
   Sys.use((sys) => sys.write<A>(handle, data))
+/** @category accessors */
+export const remember = (
+  body: unknown,
+  options?: { readonly tokens?: number | undefined; readonly pin?: boolean | undefined }
+): Effect.Effect<number, ArgumentError, Sys> => Sys.use((sys) => sys.remember(body, options))
+/** @category accessors */
+export const workingSet = (): Effect.Effect<ReadonlyArray<Segment>, never, Sys> => Sys.use((sys) => sys.workingSet())
+/** @category accessors */
+export const recall = (query: string, k?: number): Effect.Effect<ReadonlyArray<Segment>, ArgumentError, Sys> =>
+  Sys.use((sys) => sys.recall(query, k))
+/** @category accessors */
+export const forget = (id: number): Effect.Effect<void, MemoryError, Sys> => Sys.use((sys) => sys.forget(id))
+/** @category accessors */
+export const pin = (id: number, on?: boolean): Effect.Effect<void, MemoryError, Sys> =>
+  Sys.use((sys) => sys.pin(id, on))
 /**
  * Lets other processes run (named `yield_` because `yield` is reserved in generators' scope).
  *

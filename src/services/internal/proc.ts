@@ -7,6 +7,7 @@ import type { Fiber } from "effect"
 import { Effect } from "effect"
 import type * as Accounts from "../Accounts.ts"
 import type { CapRef } from "../Capability.ts"
+import type { Memory } from "../ContextMemory.ts"
 import { Mailbox, type MailboxOwner, type Receiver } from "../Mailbox.ts"
 import type * as Process from "../Process.ts"
 import type { CapRecord } from "./capRef.ts"
@@ -43,6 +44,8 @@ export class Proc implements MailboxOwner {
   timer: Fiber.Fiber<void> | undefined = undefined
   selfCap: CapRecord | undefined = undefined
   spawnCap: CapRecord | undefined = undefined
+  /** Context memory, made at the first `remember`. */
+  memory: Memory | undefined = undefined
   /** Driver calls made so far: the next call is op `ops + 1` (the journal key with the pid). */
   ops = 0
   priority: number

@@ -7,6 +7,7 @@ import type { Duration } from "effect"
 import { Effect, Exit, Option } from "effect"
 import * as Accounts from "../Accounts.ts"
 import { type CapRef, CapabilityError, type Right, rightsMask } from "../Capability.ts"
+import { estimateTokens, Memory, MemoryError, type Segment, textOf } from "../ContextMemory.ts"
 import type { SyscallName } from "../EventLog.ts"
 import type { NameError } from "../NameRegistry.ts"
 import * as Process from "../Process.ts"
@@ -570,6 +571,71 @@ export class ProcessSys implements SysShape, EagerSys {
         return Effect.succeed(values)
       })
     )
+  }
+
+  remember(
+    body: unknown,
+    options?: { readonly tokens?: number | undefined; readonly pin?: boolean | undefined }
+  ): Effect.Effect<number, ArgumentError> {
+    return enter(this.proc, () => {
+      const given = options?.tokens
+      if (given !== undefined && !(Number.isFinite(given) && given >= 0)) {
+        return this.deny("remember", new ArgumentError({ call: "remember", message: "tokens must be a number ≥ 0" }))
+      }
+      const proc = this.proc
+      const memory = (proc.memory ??= new Memory())
+      const id = memory.remember(body, given ?? estimateTokens(textOf(body)), options?.pin === true)
+      this.syscall("remember", id)
+      return this.fitMemory(Effect.succeed(id))
+    })
+  }
+
+  workingSet(): Effect.Effect<ReadonlyArray<Segment>> {
+    return enter(this.proc, () => {
+      this.syscall("workingSet")
+      return Effect.succeed(this.proc.memory?.workingSet() ?? [])
+    })
+  }
+
+  recall(query: string, k = 3): Effect.Effect<ReadonlyArray<Segment>, ArgumentError> {
+    return enter(this.proc, () => {
+      if (typeof query !== "string" || !Number.isInteger(k) || k < 0) {
+        return this.deny("recall", new ArgumentError({ call: "recall", message: "a query string and a count k ≥ 0" }))
+      }
+      this.syscall("recall")
+      const found = this.proc.memory?.recall(query, k) ?? []
+      return this.fitMemory(Effect.succeed(found))
+    })
+  }
+
+  forget(id: number): Effect.Effect<void, MemoryError> {
+    return enter(this.proc, () => {
+      if (this.proc.memory?.forget(id) !== true) {
+        return this.deny("forget", new MemoryError({ call: "forget", id, reason: "unknown-segment" }))
+      }
+      this.syscall("forget", id)
+      return Effect.void
+    })
+  }
+
+  pin(id: number, on = true): Effect.Effect<void, MemoryError> {
+    return enter(this.proc, () => {
+      if (this.proc.memory?.pin(id, on) !== true) {
+        return this.deny("pin", new MemoryError({ call: "pin", id, reason: "unknown-segment" }))
+      }
+      this.syscall("pin", id)
+      return this.fitMemory(Effect.void)
+    })
+  }
+
+  /** Pages out past the high watermark; pinned segments alone over the `mem` quota end the process. */
+  private fitMemory<A, E>(then: Effect.Effect<A, E>): Effect.Effect<A, E> {
+    const proc = this.proc
+    const limits = this.kernel.limits
+    if (proc.memory === undefined) return then
+    if (proc.memory.fit(proc.account.memMax, limits.memoryHighWatermark, limits.memoryLowWatermark)) return then
+    this.kernel.terminate(proc, Process.quota("mem"))
+    return Effect.interrupt
   }
 
   yield(): Effect.Effect<void> {
