@@ -9,6 +9,7 @@ import type * as Device from "../services/Device.ts"
 import * as DeviceTable from "../services/DeviceTable.ts"
 import * as Journal from "../services/Journal.ts"
 import * as CapabilityTable from "../services/CapabilityTable.ts"
+import * as ContextMemory from "../services/ContextMemory.ts"
 import * as EventLog from "../services/EventLog.ts"
 import * as InferenceScheduler from "../services/InferenceScheduler.ts"
 import { Kernel, layerWithoutDependencies } from "../services/Kernel.ts"
@@ -26,6 +27,7 @@ export * from "../services/Kernel.ts"
  * - `drivers`: device drivers, or effects building them from the host app's services (their requirements become the
  *   layer's); each name may appear once;
  * - `journal`: the journal mode (default `live`), over the `Journal.JournalStoreService` in context, or in memory;
+ * - `memory`: the context-memory recaller factory and pager (default BM25 and a marker pager);
  * - `virtualTime`: run every process on a virtual clock that jumps to the next timer whenever all processes are
  *   blocked (see `VirtualTime`).
  *
@@ -36,6 +38,7 @@ export interface KernelOptions<Drivers extends ReadonlyArray<DriverInput> = Read
   readonly drivers?: Drivers | undefined
   readonly journal?: Journal.Mode | undefined
   readonly virtualTime?: boolean | undefined
+  readonly memory?: Partial<ContextMemory.MemoryOptions> | undefined
 }
 
 /** A driver, or an effect that builds one from the host app's services. */
@@ -88,5 +91,13 @@ export const layer = <const Drivers extends ReadonlyArray<DriverInput> = []>(
       )
     ),
     Layer.provide(KernelConfig.layer(options?.limits)),
-    Layer.provide(options?.virtualTime === true ? VirtualTime.layer : Layer.empty)
+    Layer.provide(options?.virtualTime === true ? VirtualTime.layer : Layer.empty),
+    Layer.provide(
+      options?.memory === undefined
+        ? Layer.empty
+        : Layer.succeed(ContextMemory.MemoryOptions)({
+            recaller: options.memory.recaller ?? ContextMemory.bm25,
+            pager: options.memory.pager ?? ContextMemory.markerPager
+          })
+    )
   )

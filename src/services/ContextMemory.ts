@@ -12,7 +12,7 @@
  *
  * @since 0.1.0
  */
-import { Schema } from "effect"
+import { Context, Schema } from "effect"
 
 /**
  * One remembered item.
@@ -358,3 +358,22 @@ export class Memory {
     this.tokens += entry.tokens
   }
 }
+
+/**
+ * How every process's memory pages and recalls: a recaller factory (one recaller per process) and a pager.
+ *
+ * @category models
+ */
+export interface MemoryOptions {
+  readonly recaller: () => Recaller
+  readonly pager: Pager
+}
+
+/**
+ * The kernel's memory options; `Kernel.layer({ memory })` sets them. Default: BM25 and the marker pager.
+ *
+ * @category references
+ */
+export const MemoryOptions = Context.Reference<MemoryOptions>("effect-agent-os/ContextMemory/Options", {
+  defaultValue: () => ({ recaller: bm25, pager: markerPager })
+})

@@ -16,6 +16,7 @@ import { Cause, Clock, Context, Effect, Exit, Layer, Scheduler } from "effect"
 import * as Accounts from "./Accounts.ts"
 import { type CapRef, CapabilityError, type Resource, rightBit } from "./Capability.ts"
 import { CapabilityTable } from "./CapabilityTable.ts"
+import { MemoryOptions } from "./ContextMemory.ts"
 import { DeviceTable } from "./DeviceTable.ts"
 import { EventLog } from "./EventLog.ts"
 import type { CapRecord } from "./internal/capRef.ts"
@@ -261,6 +262,7 @@ export const make: Effect.Effect<
   })
 
   const kernel: KernelState = {
+    memory: yield* MemoryOptions,
     limits,
     caps,
     events,

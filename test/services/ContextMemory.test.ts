@@ -153,5 +153,40 @@ describe("watermarks", () => {
         )
       )
       assert.strictEqual(error._tag, "KernelConfigError")
-    }))
+    })
+  )
+})
+
+describe("pluggable recaller and pager", () => {
+  it.effect("Kernel.layer({ memory }) sets every process's recaller and pager", () => {
+    const paged: Array<ReadonlyArray<number>> = []
+    return TestKernel.runProcess(
+      () =>
+        Effect.gen(function* () {
+          yield* Sys.remember("apples and oranges are fruit", { tokens: 40 })
+          yield* Sys.remember("trains run on rails", { tokens: 40 })
+          yield* Sys.remember("a third thing", { tokens: 40 })
+          assert.deepStrictEqual(paged, [[1, 2]])
+          const set = yield* Sys.workingSet()
+          assert.deepStrictEqual(set.at(-1)!.body, "summary of 2")
+          assert.deepStrictEqual(
+            (yield* Sys.recall("fruit oranges", 1)).map((s) => s.id),
+            [1]
+          )
+        }),
+      { quota: { mem: 100 } }
+    ).pipe(
+      Effect.provide(
+        TestKernel.layer({
+          memory: {
+            recaller: () => ContextMemory.vector(),
+            pager: (segments) => {
+              paged.push(segments.map((s) => s.id))
+              return { body: `summary of ${segments.length}`, tokens: 3 }
+            }
+          }
+        })
+      )
+    )
+  })
 })

@@ -7,6 +7,7 @@ import type { Duration, Effect } from "effect"
 import type * as Accounts from "../Accounts.ts"
 import { type CapRef, type CapabilityError, rightBit } from "../Capability.ts"
 import type { CapabilityTableShape } from "../CapabilityTable.ts"
+import type { MemoryOptions } from "../ContextMemory.ts"
 import type { DeviceError } from "../Device.ts"
 import type { DeviceTableShape, HandleEntry } from "../DeviceTable.ts"
 import type { EventLogShape } from "../EventLog.ts"
@@ -53,6 +54,7 @@ export interface Counters {
 
 /** What the syscall implementation and the driver-call path see of the kernel. */
 export interface KernelState {
+  readonly memory: MemoryOptions
   readonly limits: KernelLimits
   readonly caps: CapabilityTableShape
   readonly events: EventLogShape

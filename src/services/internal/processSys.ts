@@ -583,7 +583,8 @@ export class ProcessSys implements SysShape, EagerSys {
         return this.deny("remember", new ArgumentError({ call: "remember", message: "tokens must be a number ≥ 0" }))
       }
       const proc = this.proc
-      const memory = (proc.memory ??= new Memory())
+      const kernelMemory = this.kernel.memory
+      const memory = (proc.memory ??= new Memory({ recaller: kernelMemory.recaller(), pager: kernelMemory.pager }))
       const id = memory.remember(body, given ?? estimateTokens(textOf(body)), options?.pin === true)
       this.syscall("remember", id)
       return this.fitMemory(Effect.succeed(id))
