@@ -338,6 +338,26 @@ export class Memory {
     return pinned <= ceiling
   }
 
+  /** Every segment, in the working set (in use order) and in swap, for a snapshot. */
+  export(): { readonly working: ReadonlyArray<Segment>; readonly swap: ReadonlyArray<Segment> } {
+    const copy = (e: Entry): Segment => ({ id: e.id, body: e.body, tokens: e.tokens, pinned: e.pinned })
+    return { working: Array.from(this.working.values(), copy), swap: Array.from(this.swap.values(), copy) }
+  }
+
+  /** Restores segments from a snapshot (ids kept; new ones continue after the highest). */
+  import(working: ReadonlyArray<Segment>, swap: ReadonlyArray<Segment>): void {
+    for (const s of working) {
+      this.working.set(s.id, { id: s.id, body: s.body, tokens: s.tokens, pinned: s.pinned })
+      this.tokens += s.tokens
+      if (s.id >= this.nextId) this.nextId = s.id + 1
+    }
+    for (const s of swap) {
+      this.swap.set(s.id, { id: s.id, body: s.body, tokens: s.tokens, pinned: s.pinned })
+      this.recaller.add(s.id, textOf(s.body))
+      if (s.id >= this.nextId) this.nextId = s.id + 1
+    }
+  }
+
   /** The best `k` swapped segments for `query`, paged back in (most recently used), best first. */
   recall(query: string, k: number): ReadonlyArray<Segment> {
     const ids = this.recaller.query(query, k)

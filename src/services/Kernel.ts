@@ -16,6 +16,7 @@ import { EventLog, type KernelEvent, type KernelEventTag } from "./EventLog.ts"
 import { NameRegistry } from "./NameRegistry.ts"
 import type { ExitReason, Image } from "./Process.ts"
 import { type ProcessInfo, ProcessTable } from "./ProcessTable.ts"
+import { abi, quotaOf, Snapshot, SnapshotError } from "./Snapshot.ts"
 import type { ExitUnknownError, SpawnError } from "./Sys.ts"
 
 export type { ProcessInfo }
@@ -49,6 +50,8 @@ export class KernelError extends Schema.TaggedError<KernelError>()("KernelError"
   reason: Schema.Literals(["shutdown", "unknown-device"]),
   message: Schema.String
 }) {}
+
+const decodeSnapshot = Schema.decodeUnknownExit(Snapshot)
 
 /**
  * Kernel-wide counters and gauges.
@@ -87,6 +90,19 @@ export interface KernelShape {
   readonly metrics: () => Effect.Effect<KernelMetrics>
   readonly metricsText: () => Effect.Effect<string>
   readonly shutdown: () => Effect.Effect<void>
+  /** A JSON-safe image of a running process (memory, waiting messages, remaining budget, priority, deadline). */
+  readonly snapshot: (pid: number) => Effect.Effect<Snapshot, SnapshotError>
+  /**
+   * Resumes a snapshot (decoded with its Schema, so it may come from JSON or another program) as a new root process
+   * running `image`: its memory restored, its messages waiting (their caps were not kept), its quota what the
+   * snapshot had left, its priority and remaining deadline. Options as for `boot` (`quota` is ignored: the snapshot's
+   * budget applies).
+   */
+  readonly restore: <A extends BootGrant | void = BootGrant>(
+    snapshot: unknown,
+    image: Image<A>,
+    options?: BootOptions
+  ) => Effect.Effect<number, SnapshotError | KernelError | QuotaError | SpawnError>
 }
 
 /**
@@ -177,7 +193,54 @@ export const make: Effect.Effect<
     trace: (n) => Effect.sync(() => events.trace(n)),
     metrics: () => Effect.sync(metrics),
     metricsText: () => Effect.sync(() => prometheusText(metrics())),
-    shutdown: () => table.shutdown
+    shutdown: () => table.shutdown,
+    snapshot: (pid) =>
+      Effect.suspend(() => {
+        const snapshot = table.snapshot(pid)
+        return snapshot === undefined
+          ? Effect.fail(new SnapshotError({ reason: "unknown-process", message: `pid ${pid} is not running` }))
+          : Effect.succeed(snapshot)
+      }),
+    restore: (input, image, options) =>
+      Effect.suspend((): Effect.Effect<number, SnapshotError | KernelError | QuotaError | SpawnError> => {
+        const decoded = decodeSnapshot(input)
+        if (decoded._tag === "Failure") {
+          return Effect.fail(
+            new SnapshotError({ reason: "invalid", message: `not a snapshot: ${String(decoded.cause)}` })
+          )
+        }
+        const snapshot = decoded.value
+        if (snapshot.abi !== abi) {
+          return Effect.fail(
+            new SnapshotError({ reason: "abi-mismatch", message: `snapshot ABI ${snapshot.abi}, kernel ABI ${abi}` })
+          )
+        }
+        if (table.isShutdown()) {
+          return Effect.fail(new KernelError({ reason: "shutdown", message: "the kernel has been shut down" }))
+        }
+        const grant = Array.from(new Set(options?.grant ?? []))
+        const unknown = grant.filter((name) => !known.has(name))
+        if (unknown.length > 0) {
+          return Effect.fail(
+            new KernelError({ reason: "unknown-device", message: `no driver for device(s): ${unknown.join(", ")}` })
+          )
+        }
+        const b = snapshot.budget
+        const quota = {
+          tokens: quotaOf(b.tokens),
+          toolCalls: quotaOf(b.toolCalls),
+          usd: quotaOf(b.usd),
+          mem: quotaOf(b.mem),
+          mailbox: b.mailbox,
+          wall: b.wallMs === null ? undefined : b.wallMs
+        }
+        return table.boot(image as unknown as Image<BootGrant>, (bootGrant) => bootGrant, grant, quota, {
+          priority: snapshot.priority,
+          deadlineInMs: quotaOf(snapshot.deadlineInMs),
+          memory: snapshot.memory,
+          mailbox: snapshot.mailbox
+        })
+      })
   }
   yield* Effect.addFinalizer(() => table.shutdown)
   return kernel

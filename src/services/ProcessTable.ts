@@ -16,7 +16,7 @@ import { Cause, Clock, Context, Effect, Exit, Layer, Scheduler } from "effect"
 import * as Accounts from "./Accounts.ts"
 import { type CapRef, CapabilityError, type Resource, rightBit } from "./Capability.ts"
 import { CapabilityTable } from "./CapabilityTable.ts"
-import { MemoryOptions } from "./ContextMemory.ts"
+import { Memory, MemoryOptions } from "./ContextMemory.ts"
 import { DeviceTable } from "./DeviceTable.ts"
 import { EventLog } from "./EventLog.ts"
 import type { CapRecord } from "./internal/capRef.ts"
@@ -31,6 +31,7 @@ import { KernelConfig } from "./KernelConfig.ts"
 import { NameRegistry } from "./NameRegistry.ts"
 import * as Process from "./Process.ts"
 import { ArgumentError, ExitUnknownError, type Spawned, SpawnError, type SpawnOptions, Sys } from "./Sys.ts"
+import { abi, limitOf, type Snapshot } from "./Snapshot.ts"
 import { VirtualTime } from "./VirtualTime.ts"
 
 export type { Counters } from "./internal/kernelState.ts"
@@ -65,8 +66,11 @@ export interface ProcessTableShape {
     image: Process.Image<A>,
     args: (grant: { readonly spawn: CapRef; readonly devices: Record<string, CapRef> }) => A,
     devices: ReadonlyArray<string>,
-    quota: Accounts.Quota | undefined
+    quota: Accounts.Quota | undefined,
+    restored?: Restored | undefined
   ) => Effect.Effect<number, Accounts.QuotaError | SpawnError>
+  /** A JSON-safe image of a live process's state (see `Snapshot`), or `undefined` if it is not running. */
+  readonly snapshot: (pid: number) => Snapshot | undefined
   readonly get: (pid: number) => Proc | undefined
   readonly live: () => ReadonlyArray<Proc>
   readonly info: (proc: Proc) => ProcessInfo
@@ -81,6 +85,18 @@ export interface ProcessTableShape {
   readonly isShutdown: () => boolean
   readonly counters: Readonly<Counters>
   readonly now: () => number
+}
+
+/**
+ * The state a restored process starts with (from a `Snapshot`).
+ *
+ * @category models
+ */
+export interface Restored {
+  readonly priority: number
+  readonly deadlineInMs: number | undefined
+  readonly memory: Snapshot["memory"]
+  readonly mailbox: Snapshot["mailbox"]
 }
 
 /**
@@ -261,8 +277,9 @@ export const make: Effect.Effect<
     terminate: (proc, reason) => terminate(proc, reason)
   })
 
+  const memoryOptions = yield* MemoryOptions
   const kernel: KernelState = {
-    memory: yield* MemoryOptions,
+    memory: memoryOptions,
     limits,
     caps,
     events,
@@ -429,7 +446,7 @@ export const make: Effect.Effect<
   })
 
   const table: ProcessTableShape = {
-    boot: (image, args, devices, quota) =>
+    boot: (image, args, devices, quota, restored) =>
       Effect.suspend((): Effect.Effect<number, Accounts.QuotaError | SpawnError> => {
         const at = now()
         if (procs.size >= limits.processesMax) {
@@ -458,10 +475,54 @@ export const make: Effect.Effect<
           undefined
         )
         proc.spawnCap = minted[0]
+        if (restored !== undefined) {
+          proc.priority = restored.priority
+          if (restored.deadlineInMs !== undefined) proc.deadlineAt = at + restored.deadlineInMs
+          if (restored.memory.working.length > 0 || restored.memory.swap.length > 0) {
+            proc.memory = new Memory({ recaller: memoryOptions.recaller(), pager: memoryOptions.pager })
+            proc.memory.import(restored.memory.working, restored.memory.swap)
+          }
+          for (const m of restored.mailbox) {
+            proc.mailbox.push({
+              from: m.from,
+              body: m.body,
+              caps: noCaps,
+              corr: m.corr,
+              deadline: m.deadlineInMs === undefined ? undefined : at + m.deadlineInMs
+            })
+          }
+        }
         events.spawn(pid, 0, proc.name)
         start(proc, image, args(grant))
         return Effect.succeed(pid)
       }),
+    snapshot: (pid) => {
+      const proc = procs.get(pid)
+      if (proc === undefined || proc.exitReason !== undefined) return undefined
+      const at = now()
+      const account = proc.account
+      return {
+        abi,
+        name: proc.name,
+        memory: proc.memory?.export() ?? { working: [], swap: [] },
+        mailbox: proc.mailbox.peekAll().map((m) => ({
+          from: m.from,
+          body: m.body,
+          ...(m.corr === undefined ? {} : { corr: m.corr }),
+          ...(m.deadline === undefined ? {} : { deadlineInMs: Math.max(0, m.deadline - at) })
+        })),
+        budget: {
+          tokens: limitOf(Accounts.remaining(account, "tokens")),
+          toolCalls: limitOf(Accounts.remaining(account, "toolCalls")),
+          usd: limitOf(Accounts.remaining(account, "usd")),
+          mem: limitOf(account.memMax),
+          mailbox: account.mailboxMax,
+          wallMs: limitOf(Math.max(0, account.wallEndsAt - at))
+        },
+        priority: proc.priority,
+        deadlineInMs: proc.deadlineAt === undefined ? null : Math.max(0, proc.deadlineAt - at)
+      }
+    },
     get: (pid) => procs.get(pid),
     live: () => Array.from(procs.values()),
     info,
