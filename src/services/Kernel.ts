@@ -173,19 +173,20 @@ export const make: Effect.Effect<
       eventsByType: events.counts()
     }
   }
+  /** The device names a boot grants, or why it cannot (the kernel is down, a name has no driver). */
+  const grantOf = (options: BootOptions | undefined): ReadonlyArray<string> | KernelError => {
+    if (table.isShutdown()) return new KernelError({ reason: "shutdown", message: "the kernel has been shut down" })
+    const grant = Array.from(new Set(options?.grant ?? []))
+    const unknown = grant.filter((name) => !known.has(name))
+    return unknown.length === 0
+      ? grant
+      : new KernelError({ reason: "unknown-device", message: `no driver for device(s): ${unknown.join(", ")}` })
+  }
   const kernel: KernelShape = {
     boot: (init, options) =>
       Effect.suspend((): Effect.Effect<number, KernelError | QuotaError | SpawnError> => {
-        if (table.isShutdown()) {
-          return Effect.fail(new KernelError({ reason: "shutdown", message: "the kernel has been shut down" }))
-        }
-        const grant = Array.from(new Set(options?.grant ?? []))
-        const unknown = grant.filter((name) => !known.has(name))
-        if (unknown.length > 0) {
-          return Effect.fail(
-            new KernelError({ reason: "unknown-device", message: `no driver for device(s): ${unknown.join(", ")}` })
-          )
-        }
+        const grant = grantOf(options)
+        if (grant instanceof KernelError) return Effect.fail(grant)
         return table.boot(init as unknown as Image<BootGrant>, (bootGrant) => bootGrant, grant, options?.quota)
       }),
     waitExit: table.waitExit,
@@ -215,16 +216,8 @@ export const make: Effect.Effect<
             new SnapshotError({ reason: "abi-mismatch", message: `snapshot ABI ${snapshot.abi}, kernel ABI ${abi}` })
           )
         }
-        if (table.isShutdown()) {
-          return Effect.fail(new KernelError({ reason: "shutdown", message: "the kernel has been shut down" }))
-        }
-        const grant = Array.from(new Set(options?.grant ?? []))
-        const unknown = grant.filter((name) => !known.has(name))
-        if (unknown.length > 0) {
-          return Effect.fail(
-            new KernelError({ reason: "unknown-device", message: `no driver for device(s): ${unknown.join(", ")}` })
-          )
-        }
+        const grant = grantOf(options)
+        if (grant instanceof KernelError) return Effect.fail(grant)
         const b = snapshot.budget
         const quota = {
           tokens: quotaOf(b.tokens),

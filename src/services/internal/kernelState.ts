@@ -8,15 +8,15 @@ import type * as Accounts from "../Accounts.ts"
 import { type CapRef, type CapabilityError, rightBit } from "../Capability.ts"
 import type { CapabilityTableShape } from "../CapabilityTable.ts"
 import type { MemoryOptions } from "../ContextMemory.ts"
-import type { DeviceError } from "../Device.ts"
-import type { DeviceTableShape, HandleEntry } from "../DeviceTable.ts"
+import type { DeviceTableShape } from "../DeviceTable.ts"
 import type { EventLogShape } from "../EventLog.ts"
-import type { JournalError, JournalShape } from "../Journal.ts"
+import type { JournalShape } from "../Journal.ts"
 import type { KernelLimits } from "../KernelConfig.ts"
 import type { NameRegistryShape } from "../NameRegistry.ts"
 import type * as Process from "../Process.ts"
 import type { ArgumentError, Spawned, SpawnError, SpawnOptions } from "../Sys.ts"
 import { durationMillis } from "./duration.ts"
+import type { DriverCall } from "./driverCalls.ts"
 import type { Proc } from "./proc.ts"
 
 export const SEND = rightBit("send")
@@ -74,11 +74,5 @@ export interface KernelState {
   readonly devices: DeviceTableShape
   readonly journal: JournalShape
   readonly closeHandle: (id: number) => void
-  readonly driverCall: (
-    proc: Proc,
-    entry: HandleEntry,
-    call: "read" | "write",
-    payload: unknown,
-    op: number
-  ) => Effect.Effect<unknown, DeviceError | JournalError>
+  readonly driverCall: DriverCall
 }
