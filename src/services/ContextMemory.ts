@@ -12,7 +12,9 @@
  *
  * @since 0.1.0
  */
-import { Context, Schema } from "effect"
+import { Context, Effect, Schema } from "effect"
+import type { LlmReply } from "../drivers/Llm.ts"
+import * as Sys from "./Sys.ts"
 
 /**
  * One remembered item.
@@ -27,11 +29,25 @@ export interface Segment {
 }
 
 /**
- * Turns segments about to be paged out into the summary left in their place (`undefined`: leave nothing).
+ * What a pager leaves in place of the segments it paged out.
  *
  * @category models
  */
-export type Pager = (paged: ReadonlyArray<Segment>) => { readonly body: unknown; readonly tokens: number } | undefined
+export interface Summary {
+  readonly body: unknown
+  readonly tokens: number
+}
+
+/**
+ * Turns segments about to be paged out into the summary left in their place (`undefined`: leave nothing). A pager may
+ * return an effect: it then runs in the paging process, through its own syscalls (so an LLM pager's model call is
+ * charged to that process), before the syscall that caused the paging returns.
+ *
+ * @category models
+ */
+export type Pager = (
+  paged: ReadonlyArray<Segment>
+) => Summary | undefined | Effect.Effect<Summary | undefined, never, Sys.Sys>
 
 /**
  * Ranks swapped segments for a query.
@@ -96,10 +112,48 @@ export const textOf = (body: unknown): string => {
  *
  * @category pagers
  */
-export const markerPager: Pager = (paged) => {
+export const markerPager = (paged: ReadonlyArray<Segment>): Summary => {
   const ids = paged.map((segment) => segment.id)
   return { body: { _tag: "PagedOut", ids, count: ids.length }, tokens: 4 + Math.ceil(ids.length / 4) }
 }
+
+/**
+ * A pager that summarises paged-out segments with a model, through an llm device cap the process holds
+ * (`Sys.caps()[device]`): the call is metered like any read and charged to the process. If the call cannot be made
+ * (no such cap, a device error) it falls back to the marker.
+ *
+ * @category pagers
+ */
+export const llmPager =
+  (options: {
+    /** The index of an llm device cap among the process's start caps. */
+    readonly device: number
+    /** Ceiling on the summary's length (default 200 tokens). */
+    readonly maxTokens?: number | undefined
+    readonly instructions?: string | undefined
+  }): Pager =>
+  (paged) =>
+    Effect.gen(function* () {
+      const device = (yield* Sys.caps())[options.device]
+      if (device === undefined) return markerPager(paged)
+      const handle = yield* Sys.open(device)
+      const text = paged.map((segment) => `[${segment.id}] ${textOf(segment.body)}`).join("\n")
+      const reply = yield* Sys.read<LlmReply>(handle, {
+        messages: [
+          {
+            role: "system",
+            content:
+              options.instructions ??
+              "Summarise these notes in a few short sentences, keeping names, numbers and decisions."
+          },
+          { role: "user", content: text }
+        ],
+        maxTokens: options.maxTokens ?? 200
+      })
+      yield* Sys.revoke(handle)
+      const ids = paged.map((segment) => segment.id)
+      return { body: { _tag: "Summary", ids, text: reply.text }, tokens: estimateTokens(reply.text) + 4 }
+    }).pipe(Effect.catch(() => Effect.succeed(markerPager(paged))))
 
 /** Splits text into lower-case terms: letters and digits runs, and each CJK character alone. */
 export const terms = (text: string): Array<string> => {
@@ -304,11 +358,15 @@ export class Memory {
   }
 
   /**
-   * Pages out to the low watermark once the working set is past the high one; returns `false` when the pinned
-   * segments alone do not fit under the ceiling.
+   * Pages out to the low watermark once the working set is past the high one. `fits` is `false` when the pinned
+   * segments alone do not fit under the ceiling; `pending` is the pager's effect still to run, when it has one.
    */
-  fit(ceiling: number, high: number, low: number): boolean {
-    if (ceiling === Infinity || this.tokens <= ceiling * high) return true
+  fit(
+    ceiling: number,
+    high: number,
+    low: number
+  ): { readonly fits: boolean; readonly pending: Effect.Effect<void, never, Sys.Sys> | undefined } {
+    if (ceiling === Infinity || this.tokens <= ceiling * high) return { fits: true, pending: undefined }
     const target = ceiling * low
     // the working set's insertion order is its use order (a segment enters it when remembered or paged back in,
     // and nothing else counts as a use), so the coldest come first without sorting
@@ -326,16 +384,23 @@ export class Memory {
       this.swap.set(entry.id, entry)
       this.recaller.add(entry.id, textOf(entry.body))
     }
+    let pending: Effect.Effect<void, never, Sys.Sys> | undefined
     if (paged.length > 0) {
+      const pagedTokens = paged.reduce((s, e) => s + e.tokens, 0)
       const summary = this.pager(paged.map((e) => ({ id: e.id, body: e.body, tokens: e.tokens, pinned: e.pinned })))
-      // a summary is kept only while it is smaller than what it replaces
-      if (summary !== undefined && summary.tokens < paged.reduce((s, e) => s + e.tokens, 0)) {
-        this.remember(summary.body, summary.tokens, false)
-      }
+      if (Effect.isEffect(summary)) {
+        const effect = summary as Effect.Effect<Summary | undefined, never, Sys.Sys>
+        pending = Effect.map(effect, (s) => this.addSummary(s, pagedTokens))
+      } else this.addSummary(summary, pagedTokens)
     }
     let pinned = 0
     for (const entry of this.working.values()) if (entry.pinned) pinned += entry.tokens
-    return pinned <= ceiling
+    return { fits: pinned <= ceiling, pending }
+  }
+
+  /** Keeps a summary only while it is smaller than what it replaces. */
+  private addSummary(summary: Summary | undefined, pagedTokens: number): void {
+    if (summary !== undefined && summary.tokens < pagedTokens) this.remember(summary.body, summary.tokens, false)
   }
 
   /** Every segment, in the working set (in use order) and in swap, for a snapshot. */

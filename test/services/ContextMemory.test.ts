@@ -190,3 +190,35 @@ describe("pluggable recaller and pager", () => {
     )
   })
 })
+
+describe("LLM pager", () => {
+  it.effect("summarises paged-out segments through the process's llm device, charged to the process", () => {
+    const llm = TestKernel.ScriptedLlm.make([
+      { text: "Notes 1 to 3 were about apples.", usage: { inputTokens: 30, outputTokens: 8 } }
+    ])
+    return TestKernel.runProcess(
+      () =>
+        Effect.gen(function* () {
+          for (let i = 0; i < 9; i++) yield* Sys.remember(`apple note ${i}`, { tokens: 10 })
+          const summary = (yield* Sys.workingSet()).at(-1)!
+          assert.deepInclude(summary.body as object, { _tag: "Summary", text: "Notes 1 to 3 were about apples." })
+          assert.strictEqual((yield* Sys.budget()).used.tokens, 38, "the model call was charged to this process")
+          assert.include(JSON.stringify(llm.requests[0]!.messages), "apple note 0")
+        }),
+      { grant: ["llm"], quota: { mem: 100 } }
+    ).pipe(
+      Effect.provide(TestKernel.layer({ drivers: [llm], memory: { pager: ContextMemory.llmPager({ device: 1 }) } }))
+    )
+  })
+
+  it.effect("falls back to the marker when the process holds no llm device", () =>
+    TestKernel.runProcess(
+      () =>
+        Effect.gen(function* () {
+          for (let i = 0; i < 9; i++) yield* Sys.remember(`note ${i}`, { tokens: 10 })
+          assert.deepInclude((yield* Sys.workingSet()).at(-1)!.body as object, { _tag: "PagedOut" })
+        }),
+      { quota: { mem: 100 } }
+    ).pipe(Effect.provide(TestKernel.layer({ memory: { pager: ContextMemory.llmPager({ device: 5 }) } })))
+  )
+})

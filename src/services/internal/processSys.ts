@@ -20,6 +20,7 @@ import {
   type Spawned,
   type SpawnError,
   type SpawnOptions,
+  Sys,
   type SysShape
 } from "../Sys.ts"
 import type { Receiver } from "../Mailbox.ts"
@@ -634,9 +635,17 @@ export class ProcessSys implements SysShape, EagerSys {
     const proc = this.proc
     const limits = this.kernel.limits
     if (proc.memory === undefined) return then
-    if (proc.memory.fit(proc.account.memMax, limits.memoryHighWatermark, limits.memoryLowWatermark)) return then
-    this.kernel.terminate(proc, Process.quota("mem"))
-    return Effect.interrupt
+    const { fits, pending } = proc.memory.fit(
+      proc.account.memMax,
+      limits.memoryHighWatermark,
+      limits.memoryLowWatermark
+    )
+    if (!fits) {
+      this.kernel.terminate(proc, Process.quota("mem"))
+      return Effect.interrupt
+    }
+    // an effectful pager (a model call) runs here, in this process, through its own syscalls
+    return pending === undefined ? then : Effect.andThen(Effect.provideService(pending, Sys, this), then)
   }
 
   yield(): Effect.Effect<void> {
