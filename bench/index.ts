@@ -5,6 +5,7 @@
  * Environment: N (default 100000) sets the workload size; ROUNDS (default 3) runs each row that many times,
  * alternating implementations, and keeps each one's best; AGENTOS_PEER points at another peer directory.
  */
+import * as agents from "./agents.ts"
 import * as core from "./core.ts"
 import * as devices from "./devices.ts"
 import * as llm from "./llm.ts"
@@ -159,6 +160,14 @@ const specs: ReadonlyArray<Spec> = [
     met: atLeast(1000),
     ours: async () => (await memory.ours.paging(N, 2000))[1],
     peer: async (p) => (await p.memory.paging(N, 30))[1]
+  },
+  {
+    name: "react_step",
+    unit: "µs/step",
+    higherIsBetter: false,
+    target: "(scripted LLM)",
+    met: () => undefined,
+    ours: () => agents.ours.reactStep(200)
   },
   {
     name: "llm_call_overhead_p50",
