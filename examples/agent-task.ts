@@ -9,17 +9,11 @@
  * Run: npm start            (record)
  *      npm run replay       (replay the journal)
  */
-import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Console, Effect, FileSystem, Schema } from "effect"
+import { Console, Effect, Schema } from "effect"
 import { Tool, Toolkit } from "effect/ai"
-import { type EventLog, JournalFileStore, Kernel, Llm, Process, Sys, Tools } from "effect-agent-os"
+import { type EventLog, Kernel, Llm, Process, Sys, Tools } from "effect-agent-os"
 import { ScriptedLlm } from "effect-agent-os/testing"
-
-const directory = ".agentos"
-const journalPath = `${directory}/journal.jsonl`
-const tracePath = `${directory}/trace.json`
-const replaying = process.argv.includes("--replay")
-const live = process.env.OPENAI_API_KEY !== undefined || process.env.OPENAI_BASE_URL !== undefined
+import { live, runJournaled } from "./lib/journaled.ts"
 
 // ---- tools: declared with Schemas, implemented separately --------------------------------------------------------
 
@@ -119,7 +113,6 @@ const show = (e: EventLog.KernelEvent) => {
 }
 
 const program = Effect.gen(function* () {
-  const fs = yield* FileSystem.FileSystem
   const kernel = yield* Kernel.Kernel
   const pid = yield* kernel.boot(init, { grant: ["llm", "tools"] })
   yield* kernel.waitExit(pid)
@@ -134,44 +127,15 @@ const program = Effect.gen(function* () {
   yield* Console.log(`  spent: ${spent.tokens} tokens, ${spent.toolCalls} tool calls`)
   yield* Console.log(`\nevent trace (${trace.length} events, virtual time):`)
   for (const e of trace) yield* Console.log(show(e))
-  const text = JSON.stringify(trace)
-  if (replaying) {
-    const recorded = yield* fs.readFileString(tracePath)
-    yield* Console.log(
-      `\nreplayed from ${journalPath}: trace ${recorded === text ? "identical to" : "DIFFERENT from"} the recorded run`
-    )
-    if (recorded !== text) process.exitCode = 1
-  } else {
-    yield* fs.writeFileString(tracePath, text)
-    yield* Console.log(`\njournal: ${journalPath} — replay it with: npm run replay`)
-  }
+  return trace
 })
 
-const main = Effect.gen(function* () {
-  const fs = yield* FileSystem.FileSystem
-  yield* fs.makeDirectory(directory, { recursive: true })
-  if (replaying) {
-    yield* Console.log(`replaying ${journalPath}: no model and no tool will be called`)
-  } else {
-    yield* fs.remove(journalPath, { force: true })
-    yield* Console.log(
-      live
-        ? `model: live, ${process.env.OPENAI_BASE_URL ?? "https://api.openai.com/v1"} (OPENAI_* set), ` +
-            (process.env.OPENAI_MODEL ?? "gpt-4o-mini")
-        : "model: offline, scripted (set OPENAI_API_KEY or OPENAI_BASE_URL for a live model)"
-    )
-  }
-  yield* program.pipe(
-    Effect.provide(
-      Kernel.layer({
-        // on replay the model is never called: the scripted one only stands in for the device name
-        drivers: [replaying ? Effect.succeed(scripted) : llm, tools],
-        journal: replaying ? "replay" : "record",
-        virtualTime: true
-      })
-    ),
-    Effect.provide(JournalFileStore.layer({ path: journalPath }))
-  )
+runJournaled({
+  journalPath: ".agentos/journal.jsonl",
+  tracePath: ".agentos/trace.json",
+  replayCommand: "npm run agent:replay",
+  drivers: [llm, tools],
+  // on replay the model is never called: the scripted one only stands in for the device name
+  replayDrivers: [Effect.succeed(scripted), tools],
+  program
 })
-
-main.pipe(Effect.provide(NodeServices.layer), NodeRuntime.runMain)

@@ -24,13 +24,11 @@
  * Run: node --experimental-strip-types --no-warnings examples/team.ts            (record)
  *      node --experimental-strip-types --no-warnings examples/team.ts --replay   (replay the journal)
  */
-import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Console, Effect, FileSystem, Option, Schema } from "effect"
+import { Console, Effect, Option, Schema } from "effect"
 import { Tool, Toolkit } from "effect/ai"
 import {
   ConversationAgent,
   type EventLog,
-  JournalFileStore,
   Kernel,
   Llm,
   Process,
@@ -40,12 +38,7 @@ import {
   Tools
 } from "effect-agent-os"
 import { ScriptedLlm } from "effect-agent-os/testing"
-
-const directory = ".agentos"
-const journalPath = `${directory}/team.jsonl`
-const tracePath = `${directory}/team-trace.json`
-const replaying = process.argv.includes("--replay")
-const live = process.env.OPENAI_API_KEY !== undefined || process.env.OPENAI_BASE_URL !== undefined
+import { live, runJournaled } from "./lib/journaled.ts"
 
 // ---- tools -----------------------------------------------------------------------------------------------------------
 
@@ -200,7 +193,6 @@ const show = (e: EventLog.KernelEvent) => {
 }
 
 const program = Effect.gen(function* () {
-  const fs = yield* FileSystem.FileSystem
   const kernel = yield* Kernel.Kernel
   const pid = yield* kernel.boot(init, { grant: ["llm", "tools"] })
   yield* kernel.waitExit(pid)
@@ -229,44 +221,15 @@ const program = Effect.gen(function* () {
   yield* Console.log(`trace: ${trace.length} events (virtual time)`)
   if (process.argv.includes("--trace")) for (const e of trace) yield* Console.log(show(e))
 
-  const text = JSON.stringify(trace)
-  if (replaying) {
-    const recorded = yield* fs.readFileString(tracePath)
-    yield* Console.log(
-      `\nreplayed from ${journalPath}: trace ${recorded === text ? "identical to" : "DIFFERENT from"} the recorded run`
-    )
-    if (recorded !== text) process.exitCode = 1
-  } else {
-    yield* fs.writeFileString(tracePath, text)
-    yield* Console.log(`\njournal: ${journalPath} — replay it with: examples/team.ts --replay`)
-  }
+  return trace
 })
 
-const main = Effect.gen(function* () {
-  const fs = yield* FileSystem.FileSystem
-  yield* fs.makeDirectory(directory, { recursive: true })
-  if (replaying) {
-    yield* Console.log(`replaying ${journalPath}: no model and no tool will be called`)
-  } else {
-    yield* fs.remove(journalPath, { force: true })
-    yield* Console.log(
-      live
-        ? `model: live, ${process.env.OPENAI_BASE_URL ?? "https://api.openai.com/v1"} (OPENAI_* set), ` +
-            (process.env.OPENAI_MODEL ?? "gpt-4o-mini")
-        : "model: offline, scripted (set OPENAI_API_KEY or OPENAI_BASE_URL for a live model)"
-    )
-  }
-  yield* program.pipe(
-    Effect.provide(
-      Kernel.layer({
-        // on replay the model is never called: the scripted one only stands in for the device name
-        drivers: [replaying ? Effect.succeed(scripted) : llm, tools],
-        journal: replaying ? "replay" : "record",
-        virtualTime: true
-      })
-    ),
-    Effect.provide(JournalFileStore.layer({ path: journalPath }))
-  )
+runJournaled({
+  journalPath: ".agentos/team.jsonl",
+  tracePath: ".agentos/team-trace.json",
+  replayCommand: "npm run replay",
+  drivers: [llm, tools],
+  // on replay the model is never called: the scripted one only stands in for the device name
+  replayDrivers: [Effect.succeed(scripted), tools],
+  program
 })
-
-main.pipe(Effect.provide(NodeServices.layer), NodeRuntime.runMain)

@@ -1,0 +1,69 @@
+/**
+ * Runs an example program on a kernel journaled to a file, or replays it from that file and checks the trace.
+ *
+ * Shared by the demos: `--replay` on the command line replays; otherwise the journal is started afresh, the program
+ * records, and its event trace is saved beside the journal so that a replay can compare.
+ */
+import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import { Console, Effect, FileSystem } from "effect"
+import { type Device, type EventLog, JournalFileStore, Kernel } from "effect-agent-os"
+
+/** Is a live model configured (OPENAI_API_KEY or OPENAI_BASE_URL)? */
+export const live = process.env.OPENAI_API_KEY !== undefined || process.env.OPENAI_BASE_URL !== undefined
+
+/** Was the program asked to replay its journal? */
+export const replaying = process.argv.includes("--replay")
+
+export interface JournaledRun {
+  readonly journalPath: string
+  readonly tracePath: string
+  /** How to replay, for the closing line. */
+  readonly replayCommand: string
+  /** The drivers of a live (recording) run, and the stand-ins that only give the device names on replay. */
+  readonly drivers: ReadonlyArray<Device.Driver | Effect.Effect<Device.Driver, unknown>>
+  readonly replayDrivers: ReadonlyArray<Device.Driver | Effect.Effect<Device.Driver, unknown>>
+  /** The program: it prints what it wants and returns the kernel's trace. */
+  readonly program: Effect.Effect<ReadonlyArray<EventLog.KernelEvent>, unknown, Kernel.Kernel>
+}
+
+/** Runs (or replays) the program as the process's main effect. */
+export const runJournaled = (run: JournaledRun): void => {
+  const main = Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    yield* fs.makeDirectory(run.journalPath.split("/").slice(0, -1).join("/") || ".", { recursive: true })
+    if (replaying) {
+      yield* Console.log(`replaying ${run.journalPath}: no model and no tool will be called`)
+    } else {
+      yield* fs.remove(run.journalPath, { force: true })
+      yield* Console.log(
+        live
+          ? `model: live, ${process.env.OPENAI_BASE_URL ?? "https://api.openai.com/v1"} (OPENAI_* set), ` +
+              (process.env.OPENAI_MODEL ?? "gpt-4o-mini")
+          : "model: offline, scripted (set OPENAI_API_KEY or OPENAI_BASE_URL for a live model)"
+      )
+    }
+    const trace = yield* run.program.pipe(
+      Effect.provide(
+        Kernel.layer({
+          drivers: replaying ? run.replayDrivers : run.drivers,
+          journal: replaying ? "replay" : "record",
+          virtualTime: true
+        })
+      ),
+      Effect.provide(JournalFileStore.layer({ path: run.journalPath }))
+    )
+    const text = JSON.stringify(trace)
+    if (replaying) {
+      const recorded = yield* fs.readFileString(run.tracePath)
+      const same = recorded === text
+      yield* Console.log(
+        `\nreplayed from ${run.journalPath}: trace ${same ? "identical to" : "DIFFERENT from"} the recorded run`
+      )
+      if (!same) process.exitCode = 1
+    } else {
+      yield* fs.writeFileString(run.tracePath, text)
+      yield* Console.log(`\njournal: ${run.journalPath} — replay it with: ${run.replayCommand}`)
+    }
+  })
+  main.pipe(Effect.provide(NodeServices.layer), NodeRuntime.runMain)
+}
