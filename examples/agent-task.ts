@@ -11,9 +11,9 @@
  */
 import { Console, Effect, Schema } from "effect"
 import { Tool, Toolkit } from "effect/ai"
-import { type EventLog, Kernel, Llm, Process, Sys, Tools } from "effect-agent-os"
+import { Kernel, Llm, Process, Sys, Tools } from "effect-agent-os"
 import { ScriptedLlm } from "effect-agent-os/testing"
-import { live, runJournaled } from "./lib/journaled.ts"
+import { live, runJournaled, showEvent as show } from "./lib/journaled.ts"
 
 // ---- tools: declared with Schemas, implemented separately --------------------------------------------------------
 
@@ -105,12 +105,6 @@ const init = Process.make<Kernel.BootGrant>("init", (grant) =>
 )
 
 // ---- the host program ----------------------------------------------------------------------------------------------
-
-const show = (e: EventLog.KernelEvent) => {
-  const { _tag, seq, at, pid, ...rest } = e
-  const details = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
-  return `#${String(seq).padStart(3)} t=${at} pid ${pid} ${_tag.padEnd(7)} ${details.join(" ")}`
-}
 
 const program = Effect.gen(function* () {
   const kernel = yield* Kernel.Kernel

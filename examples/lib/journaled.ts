@@ -8,6 +8,13 @@ import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Console, Effect, FileSystem } from "effect"
 import { type Device, type EventLog, JournalFileStore, Kernel } from "effect-agent-os"
 
+/** One line of a trace, for printing. */
+export const showEvent = (e: EventLog.KernelEvent): string => {
+  const { _tag, seq, at, pid, ...rest } = e
+  const details = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+  return `#${String(seq).padStart(3)} t=${at} pid ${pid} ${_tag.padEnd(7)} ${details.join(" ")}`
+}
+
 /** Is a live model configured (OPENAI_API_KEY or OPENAI_BASE_URL)? */
 export const live = process.env.OPENAI_API_KEY !== undefined || process.env.OPENAI_BASE_URL !== undefined
 

@@ -1,44 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Schema } from "effect"
-import { Tool, Toolkit } from "effect/ai"
-import { type Accounts, ConversationAgent, Journal, Kernel, Llm, Process, Sys, Tools } from "effect-agent-os"
+import { Effect, Layer } from "effect"
+import { type Accounts, ConversationAgent, Journal, Kernel, Llm, Process, Sys } from "effect-agent-os"
 import * as TestKernel from "effect-agent-os/testing"
 import { OpenAiServer, ScriptedLlm } from "effect-agent-os/testing"
-
-const Lookup = Tool.make("lookup", {
-  description: "Looks a key up",
-  parameters: Schema.Struct({ key: Schema.String }),
-  success: Schema.String
-})
-const Big = Tool.make("big", {
-  description: "A long text",
-  parameters: Schema.Struct({ size: Schema.Int }),
-  success: Schema.String
-})
-const toolkit = Toolkit.make(Lookup, Big)
-const definitions = Tools.definitions(toolkit)
-
-/** Tools whose implementations count their runs per key and the most calls in flight at once. */
-const makeTools = () => {
-  const runs: Record<string, number> = {}
-  const stats = { inFlight: 0, maxInFlight: 0, total: 0 }
-  const driver = Tools.make(toolkit, {
-    lookup: ({ key }) =>
-      Effect.gen(function* () {
-        runs[key] = (runs[key] ?? 0) + 1
-        stats.total++
-        stats.inFlight++
-        stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight)
-        for (let i = 0; i < 5; i++) yield* Effect.yieldNow
-        stats.inFlight--
-        return `value-of-${key}`
-      }),
-    big: ({ size }) => Effect.succeed("x".repeat(size))
-  })
-  return { runs, stats, driver }
-}
-
-type Tools = ReturnType<typeof makeTools>
+import { definitions, makeTools, type TestTools as Tools } from "./fixtures.ts"
 
 type Turn = { readonly body: unknown; readonly corr?: number; readonly noReplyCap?: boolean }
 
