@@ -35,7 +35,7 @@
  *
  * @since 0.1.0
  */
-import { Config, Data, Duration, Effect, Redacted, Schedule, Schema } from "effect"
+import { Config, Data, Duration, Effect, Option, Redacted, Schedule, Schema } from "effect"
 import { LanguageModel, type Prompt, Tool, Toolkit } from "effect/ai"
 import type { Policy } from "../services/InferenceScheduler.ts"
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError } from "openai"
@@ -174,9 +174,10 @@ export interface Price {
 
 /**
  * Options of `make`. Absent `baseURL`, `apiKey`, `model` are read through Effect `Config` from `OPENAI_BASE_URL`
- * (default `https://api.openai.com/v1`), `OPENAI_API_KEY` and `OPENAI_MODEL` (both required when not given here:
- * `make` fails with a `ConfigError` naming the missing one). A server that ignores keys (Ollama, vLLM) still needs
- * some non-empty key, as with the SDK. Invalid options (a negative duration, a fractional `retry.times`) are defects.
+ * (default `https://api.openai.com/v1`), `OPENAI_API_KEY` and `OPENAI_MODEL` (the model is required when not given
+ * here: `make` fails with a `ConfigError` naming it). The key is required only for OpenAI's own endpoint: with another
+ * base URL and no key (a local Ollama, vLLM or llama.cpp server), requests are sent without an `Authorization`
+ * header. Invalid options (a negative duration, a fractional `retry.times`) are defects.
  *
  * @category models
  */
@@ -241,12 +242,16 @@ export const make = (options: Options = {}): Effect.Effect<Device.Driver, Config
     const name = options.name ?? defaults.name
     const baseURL =
       options.baseURL ?? (yield* Config.String("OPENAI_BASE_URL").pipe(Config.withDefault(defaults.baseURL)))
+    // OpenAI's own endpoint needs a key (a missing one is a ConfigError naming OPENAI_API_KEY); a server of the
+    // user's own often needs none, so there an absent key means no Authorization header.
     const apiKey =
-      options.apiKey === undefined
-        ? yield* Config.Redacted("OPENAI_API_KEY")
-        : typeof options.apiKey === "string"
+      options.apiKey !== undefined
+        ? typeof options.apiKey === "string"
           ? Redacted.make(options.apiKey)
           : options.apiKey
+        : baseURL.replace(/\/+$/, "") === defaults.baseURL
+          ? yield* Config.Redacted("OPENAI_API_KEY")
+          : Option.getOrUndefined(yield* Config.option(Config.Redacted("OPENAI_API_KEY")))
     const model = options.model ?? (yield* Config.String("OPENAI_MODEL"))
     const timeout = millisOption(options.timeout, "timeout") ?? Duration.toMillis(defaults.timeout)
     const retryTimes = options.retry?.times ?? defaults.retryTimes
@@ -257,7 +262,15 @@ export const make = (options: Options = {}): Effect.Effect<Device.Driver, Config
     const retryMaxDelay =
       millisOption(options.retry?.maxDelay, "retry.maxDelay") ?? Duration.toMillis(defaults.retryMaxDelay)
     // Each plain call passes its own timeout to the SDK (see `call`); this client default is a backstop.
-    const client = new OpenAI({ baseURL, apiKey: Redacted.value(apiKey), maxRetries: 0, timeout: timeout + 1_000 })
+    const client = new OpenAI({
+      baseURL,
+      // the SDK insists on a key; without one, a placeholder is set and the header it would fill is removed
+      ...(apiKey === undefined
+        ? { apiKey: "none", defaultHeaders: { Authorization: null } }
+        : { apiKey: Redacted.value(apiKey) }),
+      maxRetries: 0,
+      timeout: timeout + 1_000
+    })
     const call = makeCall({
       name,
       client,
