@@ -20,22 +20,28 @@ import { Context, Effect, Layer, Schema } from "effect"
 export const Mode = Schema.Literals(["live", "record", "replay", "recover"])
 export type Mode = typeof Mode.Type
 
+/** A charge: finite and never negative, so a stored record cannot refund a budget or make it unlimited. */
+const Amount = Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0))
+
 const CostSchema = Schema.Struct({
-  tokens: Schema.optionalKey(Schema.Number),
-  toolCalls: Schema.optionalKey(Schema.Number),
-  usd: Schema.optionalKey(Schema.Number)
+  tokens: Schema.optionalKey(Amount),
+  toolCalls: Schema.optionalKey(Amount),
+  usd: Schema.optionalKey(Amount)
 })
 
 /**
  * One journaled driver call. `value` is the driver's JSON-safe result; a failure keeps the `DeviceError` fields.
+ * `pid`, `op` and `seq` are non-negative safe integers and every cost is finite and ≥ 0: the checks are part of the
+ * Schema, so every store that decodes with it, and the journal when it loads any store, refuses a record that breaks
+ * them.
  *
  * @category models
  */
 export const JournalRecord = Schema.Struct({
-  pid: Schema.Number,
-  op: Schema.Number,
+  pid: Schema.Natural,
+  op: Schema.Natural,
   /** The order in which results were handed back to processes (kernel-wide, from 1): replay keeps it. */
-  seq: Schema.optionalKey(Schema.Number),
+  seq: Schema.optionalKey(Schema.Natural),
   device: Schema.String,
   call: Schema.Literals(["open", "read", "write"]),
   result: Schema.Union([
@@ -55,7 +61,8 @@ export type JournalRecord = typeof JournalRecord.Type
  *
  * - `missing`: replay found no entry for `(pid, op)`;
  * - `mismatch`: replay found an entry for another device or call than the one made (the program changed);
- * - `corrupt`: a stored record did not decode (`line` names it, counted from 1);
+ * - `corrupt`: a stored record did not decode (`line` names it in a file, counted from 1; `pid` and `op` name a
+ *   loaded record that breaks the `JournalRecord` checks);
  * - `unencodable`: a driver result cannot be stored as JSON (a bigint, a cycle…), so it was not recorded;
  * - `io`: the store could not be read or written.
  *
@@ -120,8 +127,6 @@ export const makeMemoryStore = (
 export const layerMemory = (initial?: ReadonlyArray<JournalRecord>): Layer.Layer<JournalStoreService> =>
   Layer.sync(JournalStoreService)(() => makeMemoryStore(initial))
 
-const key = (pid: number, op: number) => pid * 4_294_967_296 + op
-
 /**
  * The kernel's view of the journal: in each mode, whether a call is served from the journal, and where results go.
  *
@@ -151,6 +156,27 @@ export interface JournalShape {
  */
 export class Journal extends Context.Service<Journal, JournalShape>()("effect-agent-os/Journal") {}
 
+const decodeRecord = Schema.decodeUnknownEffect(JournalRecord, { errors: "all" })
+
+/** A number field of a record that did not decode, to name it. */
+const numberField = (stored: unknown, name: "pid" | "op"): number | undefined => {
+  const value = typeof stored === "object" && stored !== null ? (stored as Record<string, unknown>)[name] : undefined
+  return typeof value === "number" ? value : undefined
+}
+
+/** A loaded record that passes the `JournalRecord` Schema, or a `corrupt` error naming its pid and op. */
+const checked = (stored: unknown): Effect.Effect<JournalRecord, JournalError> =>
+  Effect.mapError(decodeRecord(stored), (error) => {
+    const pid = numberField(stored, "pid")
+    const op = numberField(stored, "op")
+    return new JournalError({
+      reason: "corrupt",
+      message: `journal record for pid ${pid ?? "?"} op ${op ?? "?"} is not a valid JournalRecord: ${error.message}`,
+      ...(pid === undefined ? {} : { pid }),
+      ...(op === undefined ? {} : { op })
+    })
+  })
+
 /**
  * Builds the journal over a store in a mode: loads the persisted records for `replay` and `recover`.
  *
@@ -159,17 +185,28 @@ export class Journal extends Context.Service<Journal, JournalShape>()("effect-ag
 export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShape, JournalError> =>
   Effect.gen(function* () {
     const loaded = mode === "replay" || mode === "recover" ? yield* store.load : []
-    const index = new Map<number, JournalRecord>()
+    // by pid, then op: one key per pair whatever the numbers (a single `pid * 2^32 + op` key loses precision once
+    // pids pass 2^21, and two calls would then share a record)
+    const index = new Map<number, Map<number, JournalRecord>>()
+    let size = 0
     let lastSeq = 0
-    for (const record of loaded) {
-      index.set(key(record.pid, record.op), record)
+    for (const stored of loaded) {
+      // every store gets the Schema's checks, also one that hands back records it never decoded (memory, SQL rows)
+      const record = yield* checked(stored)
+      let ops = index.get(record.pid)
+      if (ops === undefined) {
+        ops = new Map()
+        index.set(record.pid, ops)
+      }
+      if (!ops.has(record.op)) size++
+      ops.set(record.op, record)
       if (record.seq !== undefined && record.seq > lastSeq) lastSeq = record.seq
     }
     return {
       mode,
       replayed: (pid, op) => {
         if (mode === "live" || mode === "record") return undefined
-        const found = index.get(key(pid, op))
+        const found = index.get(pid)?.get(op)
         if (found !== undefined) return found
         if (mode === "recover") return undefined
         return new JournalError({ reason: "missing", message: `no journal entry for pid ${pid} op ${op}`, pid, op })
@@ -180,7 +217,7 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
         store.appendUnsafe(record)
         return undefined
       },
-      size: () => index.size,
+      size: () => size,
       lastSeq: () => lastSeq,
       synchronous: store.appendUnsafe !== undefined
     }

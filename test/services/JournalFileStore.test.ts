@@ -310,6 +310,22 @@ layer(NodeServices.layer)("JournalFileStore", (it) => {
       })
     )
 
+    it.effect("a record with a negative or infinite cost, or a fractional op, is corrupt: the Schema's checks", () =>
+      Effect.gen(function* () {
+        const { fs, file } = yield* tempJournal
+        const negative = JSON.stringify({ ...record(1, 2), result: { _tag: "Success", cost: { usd: -1 } } })
+        // JSON has no Infinity, but 1e999 parses to it
+        const infinite = line(record(1, 2)).replace('"tokens":2', '"tokens":1e999').trimEnd()
+        const fractional = JSON.stringify({ ...record(1, 2), op: 2.5 })
+        for (const bad of [negative, infinite, fractional]) {
+          yield* fs.writeFileString(file, line(record(1, 1)) + `${bad}\n` + line(record(1, 3)))
+          const error = failureOf(yield* Effect.exit(loadAll({ path: file })))
+          assert.strictEqual(error.reason, "corrupt", bad)
+          assert.strictEqual(error.line, 2, bad)
+        }
+      })
+    )
+
     it.effect("a first line that is JSON but not a record is corrupt at line 1", () =>
       Effect.gen(function* () {
         const { fs, file } = yield* tempJournal
