@@ -21,6 +21,7 @@ import { DeviceTable } from "./DeviceTable.ts"
 import { EventLog } from "./EventLog.ts"
 import type { CapRecord } from "./internal/capRef.ts"
 import { makeDriverCalls } from "./internal/driverCalls.ts"
+import { processContext } from "./internal/processContext.ts"
 import { CHILD_RIGHTS, type Counters, type KernelState, noCaps, SPAWN, toMillis } from "./internal/kernelState.ts"
 import { Proc } from "./internal/proc.ts"
 import { checkMovable } from "./internal/processSys.ts"
@@ -134,6 +135,9 @@ export const make: Effect.Effect<
       ? new KernelScheduler(limits.schedulerBatchesPerMacrotask)
       : contextScheduler
   const baseContext = Context.add(yield* Effect.context<never>(), Scheduler.Scheduler, scheduler)
+  // what a process fiber starts with: Effect's runtime references and nothing else of the build context (no kernel
+  // or host service, no memo map, no scope); `Sys` is added per process
+  const processBase = processContext(baseContext, virtual._tag === "Some" ? virtual.value : undefined)
   const procs = new Map<number, Proc>()
   const history = new Map<number, Process.ExitReason>()
   let nextPid = 1
@@ -255,7 +259,7 @@ export const make: Effect.Effect<
     counters.spawned++
     armTimer(proc)
     const main = Effect.suspend(() => image.main(args))
-    const fiber = Effect.runForkWith(Context.add(baseContext, Sys, proc.sys))(main)
+    const fiber = Effect.runForkWith(Context.add(processBase, Sys, proc.sys))(main)
     proc.fiber = fiber
     counters.fibers++
     fiber.addObserver((exit) => {
