@@ -54,7 +54,12 @@ export interface Handle {
  * - `meters`: the meters a call may charge; a caller with one of them used up cannot start a call (default: all
  *   three, `tokens`, `toolCalls`, `usd`);
  * - `scheduled`: calls pass the kernel's inference scheduler (LLM drivers): `true` for the default policy, or a
- *   policy (`concurrency`, `requestsPerMinute`, `tokensPerMinute`, `agingMs`).
+ *   policy (`concurrency`, `requestsPerMinute`, `tokensPerMinute`, `agingMs`);
+ * - `reserve`: what one call with this request may cost at most (or the driver's estimate of it), reserved against
+ *   the caller's budget and every ancestor's before the call starts. A call whose reservation does not fit ends the
+ *   caller with `Quota` before it starts; when the call ends the reservation is released and its actual cost charged.
+ *   Without `reserve`, nothing is reserved (the kernel still refuses a call while a meter it charges is used up). A
+ *   `reserve` that throws or returns an invalid cost fails the call with a `DeviceError` (`driver-error`).
  *
  * @category models
  */
@@ -63,6 +68,7 @@ export interface Driver {
   readonly open: (owner: { readonly pid: number }) => Effect.Effect<Handle, DeviceError>
   readonly meters?: ReadonlyArray<Meter> | undefined
   readonly scheduled?: boolean | Policy | undefined
+  readonly reserve?: ((request: unknown) => Cost) | undefined
 }
 
 /**
