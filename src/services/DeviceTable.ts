@@ -7,8 +7,9 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, type Scope } from "effect"
+import { Context, Effect, Layer, Schema, type Scope } from "effect"
 import type { Driver, Handle } from "./Device.ts"
+import { PolicySchema } from "./InferenceScheduler.ts"
 import { KernelConfigError } from "./KernelConfig.ts"
 
 /**
@@ -43,17 +44,90 @@ export interface DeviceTableShape {
  */
 export class DeviceTable extends Context.Service<DeviceTable, DeviceTableShape>()("effect-agent-os/DeviceTable") {}
 
+const AnyFunction = Schema.declare(
+  (u: unknown): u is (...args: ReadonlyArray<never>) => unknown => typeof u === "function",
+  {
+    expected: "a function"
+  }
+)
+
 /**
- * Makes a table over drivers with distinct names (`layerFrom` checks; here a repeated name throws).
+ * What the kernel reads of a driver. Fields other than these (a tool set's declarations, …) are not kept.
+ *
+ * @category schemas
+ */
+export const DriverSchema = Schema.Struct({
+  name: Schema.NonEmptyString,
+  open: AnyFunction,
+  meters: Schema.optional(Schema.Array(Schema.Literals(["tokens", "toolCalls", "usd"]))),
+  scheduled: Schema.optional(Schema.Union([Schema.Boolean, PolicySchema])),
+  reserve: Schema.optional(AnyFunction)
+})
+
+const decodeDriver = Schema.decodeUnknownResult(DriverSchema, { errors: "all" })
+
+/** The driver's own fields, each read once (also from a prototype, for a driver that is a class instance). */
+const fieldsOf = (driver: unknown): unknown => {
+  if (typeof driver !== "object" || driver === null) return driver
+  const source = driver as Record<string, unknown>
+  const fields: Record<string, unknown> = {}
+  for (const key of ["name", "open", "meters", "scheduled", "reserve"]) {
+    const value = source[key]
+    if (value !== undefined) fields[key] = value
+  }
+  return fields
+}
+
+/**
+ * Decodes every driver and checks that names are distinct: the decoded copies, or one `KernelConfigError` that lists
+ * every problem of every driver.
+ */
+const decodeDrivers = (drivers: ReadonlyArray<unknown>): ReadonlyArray<Driver> | KernelConfigError => {
+  const problems: Array<string> = []
+  const decoded: Array<Driver> = []
+  const seen = new Set<string>()
+  drivers.forEach((driver, index) => {
+    const fields = fieldsOf(driver)
+    const result = decodeDriver(fields)
+    if (result._tag === "Failure") {
+      const name = (fields as { readonly name?: unknown } | null)?.name
+      const which = typeof name === "string" && name !== "" ? `${JSON.stringify(name)}` : `#${index + 1}`
+      const issues = result.failure.message
+      problems.push(`driver ${which}: ${issues.replaceAll("\n  at ", " at ").replaceAll("\n", "; ")}`)
+      return
+    }
+    const { name, open, meters, scheduled, reserve } = result.success
+    if (seen.has(name)) problems.push(`two drivers are named ${JSON.stringify(name)}`)
+    seen.add(name)
+    // bound to the driver given, so a driver written as a class keeps its `this`
+    const copy = {
+      name,
+      open: open.bind(driver) as Driver["open"],
+      ...(meters === undefined ? {} : { meters }),
+      ...(scheduled === undefined ? {} : { scheduled }),
+      ...(reserve === undefined ? {} : { reserve: reserve.bind(driver) as NonNullable<Driver["reserve"]> })
+    }
+    decoded.push(copy)
+  })
+  return problems.length > 0 ? new KernelConfigError({ message: `invalid drivers: ${problems.join("; ")}` }) : decoded
+}
+
+/**
+ * Makes a table over drivers, decoded as `layerFrom` does; an invalid driver or a repeated name throws the
+ * `KernelConfigError`.
  *
  * @category constructors
  */
 export const makeUnsafe = (drivers: ReadonlyArray<Driver>): DeviceTableShape => {
+  const decoded = decodeDrivers(drivers)
+  if (decoded instanceof KernelConfigError) throw decoded
+  return tableOf(decoded)
+}
+
+/** The table over decoded drivers with distinct names. */
+const tableOf = (drivers: ReadonlyArray<Driver>): DeviceTableShape => {
   const byName = new Map<string, Driver>()
-  for (const driver of drivers) {
-    if (byName.has(driver.name)) throw new Error(`two drivers are named ${JSON.stringify(driver.name)}`)
-    byName.set(driver.name, driver)
-  }
+  for (const driver of drivers) byName.set(driver.name, driver)
   const handles = new Map<number, HandleEntry>()
   let nextId = 1
   return {
@@ -78,6 +152,7 @@ export const makeUnsafe = (drivers: ReadonlyArray<Driver>): DeviceTableShape => 
 
 /**
  * The table over drivers given as values or as effects that build them (their requirements become the layer's).
+ * Fails with one `KernelConfigError` naming every invalid driver and each of its problems, and any repeated name.
  *
  * @category layers
  */
@@ -88,11 +163,8 @@ export const layerFrom = <E, R>(
     Effect.gen(function* () {
       const built: Array<Driver> = []
       for (const driver of drivers) built.push(Effect.isEffect(driver) ? yield* driver : driver)
-      const names = built.map((driver) => driver.name)
-      const twice = names.find((name, i) => names.indexOf(name) !== i)
-      if (twice !== undefined) {
-        return yield* new KernelConfigError({ message: `two drivers are named ${JSON.stringify(twice)}` })
-      }
-      return makeUnsafe(built)
+      const decoded = decodeDrivers(built)
+      if (decoded instanceof KernelConfigError) return yield* decoded
+      return tableOf(decoded)
     })
   )

@@ -23,12 +23,18 @@ export interface Policy {
   readonly agingMs?: number | undefined
 }
 
-/** @category schemas */
+/**
+ * Decodes a `Policy`: every given field a positive integer (absent or `undefined`: the default). The device table
+ * decodes each scheduled driver's policy with it, so a driver with `concurrency: 0` (every call would wait forever)
+ * is refused when the kernel is built.
+ *
+ * @category schemas
+ */
 export const PolicySchema = Schema.Struct({
-  concurrency: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
-  requestsPerMinute: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
-  tokensPerMinute: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
-  agingMs: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0)))
+  concurrency: Schema.optional(Schema.Int.check(Schema.isGreaterThan(0))),
+  requestsPerMinute: Schema.optional(Schema.Int.check(Schema.isGreaterThan(0))),
+  tokensPerMinute: Schema.optional(Schema.Int.check(Schema.isGreaterThan(0))),
+  agingMs: Schema.optional(Schema.Int.check(Schema.isGreaterThan(0)))
 })
 
 /** @category defaults */

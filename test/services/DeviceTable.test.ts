@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import { Capability, Device, Journal, Kernel, Process, Sys } from "effect-agent-os"
+import { Capability, Device, DeviceTable, Journal, Kernel, Process, Sys } from "effect-agent-os"
 import * as TestKernel from "effect-agent-os/testing"
 
 interface Probe {
@@ -118,6 +118,96 @@ describe("Sys.open", () => {
       assert.strictEqual(twice._tag, "KernelConfigError")
     })
   )
+})
+
+describe("drivers are decoded when the table is built", () => {
+  const open = () => Effect.succeed({ read: () => Effect.succeed({ value: "ok" }) })
+  /** Builds a kernel over drivers given as untyped values, as a host reading them from config would. */
+  const build = (drivers: ReadonlyArray<unknown>) =>
+    Effect.flip(
+      Kernel.Kernel.use(() => Effect.void).pipe(
+        Effect.provide(TestKernel.layer({ drivers: drivers as ReadonlyArray<Device.Driver> }))
+      )
+    )
+
+  it.effect("valid options are accepted: meters, a policy, scheduled true", () =>
+    Kernel.Kernel.use(() => Effect.void).pipe(
+      Effect.provide(
+        TestKernel.layer({
+          drivers: [
+            Device.make({ name: "a", open, meters: ["tokens", "usd"], scheduled: { concurrency: 2, agingMs: 500 } }),
+            Device.make({ name: "b", open, scheduled: true, meters: undefined })
+          ]
+        })
+      )
+    )
+  )
+
+  it.effect("scheduled concurrency 0 (every call would hang) fails the layer with KernelConfigError naming it", () =>
+    Effect.gen(function* () {
+      const error = yield* build([Device.make({ name: "llm", open, scheduled: { concurrency: 0 } })])
+      assert.strictEqual(error._tag, "KernelConfigError")
+      assert.include(error.message, `driver "llm"`)
+      assert.include(error.message, `["scheduled"]["concurrency"]`)
+    })
+  )
+
+  it.effect("every problem of every driver at once: name, open, meters, policy, a repeated name", () =>
+    Effect.gen(function* () {
+      const error = yield* build([
+        { name: "", open: 3 },
+        { name: "x", open, meters: ["tokens", "seconds"], scheduled: { agingMs: 1.5, tokensPerMinute: -1 } },
+        { name: "x", open, scheduled: "yes" },
+        null
+      ])
+      assert.strictEqual(error._tag, "KernelConfigError")
+      const message = error.message
+      for (const part of [
+        `driver #1`,
+        `["name"]`,
+        `["open"]`,
+        `driver "x"`,
+        `["meters"][1]`,
+        `["scheduled"]["agingMs"]`,
+        `["scheduled"]["tokensPerMinute"]`,
+        `["scheduled"]`,
+        `driver #4`
+      ]) {
+        assert.include(message, part)
+      }
+    })
+  )
+
+  it("makeUnsafe decodes too: an invalid driver throws the KernelConfigError", () => {
+    assert.throws(() => DeviceTable.makeUnsafe([{ name: "d", open, meters: ["nope" as "tokens"] }]), /meters/)
+  })
+
+  it.effect("the table keeps the decoded copy: the object given can neither change nor re-answer its options", () => {
+    const p = probe()
+    let reads = 0
+    // a hostile driver object: the first read of `scheduled` says one slot, any later read says none (a hang)
+    const driver = {
+      ...testDriver(p),
+      get scheduled() {
+        return reads++ === 0 ? { concurrency: 1 } : { concurrency: 0 }
+      }
+    }
+    return Effect.gen(function* () {
+      const fiber = yield* TestKernel.runProcess(
+        (grant) =>
+          Effect.gen(function* () {
+            const handle = yield* Sys.open(grant.devices.dev!)
+            // swapped after the kernel was built: must not be used
+            ;(driver as { open: unknown }).open = () => Effect.die("the swapped open ran")
+            return yield* Sys.read(handle, { echo: "admitted" })
+          }),
+        { grant: ["dev"], quota: { wall: "10 seconds" } }
+      ).pipe(Effect.forkChild)
+      yield* TestClock.adjust("20 seconds")
+      assert.strictEqual(yield* Fiber.join(fiber), "admitted")
+      assert.strictEqual(reads, 1, "the options were read once")
+    }).pipe(Effect.provide(TestKernel.layer({ drivers: [driver] })))
+  })
 })
 
 describe("Sys.read / write", () => {
