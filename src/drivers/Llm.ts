@@ -33,6 +33,8 @@
  * replayed call returns its journaled reply and emits no deltas. A throwing `onDelta` is ignored (a display callback
  * must not fail a paid call).
  *
+ * `pager(options)` is a context-memory pager that summarises paged-out segments through the process's own llm device.
+ *
  * @since 0.1.0
  */
 import { Config, Data, Duration, Effect, Option, Redacted, Schedule, Schema } from "effect"
@@ -40,7 +42,9 @@ import { LanguageModel, type Prompt, Tool, Toolkit } from "effect/ai"
 import type { Policy } from "../services/InferenceScheduler.ts"
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError } from "openai"
 import type { Cost } from "../services/Accounts.ts"
+import * as ContextMemory from "../services/ContextMemory.ts"
 import * as Device from "../services/Device.ts"
+import * as Sys from "../services/Sys.ts"
 import { durationMillis } from "../services/internal/duration.ts"
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -720,3 +724,52 @@ const imageMediaType = (url: string): string => {
   const match = /^data:([^;,]+)[;,]/.exec(url)
   return match?.[1] ?? "image/*"
 }
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Context-memory pager
+
+const isLlmReply = Schema.is(LlmReply)
+
+/**
+ * A context-memory pager that summarises paged-out segments with a model, through an llm device cap the process holds
+ * (`Sys.caps()[device]`): the call is an ordinary read, metered and charged to the paging process, and journaled like
+ * any other. If the call cannot be made (no such cap, a device error) or the device does not answer with an
+ * `LlmReply`, the pager falls back to `ContextMemory.markerPager`. The handle it opens is revoked when the call ends.
+ *
+ * @example
+ * ```ts
+ * Kernel.layer({ drivers: [llm], memory: { pager: Llm.pager({ device: 0 }) } })
+ * ```
+ *
+ * @category pagers
+ */
+export const pager =
+  (options: {
+    /** The index of an llm device cap among the process's start caps. */
+    readonly device: number
+    /** Ceiling on the summary's length (default 200 tokens). */
+    readonly maxTokens?: number | undefined
+    readonly instructions?: string | undefined
+  }): ContextMemory.Pager =>
+  (paged) =>
+    Effect.gen(function* () {
+      const device = (yield* Sys.caps())[options.device]
+      if (device === undefined) return ContextMemory.markerPager(paged)
+      const handle = yield* Sys.open(device)
+      const text = paged.map((segment) => `[${segment.id}] ${ContextMemory.textOf(segment.body)}`).join("\n")
+      const reply = yield* Sys.read(handle, {
+        messages: [
+          {
+            role: "system",
+            content:
+              options.instructions ??
+              "Summarise these notes in a few short sentences, keeping names, numbers and decisions."
+          },
+          { role: "user", content: text }
+        ],
+        maxTokens: options.maxTokens ?? 200
+      }).pipe(Effect.ensuring(Effect.ignore(Sys.revoke(handle))))
+      if (!isLlmReply(reply)) return ContextMemory.markerPager(paged)
+      const ids = paged.map((segment) => segment.id)
+      return { body: { _tag: "Summary", ids, text: reply.text }, tokens: ContextMemory.estimateTokens(reply.text) + 4 }
+    }).pipe(Effect.catch(() => Effect.succeed(ContextMemory.markerPager(paged))))

@@ -13,8 +13,7 @@
  * @since 0.1.0
  */
 import { Context, Effect, Schema } from "effect"
-import type { LlmReply } from "../drivers/Llm.ts"
-import * as Sys from "./Sys.ts"
+import type * as Sys from "./Sys.ts"
 
 /**
  * One remembered item.
@@ -41,7 +40,8 @@ export interface Summary {
 /**
  * Turns segments about to be paged out into the summary left in their place (`undefined`: leave nothing). A pager may
  * return an effect: it then runs in the paging process, through its own syscalls (so an LLM pager's model call is
- * charged to that process), before the syscall that caused the paging returns.
+ * charged to that process), before the syscall that caused the paging returns. `Llm.pager` is one that summarises
+ * with a model.
  *
  * @category models
  */
@@ -116,44 +116,6 @@ export const markerPager = (paged: ReadonlyArray<Segment>): Summary => {
   const ids = paged.map((segment) => segment.id)
   return { body: { _tag: "PagedOut", ids, count: ids.length }, tokens: 4 + Math.ceil(ids.length / 4) }
 }
-
-/**
- * A pager that summarises paged-out segments with a model, through an llm device cap the process holds
- * (`Sys.caps()[device]`): the call is metered like any read and charged to the process. If the call cannot be made
- * (no such cap, a device error) it falls back to the marker.
- *
- * @category pagers
- */
-export const llmPager =
-  (options: {
-    /** The index of an llm device cap among the process's start caps. */
-    readonly device: number
-    /** Ceiling on the summary's length (default 200 tokens). */
-    readonly maxTokens?: number | undefined
-    readonly instructions?: string | undefined
-  }): Pager =>
-  (paged) =>
-    Effect.gen(function* () {
-      const device = (yield* Sys.caps())[options.device]
-      if (device === undefined) return markerPager(paged)
-      const handle = yield* Sys.open(device)
-      const text = paged.map((segment) => `[${segment.id}] ${textOf(segment.body)}`).join("\n")
-      const reply = yield* Sys.read<LlmReply>(handle, {
-        messages: [
-          {
-            role: "system",
-            content:
-              options.instructions ??
-              "Summarise these notes in a few short sentences, keeping names, numbers and decisions."
-          },
-          { role: "user", content: text }
-        ],
-        maxTokens: options.maxTokens ?? 200
-      })
-      yield* Sys.revoke(handle)
-      const ids = paged.map((segment) => segment.id)
-      return { body: { _tag: "Summary", ids, text: reply.text }, tokens: estimateTokens(reply.text) + 4 }
-    }).pipe(Effect.catch(() => Effect.succeed(markerPager(paged))))
 
 /** Splits text into lower-case terms: letters and digits runs, and each CJK character alone. */
 export const terms = (text: string): Array<string> => {

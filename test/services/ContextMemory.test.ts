@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { ContextMemory, Kernel, Process, Sys } from "effect-agent-os"
+import { ContextMemory, Device, Kernel, Llm, Process, Sys } from "effect-agent-os"
 import * as TestKernel from "effect-agent-os/testing"
 
 const run = <A, E>(body: () => Effect.Effect<A, E, Sys.Sys>, quota?: Kernel.BootOptions["quota"]) =>
@@ -206,9 +206,23 @@ describe("LLM pager", () => {
           assert.include(JSON.stringify(llm.requests[0]!.messages), "apple note 0")
         }),
       { grant: ["llm"], quota: { mem: 100 } }
-    ).pipe(
-      Effect.provide(TestKernel.layer({ drivers: [llm], memory: { pager: ContextMemory.llmPager({ device: 1 }) } }))
-    )
+    ).pipe(Effect.provide(TestKernel.layer({ drivers: [llm], memory: { pager: Llm.pager({ device: 1 }) } })))
+  })
+
+  it.effect("falls back to the marker when the device does not answer with an LlmReply", () => {
+    const notAnLlm = Device.make({
+      name: "llm",
+      open: () => Effect.succeed({ read: () => Effect.succeed({ value: 42, cost: { tokens: 3 } }) })
+    })
+    return TestKernel.runProcess(
+      () =>
+        Effect.gen(function* () {
+          for (let i = 0; i < 9; i++) yield* Sys.remember(`note ${i}`, { tokens: 10 })
+          assert.deepInclude((yield* Sys.workingSet()).at(-1)!.body as object, { _tag: "PagedOut" })
+          assert.strictEqual((yield* Sys.budget()).used.tokens, 3, "the call was made and charged")
+        }),
+      { grant: ["llm"], quota: { mem: 100 } }
+    ).pipe(Effect.provide(TestKernel.layer({ drivers: [notAnLlm], memory: { pager: Llm.pager({ device: 1 }) } })))
   })
 
   it.effect("falls back to the marker when the process holds no llm device", () =>
@@ -219,6 +233,6 @@ describe("LLM pager", () => {
           assert.deepInclude((yield* Sys.workingSet()).at(-1)!.body as object, { _tag: "PagedOut" })
         }),
       { quota: { mem: 100 } }
-    ).pipe(Effect.provide(TestKernel.layer({ memory: { pager: ContextMemory.llmPager({ device: 5 }) } })))
+    ).pipe(Effect.provide(TestKernel.layer({ memory: { pager: Llm.pager({ device: 5 }) } })))
   )
 })
