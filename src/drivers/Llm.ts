@@ -10,7 +10,9 @@
  * A read request is data (it is journaled): an `LlmRequest`, decoded with `Schema` before anything is sent. A request
  * that does not decode fails with `DeviceError` `invalid-request` and never reaches the server. The reply (`LlmReply`)
  * is JSON-safe: `{ text, toolCalls, finishReason, usage, model }`; the call costs
- * `{ tokens: input + output, usd }`, `usd` from the price table (0 for a model without a price).
+ * `{ tokens: input + output, usd }`, `usd` from the price table (0 for a model without a price). When the server
+ * reports no usage, or only part of it, the missing counts are estimated (`estimatePromptTokens`,
+ * `estimateCompletionTokens`, both on `ContextMemory.estimateTokens`) and charged: never 0.
  *
  * How `make`'s calls end:
  *
@@ -149,7 +151,9 @@ export type LlmRequest = typeof LlmRequest.Type
 
 /**
  * What a read returns. `finishReason` uses OpenAI's words (`stop`, `length`, `tool_calls`, `content_filter`, …;
- * `unknown` when the server sent none). `model` is the model that answered, as the server named it.
+ * `unknown` when the server sent none). `model` is the model that answered, as the server named it. `usage` holds the
+ * server's counts; a count the server did not report (many local OpenAI-compatible servers send no `usage`) is the
+ * driver's estimate, marked `estimated: true`, so a call is never free for want of a count.
  *
  * @category schemas
  */
@@ -157,7 +161,12 @@ export const LlmReply = Schema.Struct({
   text: Schema.String,
   toolCalls: Schema.Array(ToolCall),
   finishReason: Schema.String,
-  usage: Schema.Struct({ inputTokens: Schema.Number, outputTokens: Schema.Number }),
+  usage: Schema.Struct({
+    inputTokens: Schema.Number,
+    outputTokens: Schema.Number,
+    /** Some count is the driver's estimate: the server did not report it (see `estimatePromptTokens`). */
+    estimated: Schema.optionalKey(Schema.Literal(true))
+  }),
   model: Schema.String
 })
 /** @category models */
@@ -222,6 +231,88 @@ const defaults = {
   retryBase: Duration.millis(500),
   retryMaxDelay: Duration.seconds(30)
 } as const
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Token estimates
+
+/**
+ * Tokens an image part is estimated at: its URL (a `data:` URL can be megabytes) is not text the model reads. 1 445 is
+ * what OpenAI's vision models count for the largest high-detail image (85 + 170 per 512-px tile, 8 tiles).
+ *
+ * @category tokens
+ */
+export const imagePartTokens = 1_445
+
+/**
+ * Tokens each message adds for its role and separators (OpenAI's chat format adds 3 to 4).
+ *
+ * @category tokens
+ */
+export const messageOverheadTokens = 4
+
+const estimateTokens = ContextMemory.estimateTokens
+
+const toolCallsText = (calls: ReadonlyArray<ToolCall>): string =>
+  calls
+    .map((call) => call.name + (typeof call.arguments === "string" ? call.arguments : JSON.stringify(call.arguments)))
+    .join("")
+
+const messageTokens = (message: Message): number => {
+  switch (message.role) {
+    case "user":
+      return typeof message.content === "string"
+        ? estimateTokens(message.content)
+        : message.content.reduce(
+            (sum, part) => sum + (part.type === "text" ? estimateTokens(part.text) : imagePartTokens),
+            0
+          )
+    case "assistant":
+      return estimateTokens((message.content ?? "") + toolCallsText(message.toolCalls ?? []))
+    case "tool":
+      return estimateTokens(message.toolCallId + message.content)
+    case "system":
+      return estimateTokens(message.content)
+  }
+}
+
+/**
+ * Estimates the prompt tokens of a request with the project's token estimator (`ContextMemory.estimateTokens`): each
+ * message's text (content, tool calls' names and arguments) plus `messageOverheadTokens`, `imagePartTokens` per image,
+ * and each tool definition as the JSON sent. Charged when a server reports no prompt count, and reserved before a call.
+ *
+ * @category tokens
+ */
+export const estimatePromptTokens = (request: LlmRequest): number => {
+  let tokens = 0
+  for (const message of request.messages) tokens += messageOverheadTokens + messageTokens(message)
+  for (const tool of request.tools ?? []) tokens += estimateTokens(JSON.stringify(tool))
+  return tokens
+}
+
+/**
+ * Estimates the completion tokens of a reply: its text and its tool calls' names and arguments (at least 1). Charged
+ * when a server reports no completion count.
+ *
+ * @category tokens
+ */
+export const estimateCompletionTokens = (reply: Pick<LlmReply, "text" | "toolCalls">): number =>
+  estimateTokens(reply.text + toolCallsText(reply.toolCalls))
+
+/** The reply with every count the server did not report estimated, and marked so. */
+const withUsage = (request: LlmRequest, reported: Reported): LlmReply => {
+  const { inputTokens, outputTokens } = reported.usage
+  if (inputTokens !== undefined && outputTokens !== undefined) {
+    return { ...reported, usage: { inputTokens, outputTokens } }
+  }
+  return {
+    ...reported,
+    usage: {
+      inputTokens: inputTokens ?? estimatePromptTokens(request),
+      outputTokens: outputTokens ?? estimateCompletionTokens(reported),
+      estimated: true
+    }
+  }
+}
 
 // ---------------------------------------------------------------------------------------------------------------------
 // The openai SDK driver
@@ -377,10 +468,10 @@ const makeCall = (settings: CallSettings) => {
     return attempt.pipe(
       Effect.retry({ schedule, times: settings.retryTimes, while: (failure) => failure.retry }),
       Effect.mapError((failure) => failure.error),
-      Effect.map((reply): Device.DeviceResult<LlmReply> => ({
-        value: reply,
-        cost: costOf(reply, settings.prices[model] ?? settings.prices[reply.model])
-      }))
+      Effect.map((reported): Device.DeviceResult<LlmReply> => {
+        const reply = withUsage(request, reported)
+        return { value: reply, cost: costOf(reply, settings.prices[model] ?? settings.prices[reply.model]) }
+      })
     )
   }
 }
@@ -471,7 +562,23 @@ const parseToolCall = (id: string, name: string, raw: string): ToolCall => {
 
 class BadResponse extends Error {}
 
-const fromCompletion = (completion: OpenAI.Chat.Completions.ChatCompletion): LlmReply => {
+/** A reply as the server sent it: a count it did not report is `undefined`. */
+interface Reported extends Omit<LlmReply, "usage"> {
+  readonly usage: { readonly inputTokens: number | undefined; readonly outputTokens: number | undefined }
+}
+
+/** A count the server reported: a finite number ≥ 0 (absent, `null` or garbage is not a count). */
+const countOf = (n: unknown): number | undefined =>
+  typeof n === "number" && Number.isFinite(n) && n >= 0 ? n : undefined
+
+const usageOf = (
+  usage: { readonly prompt_tokens?: unknown; readonly completion_tokens?: unknown } | null | undefined
+) => ({
+  inputTokens: countOf(usage?.prompt_tokens),
+  outputTokens: countOf(usage?.completion_tokens)
+})
+
+const fromCompletion = (completion: OpenAI.Chat.Completions.ChatCompletion): Reported => {
   const choice = completion.choices?.[0]
   if (choice === undefined) throw new BadResponse("the answer has no choice")
   return {
@@ -480,10 +587,7 @@ const fromCompletion = (completion: OpenAI.Chat.Completions.ChatCompletion): Llm
       call.type === "function" ? [parseToolCall(call.id, call.function.name, call.function.arguments)] : []
     ),
     finishReason: choice.finish_reason ?? "unknown",
-    usage: {
-      inputTokens: completion.usage?.prompt_tokens ?? 0,
-      outputTokens: completion.usage?.completion_tokens ?? 0
-    },
+    usage: usageOf(completion.usage),
     model: completion.model ?? ""
   }
 }
@@ -494,7 +598,7 @@ const streamed = async (
   body: ChatBody,
   signal: AbortSignal,
   onDelta: (text: string) => void
-): Promise<LlmReply> => {
+): Promise<Reported> => {
   const stream = await client.chat.completions.create(
     { ...body, stream: true, stream_options: { include_usage: true } },
     { signal }
@@ -502,14 +606,12 @@ const streamed = async (
   let text = ""
   let finishReason = "unknown"
   let model = ""
-  let usage = { inputTokens: 0, outputTokens: 0 }
+  let usage: Reported["usage"] = { inputTokens: undefined, outputTokens: undefined }
   let sawChoice = false
   const calls: Array<{ id: string; name: string; arguments: string }> = []
   for await (const chunk of stream) {
     if (chunk.model) model = chunk.model
-    if (chunk.usage) {
-      usage = { inputTokens: chunk.usage.prompt_tokens ?? 0, outputTokens: chunk.usage.completion_tokens ?? 0 }
-    }
+    if (chunk.usage) usage = usageOf(chunk.usage)
     const choice = chunk.choices?.[0]
     if (choice === undefined) continue
     sawChoice = true
@@ -620,7 +722,7 @@ export const fromLanguageModel = (
       })
       return generated.pipe(
         Effect.map((response): Device.DeviceResult<LlmReply> => {
-          const reply: LlmReply = {
+          const reply = withUsage(request, {
             text: response.text,
             toolCalls: response.toolCalls.map((call) =>
               typeof call.params === "object" && call.params !== null && !Array.isArray(call.params)
@@ -629,11 +731,11 @@ export const fromLanguageModel = (
             ),
             finishReason: finishReasons[response.finishReason] ?? response.finishReason,
             usage: {
-              inputTokens: response.usage.inputTokens.total ?? 0,
-              outputTokens: response.usage.outputTokens.total ?? 0
+              inputTokens: countOf(response.usage.inputTokens.total),
+              outputTokens: countOf(response.usage.outputTokens.total)
             },
             model: ""
-          }
+          })
           return { value: reply, cost: { tokens: reply.usage.inputTokens + reply.usage.outputTokens } }
         }),
         Effect.mapError(

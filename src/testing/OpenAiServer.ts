@@ -12,7 +12,8 @@
  *
  * - The server never hangs a test: a request that finds the queue empty is answered at once with a 500 whose message
  *   says so (`OpenAiServer: no scripted reply left …`).
- * - Every completion carries `usage`: the scripted one, or an estimate (about 4 characters a token, at least 1).
+ * - A completion carries `usage`: the scripted counts, or estimates (`ContextMemory.estimateTokens`), unless the
+ *   script leaves it out (`usage: null`, or one count `null`), as many local OpenAI-compatible servers do.
  * - A streamed answer follows OpenAI's format: `data:` chunks with `choices[0].delta` (first the role, then text
  *   fragments, then tool-call fragments, then an empty delta with `finish_reason`), a final chunk with `usage` and no
  *   choices when the request sets `stream_options.include_usage`, then `data: [DONE]`.
@@ -37,16 +38,18 @@
  */
 import * as Http from "node:http"
 import { Effect, type Scope } from "effect"
+import { estimateTokens } from "../services/ContextMemory.ts"
 
 /**
  * Token counts a reply reports. Absent counts are estimated: the prompt from the request's messages, the completion
- * from the reply's text and tool-call arguments. `total_tokens` is always their sum.
+ * from the reply's text and tool-call arguments. A count given as `null` is left out of `usage` (a server that reports
+ * only part of it). `total_tokens` is the sum of the counts sent.
  *
  * @category models
  */
 export interface UsageScript {
-  readonly promptTokens?: number | undefined
-  readonly completionTokens?: number | undefined
+  readonly promptTokens?: number | null | undefined
+  readonly completionTokens?: number | null | undefined
 }
 
 /**
@@ -74,7 +77,8 @@ export interface Completion {
   readonly toolCalls?: ReadonlyArray<ToolCallScript> | undefined
   /** Default: `"tool_calls"` when there are tool calls, else `"stop"`. */
   readonly finishReason?: string | undefined
-  readonly usage?: UsageScript | undefined
+  /** `null`: the answer carries no `usage` at all (streamed: no usage chunk). */
+  readonly usage?: UsageScript | null | undefined
   /** Default: the model the request named. */
   readonly model?: string | undefined
   /** Wait this long before answering (headers included). */
@@ -389,15 +393,22 @@ const start = (script: ReadonlyArray<Reply>, models: ReadonlyArray<string>): Run
       }))
       const model = reply.model ?? (typeof body.model === "string" ? body.model : "test-model")
       const finishReason = reply.finishReason ?? (calls.length > 0 ? "tool_calls" : "stop")
-      const promptTokens = reply.usage?.promptTokens ?? estimateTokens(JSON.stringify(body.messages ?? []))
+      const promptTokens =
+        reply.usage?.promptTokens === undefined
+          ? estimateTokens(JSON.stringify(body.messages ?? []))
+          : reply.usage.promptTokens
       const completionTokens =
-        reply.usage?.completionTokens ??
-        estimateTokens(reply.text + calls.map((c) => c.function.name + c.function.arguments).join(""))
-      const usage = {
-        prompt_tokens: promptTokens,
-        completion_tokens: completionTokens,
-        total_tokens: promptTokens + completionTokens
-      }
+        reply.usage?.completionTokens === undefined
+          ? estimateTokens(reply.text + calls.map((c) => c.function.name + c.function.arguments).join(""))
+          : reply.usage.completionTokens
+      const usage =
+        reply.usage === null
+          ? undefined
+          : {
+              ...(promptTokens === null ? {} : { prompt_tokens: promptTokens }),
+              ...(completionTokens === null ? {} : { completion_tokens: completionTokens }),
+              total_tokens: (promptTokens ?? 0) + (completionTokens ?? 0)
+            }
       if (!record.stream) {
         return afterDelay(reply.delayMs, () =>
           sendJson(200, {
@@ -418,7 +429,7 @@ const start = (script: ReadonlyArray<Reply>, models: ReadonlyArray<string>): Run
                 finish_reason: finishReason
               }
             ],
-            usage
+            ...(usage === undefined ? {} : { usage })
           })
         )
       }
@@ -444,7 +455,7 @@ const start = (script: ReadonlyArray<Reply>, models: ReadonlyArray<string>): Run
         }
       })
       events.push(delta({}, finishReason))
-      if (body.stream_options?.include_usage === true) events.push(chunk([], { usage }))
+      if (body.stream_options?.include_usage === true && usage !== undefined) events.push(chunk([], { usage }))
       events.push("data: [DONE]\n\n")
       afterDelay(reply.delayMs, () => {
         record.status = 200
@@ -501,8 +512,6 @@ const start = (script: ReadonlyArray<Reply>, models: ReadonlyArray<string>): Run
     })
   }
 }
-
-const estimateTokens = (text: string): number => Math.max(1, Math.ceil(text.length / 4))
 
 const errorBody = (status: number, message: string, type?: string, code?: string) => ({
   error: {

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, ConfigProvider, Effect, Fiber, Stream } from "effect"
 import { AiError, LanguageModel } from "effect/ai"
-import { type Device, Llm } from "effect-agent-os"
+import { ContextMemory, type Device, Llm } from "effect-agent-os"
 import { OpenAiServer } from "effect-agent-os/testing"
 
 const context: Device.CallContext = { pid: 1, op: 1, priority: 0, deadline: undefined }
@@ -220,6 +220,68 @@ describe("Llm.make", () => {
     })
   )
 
+  it.live("a server that sends no usage: the call is charged the estimate of prompt and completion, never 0", () =>
+    Effect.gen(function* () {
+      const price = { inputPerMTok: 2, outputPerMTok: 8 }
+      const { read } = yield* setup([OpenAiServer.text("Four score and seven years ago", { usage: null })], {
+        prices: { "test-model": price }
+      })
+      const request: Llm.LlmRequest = {
+        messages: [
+          { role: "system", content: "You are a historian." },
+          { role: "user", content: "How does the Gettysburg Address begin?" }
+        ]
+      }
+      const { cost, value } = yield* read(request)
+      const inputTokens = Llm.estimatePromptTokens(request)
+      const outputTokens = ContextMemory.estimateTokens("Four score and seven years ago")
+      assert.deepStrictEqual(value.usage, { inputTokens, outputTokens, estimated: true })
+      assert.isAbove(inputTokens, 0)
+      assert.strictEqual(cost?.tokens, inputTokens + outputTokens)
+      assert.closeTo(cost!.usd!, (inputTokens * 2 + outputTokens * 8) / 1_000_000, 1e-15)
+    })
+  )
+
+  it.live("partial usage: the count the server sent is kept, the missing one estimated", () =>
+    Effect.gen(function* () {
+      const { read } = yield* setup([
+        OpenAiServer.text("done", { usage: { promptTokens: 40, completionTokens: null } }),
+        OpenAiServer.text("done", { usage: { promptTokens: null, completionTokens: 9 } })
+      ])
+      const first = yield* read(hello)
+      assert.deepStrictEqual(first.value.usage, { inputTokens: 40, outputTokens: 1, estimated: true })
+      assert.strictEqual(first.cost?.tokens, 41)
+      const second = yield* read(hello)
+      assert.deepStrictEqual(second.value.usage, {
+        inputTokens: Llm.estimatePromptTokens(hello),
+        outputTokens: 9,
+        estimated: true
+      })
+    })
+  )
+
+  it.live("streaming with no usage chunk: the estimate is charged", () =>
+    Effect.gen(function* () {
+      const { read } = yield* setup([OpenAiServer.stream(["Hel", "lo"], { usage: null })])
+      const { cost, value } = yield* read({ ...hello, stream: true })
+      assert.strictEqual(value.text, "Hello")
+      assert.deepStrictEqual(value.usage, {
+        inputTokens: Llm.estimatePromptTokens(hello),
+        outputTokens: ContextMemory.estimateTokens("Hello"),
+        estimated: true
+      })
+      assert.isAbove(cost!.tokens!, 0)
+    })
+  )
+
+  it.live("a reply with neither text nor usage still costs at least one completion token", () =>
+    Effect.gen(function* () {
+      const { read } = yield* setup([OpenAiServer.text("", { usage: null })])
+      const { value } = yield* read(hello)
+      assert.strictEqual(value.usage.outputTokens, 1)
+    })
+  )
+
   it.live("429 with Retry-After: waits what the server asked, then succeeds", () =>
     Effect.gen(function* () {
       const { read, server } = yield* setup([OpenAiServer.rateLimited(1), OpenAiServer.text("ok")])
@@ -376,6 +438,32 @@ describe("Llm.make", () => {
   )
 })
 
+describe("token estimates", () => {
+  it("the prompt estimate counts every message's text with its overhead, images by a fixed count, and tools", () => {
+    const text = (content: string): Llm.LlmRequest => ({ messages: [{ role: "user", content }] })
+    assert.strictEqual(Llm.estimatePromptTokens(text("hi")), Llm.messageOverheadTokens + 1)
+    assert.strictEqual(
+      Llm.estimatePromptTokens(text("東京の人口")),
+      Llm.messageOverheadTokens + ContextMemory.estimateTokens("東京の人口")
+    )
+    // a data: URL of a megabyte is one image, not 250 000 tokens
+    const image: Llm.LlmRequest = {
+      messages: [{ role: "user", content: [{ type: "image", url: `data:image/png;base64,${"A".repeat(1_000_000)}` }] }]
+    }
+    assert.strictEqual(Llm.estimatePromptTokens(image), Llm.messageOverheadTokens + Llm.imagePartTokens)
+    const tool = { name: "weather", parameters: { type: "object", properties: { city: { type: "string" } } } }
+    assert.strictEqual(
+      Llm.estimatePromptTokens({ ...text("hi"), tools: [tool] }),
+      Llm.messageOverheadTokens + 1 + ContextMemory.estimateTokens(JSON.stringify(tool))
+    )
+    const call = { id: "c", name: "weather", arguments: { city: "Oslo" } }
+    assert.strictEqual(
+      Llm.estimateCompletionTokens({ text: "", toolCalls: [call] }),
+      ContextMemory.estimateTokens(`weather${JSON.stringify({ city: "Oslo" })}`)
+    )
+  })
+})
+
 describe("Llm.fromLanguageModel", () => {
   /** A LanguageModel that records the provider options it got and answers with `parts`. */
   const fakeModel = (parts: ReadonlyArray<unknown>, seen: Array<LanguageModel.ProviderOptions>) =>
@@ -441,6 +529,25 @@ describe("Llm.fromLanguageModel", () => {
         options.tools.map((t) => t.name),
         ["weather"]
       )
+    })
+  )
+
+  it.effect("a response without usage is charged the estimate", () =>
+    Effect.gen(function* () {
+      const model = yield* fakeModel(
+        [
+          { type: "text", text: "Twelve." },
+          { type: "finish", reason: "stop", usage: { inputTokens: {}, outputTokens: { total: undefined } } }
+        ],
+        []
+      )
+      const driver = yield* Llm.fromLanguageModel().pipe(Effect.provideService(LanguageModel.LanguageModel, model))
+      const handle = yield* driver.open({ pid: 1 })
+      const { cost, value } = yield* handle.read(hello, context)
+      const reply = value as Llm.LlmReply
+      const inputTokens = Llm.estimatePromptTokens(hello)
+      assert.deepStrictEqual(reply.usage, { inputTokens, outputTokens: 2, estimated: true })
+      assert.deepStrictEqual(cost, { tokens: inputTokens + 2 })
     })
   )
 

@@ -48,6 +48,38 @@ describe("OpenAiServer", () => {
     })
   )
 
+  it.live("leaves usage out when scripted null, or one count of it, as local servers do", () =>
+    Effect.gen(function* () {
+      const server = yield* OpenAiServer.make([
+        OpenAiServer.text("a", { usage: null }),
+        OpenAiServer.text("b", { usage: { promptTokens: 6, completionTokens: null } }),
+        OpenAiServer.stream(["c"], { usage: null })
+      ])
+      const client = clientFor(server)
+      const none = yield* call((signal) =>
+        client.chat.completions.create({ model: "m", messages: user("x") }, { signal })
+      )
+      assert.isUndefined(none.usage)
+      const partial = yield* call((signal) =>
+        client.chat.completions.create({ model: "m", messages: user("x") }, { signal })
+      )
+      assert.deepStrictEqual(partial.usage as unknown, { prompt_tokens: 6, total_tokens: 6 })
+      const chunks = yield* call(async (signal) => {
+        const stream = await client.chat.completions.create(
+          { model: "m", messages: user("x"), stream: true, stream_options: { include_usage: true } },
+          { signal }
+        )
+        const seen: Array<unknown> = []
+        for await (const chunk of stream) seen.push(chunk.usage)
+        return seen
+      })
+      assert.isTrue(
+        chunks.every((usage) => usage === undefined || usage === null),
+        "no usage chunk"
+      )
+    })
+  )
+
   it.live("answers tool calls: ids, names and JSON arguments; a string argument is sent verbatim", () =>
     Effect.gen(function* () {
       const server = yield* OpenAiServer.make([
