@@ -13,7 +13,7 @@ import { Console, Effect, Schema } from "effect"
 import { Tool, Toolkit } from "effect/ai"
 import { Kernel, Llm, Process, Sys, Tools } from "effect-agent-os"
 import { ScriptedLlm } from "effect-agent-os/testing"
-import { live, runJournaled, showEvent as show } from "./lib/journaled.ts"
+import { live, runJournaled } from "./lib/journaled.ts"
 
 // ---- tools: declared with Schemas, implemented separately --------------------------------------------------------
 
@@ -111,16 +111,12 @@ const program = Effect.gen(function* () {
   const pid = yield* kernel.boot(init, { grant: ["llm", "tools"] })
   yield* kernel.waitExit(pid)
   const trace = yield* kernel.trace()
-  yield* Console.log("")
-  for (const e of trace) if (e._tag === "Log") yield* Console.log(`  ${e.message}`)
   const charges = trace.flatMap((e) => (e._tag === "Charge" ? [e] : []))
   const spent = charges.reduce((s, c) => ({ tokens: s.tokens + c.tokens, toolCalls: s.toolCalls + c.toolCalls }), {
     tokens: 0,
     toolCalls: 0
   })
-  yield* Console.log(`  spent: ${spent.tokens} tokens, ${spent.toolCalls} tool calls`)
-  yield* Console.log(`\nevent trace (${trace.length} events, virtual time):`)
-  for (const e of trace) yield* Console.log(show(e))
+  yield* Console.log(`\nspent: ${spent.tokens} tokens, ${spent.toolCalls} tool calls`)
   return trace
 })
 

@@ -21,14 +21,16 @@
  *   `NameService` process is needed: the kernel's name registry is enough for one host.)
  * - At the end init sends the supervisor `Term`: it shuts its children down in reverse start order and exits.
  *
- * Run: node --experimental-strip-types --no-warnings examples/team.ts            (record)
- *      node --experimental-strip-types --no-warnings examples/team.ts --replay   (replay the journal)
+ * It prints each process's log lines once, as they happen, the spend of each process, the answer and a compact trace
+ * (spawns, driver calls, charges, signals, exits); `--trace` prints every event.
+ *
+ * Run: npm start (record, then replay), npm run replay, npm run replay -- --trace
  */
 import { Console, Effect, Option, Schema } from "effect"
 import { Tool, Toolkit } from "effect/ai"
 import { ConversationAgent, Kernel, Llm, Process, ReactAgent, Supervisor, Sys, Tools } from "effect-agent-os"
 import { ScriptedLlm } from "effect-agent-os/testing"
-import { live, runJournaled, showEvent as show } from "./lib/journaled.ts"
+import { live, runJournaled } from "./lib/journaled.ts"
 
 // ---- tools -----------------------------------------------------------------------------------------------------------
 
@@ -182,9 +184,6 @@ const program = Effect.gen(function* () {
   yield* kernel.waitExit(pid)
   const trace = yield* kernel.trace()
 
-  yield* Console.log("\nprogress:")
-  for (const e of trace) if (e._tag === "Log") yield* Console.log(`  pid ${e.pid}: ${e.message}`)
-
   const names = new Map<number, string>([[pid, "init"]])
   for (const e of trace) if (e._tag === "Spawn") names.set(e.pid, e.name)
   const spend = new Map<number, { tokens: number; toolCalls: number; usd: number }>()
@@ -202,9 +201,6 @@ const program = Effect.gen(function* () {
   }
   const answer = [...trace].reverse().find((e) => e._tag === "Log" && e.message.startsWith("assistant: "))
   yield* Console.log(`\nanswer: ${answer?._tag === "Log" ? answer.message.slice("assistant: ".length) : "(none)"}`)
-  yield* Console.log(`trace: ${trace.length} events (virtual time)`)
-  if (process.argv.includes("--trace")) for (const e of trace) yield* Console.log(show(e))
-
   return trace
 })
 
