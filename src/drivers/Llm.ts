@@ -221,6 +221,12 @@ export interface Options {
   readonly onDelta?: ((text: string, context: Device.CallContext) => void) | undefined
   /** The inference-scheduler policy for this device (default: the scheduler's defaults). */
   readonly schedule?: Policy | undefined
+  /**
+   * Ceiling on output tokens of a call whose request sets no `maxTokens`: sent as `max_completion_tokens`, and what
+   * the call reserves for its output (see `reservation`). Default: none sent; the reservation then assumes
+   * `defaultReservedOutputTokens`. A positive integer.
+   */
+  readonly maxTokens?: number | undefined
 }
 
 const defaults = {
@@ -298,6 +304,49 @@ export const estimatePromptTokens = (request: LlmRequest): number => {
 export const estimateCompletionTokens = (reply: Pick<LlmReply, "text" | "toolCalls">): number =>
   estimateTokens(reply.text + toolCallsText(reply.toolCalls))
 
+/**
+ * Output tokens a call reserves when neither its request nor its driver sets `maxTokens`: a typical agent turn. With no
+ * ceiling sent, the model may write more; the call is then charged what it used when it ends.
+ *
+ * @category tokens
+ */
+export const defaultReservedOutputTokens = 256
+
+/**
+ * What the driver knows when it reserves a call: its model, its output ceiling and its price table.
+ *
+ * @category models
+ */
+export interface ReservationSettings {
+  readonly model?: string | undefined
+  readonly maxTokens?: number | undefined
+  readonly prices?: Readonly<Record<string, Price>> | undefined
+}
+
+const isLlmRequest = Schema.is(LlmRequest)
+
+/**
+ * What one call may cost, reserved by the kernel against the caller's budget before the call starts (the driver's
+ * `reserve`): `tokens` = `estimatePromptTokens(request)` + the output ceiling (the request's `maxTokens`, else the
+ * driver's, else `defaultReservedOutputTokens`); `usd` = that many tokens at the price of the requested model (the
+ * request's `model`, else the driver's), when the price table has it. A pure function of the request. A request that
+ * does not decode reserves nothing: it fails with `invalid-request` before it reaches the model.
+ *
+ * The reservation is a bound when a ceiling is sent (the request's or the driver's `maxTokens`) and the server
+ * reports honest usage; otherwise it is an estimate, and the kernel settles to the actual cost when the call ends.
+ *
+ * @category tokens
+ */
+export const reservation = (request: unknown, settings: ReservationSettings = {}): Cost => {
+  if (!isLlmRequest(request)) return {}
+  const input = estimatePromptTokens(request)
+  const output = request.maxTokens ?? settings.maxTokens ?? defaultReservedOutputTokens
+  const price = priceOf(settings.prices, request.model ?? settings.model)
+  return price === undefined
+    ? { tokens: input + output }
+    : { tokens: input + output, usd: (input * price.inputPerMTok + output * price.outputPerMTok) / 1_000_000 }
+}
+
 /** The reply with every count the server did not report estimated, and marked so. */
 const withUsage = (request: LlmRequest, reported: Reported): LlmReply => {
   const { inputTokens, outputTokens } = reported.usage
@@ -353,6 +402,11 @@ export const make = (options: Options = {}): Effect.Effect<Device.Driver, Config
     if (!Number.isInteger(retryTimes) || retryTimes < 0) {
       return yield* Effect.die(new RangeError(`Llm.make: retry.times must be an integer ≥ 0, got ${retryTimes}`))
     }
+    if (options.maxTokens !== undefined && !(Number.isSafeInteger(options.maxTokens) && options.maxTokens > 0)) {
+      return yield* Effect.die(
+        new RangeError(`Llm.make: maxTokens must be a positive integer, got ${options.maxTokens}`)
+      )
+    }
     const retryBase = millisOption(options.retry?.base, "retry.base") ?? Duration.toMillis(defaults.retryBase)
     const retryMaxDelay =
       millisOption(options.retry?.maxDelay, "retry.maxDelay") ?? Duration.toMillis(defaults.retryMaxDelay)
@@ -366,11 +420,14 @@ export const make = (options: Options = {}): Effect.Effect<Device.Driver, Config
       maxRetries: 0,
       timeout: timeout + 1_000
     })
+    const prices = options.prices ?? {}
+    const reserveSettings: ReservationSettings = { model, maxTokens: options.maxTokens, prices }
     const call = makeCall({
       name,
       client,
       model,
-      prices: options.prices ?? {},
+      maxTokens: options.maxTokens,
+      prices,
       timeout,
       retryTimes,
       retryBase,
@@ -381,6 +438,7 @@ export const make = (options: Options = {}): Effect.Effect<Device.Driver, Config
       name,
       meters: ["tokens", "usd"],
       scheduled: options.schedule ?? true,
+      reserve: (request) => reservation(request, reserveSettings),
       open: () =>
         Effect.succeed<Device.Handle>({
           read: (request, context) => decodeRequest(name, request).pipe(Effect.flatMap((r) => call(r, context)))
@@ -406,6 +464,7 @@ interface CallSettings {
   readonly name: string
   readonly client: OpenAI
   readonly model: string
+  readonly maxTokens: number | undefined
   readonly prices: Readonly<Record<string, Price>>
   readonly timeout: number
   readonly retryTimes: number
@@ -446,7 +505,7 @@ const makeCall = (settings: CallSettings) => {
 
   return (request: LlmRequest, context: Device.CallContext): Effect.Effect<Device.DeviceResult, Device.DeviceError> => {
     const model = request.model ?? settings.model
-    const body = toChatBody(model, request)
+    const body = toChatBody(model, request, settings.maxTokens)
     // A plain call is bounded by the SDK's own per-request timeout (it aborts the request and raises a timeout
     // error): an Effect timeout around every call would cost a fiber race per call (~0.1 ms). A streamed reply is
     // read long after the SDK returns, so it is bounded by an Effect timeout as a whole.
@@ -470,11 +529,21 @@ const makeCall = (settings: CallSettings) => {
       Effect.mapError((failure) => failure.error),
       Effect.map((reported): Device.DeviceResult<LlmReply> => {
         const reply = withUsage(request, reported)
-        return { value: reply, cost: costOf(reply, settings.prices[model] ?? settings.prices[reply.model]) }
+        return {
+          value: reply,
+          cost: costOf(reply, priceOf(settings.prices, model) ?? priceOf(settings.prices, reply.model))
+        }
       })
     )
   }
 }
+
+/**
+ * The table's own price for a model: a model id is request data, and `"constructor"` or `"__proto__"` must not find
+ * `Object.prototype`'s members (an `NaN` price would make the call's cost invalid, and the call free).
+ */
+const priceOf = (prices: Readonly<Record<string, Price>> | undefined, model: string | undefined): Price | undefined =>
+  prices !== undefined && model !== undefined && Object.hasOwn(prices, model) ? prices[model] : undefined
 
 const costOf = (reply: LlmReply, price: Price | undefined): Cost => ({
   tokens: reply.usage.inputTokens + reply.usage.outputTokens,
@@ -486,25 +555,29 @@ const costOf = (reply: LlmReply, price: Price | undefined): Cost => ({
 
 type ChatBody = Omit<OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming, "stream">
 
-const toChatBody = (model: string, request: LlmRequest): ChatBody => ({
-  model,
-  messages: request.messages.map(toChatMessage),
-  ...(request.tools !== undefined && request.tools.length > 0
-    ? {
-        tools: request.tools.map((tool): OpenAI.Chat.Completions.ChatCompletionTool => ({
-          type: "function",
-          function: {
-            name: tool.name,
-            ...(tool.description === undefined ? {} : { description: tool.description }),
-            parameters: tool.parameters ?? { type: "object", properties: {} }
-          }
-        }))
-      }
-    : {}),
-  ...(request.toolChoice === undefined ? {} : { tool_choice: request.toolChoice }),
-  ...(request.maxTokens === undefined ? {} : { max_completion_tokens: request.maxTokens }),
-  ...(request.temperature === undefined ? {} : { temperature: request.temperature })
-})
+/** The chat-completions body; `maxTokens` is the driver's output ceiling, for a request that sets none. */
+const toChatBody = (model: string, request: LlmRequest, maxTokens: number | undefined): ChatBody => {
+  const ceiling = request.maxTokens ?? maxTokens
+  return {
+    model,
+    messages: request.messages.map(toChatMessage),
+    ...(request.tools !== undefined && request.tools.length > 0
+      ? {
+          tools: request.tools.map((tool): OpenAI.Chat.Completions.ChatCompletionTool => ({
+            type: "function",
+            function: {
+              name: tool.name,
+              ...(tool.description === undefined ? {} : { description: tool.description }),
+              parameters: tool.parameters ?? { type: "object", properties: {} }
+            }
+          }))
+        }
+      : {}),
+    ...(request.toolChoice === undefined ? {} : { tool_choice: request.toolChoice }),
+    ...(ceiling === undefined ? {} : { max_completion_tokens: ceiling }),
+    ...(request.temperature === undefined ? {} : { temperature: request.temperature })
+  }
+}
 
 const toChatMessage = (message: Message): OpenAI.Chat.Completions.ChatCompletionMessageParam => {
   switch (message.role) {
@@ -753,6 +826,7 @@ export const fromLanguageModel = (
       name,
       meters: ["tokens"],
       scheduled: true,
+      reserve: (request) => reservation(request),
       open: () =>
         Effect.succeed<Device.Handle>({
           read: (request) => decodeRequest(name, request).pipe(Effect.flatMap(generate))

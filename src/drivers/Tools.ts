@@ -23,7 +23,8 @@
  *
  * A `ToolError` is a successful read: the agent reads the message (which carries the Schema's decode message), fixes
  * its call and tries again; on `invalid-input` the implementation never ran. A `tool-defect` is a bug in the tool, not
- * in the call, so it is an error of the read. Every call that reaches a tool, valid or not, costs `{ toolCalls: 1 }`.
+ * in the call, so it is an error of the read. Every call that reaches a tool, valid or not, costs `{ toolCalls: 1 }`,
+ * and each call reserves that much before it starts (`reserve`).
  *
  * Parameters are decoded with `Schema.toCodecJson(parameters)` and results encoded with `Schema.toCodecJson(success)`,
  * the codec whose encoded side `Schema.toJsonSchemaDocument` describes: what `definitions` advertises is exactly what
@@ -40,6 +41,7 @@
  */
 import { type Context, Effect, Predicate, Schema } from "effect"
 import { Tool, type Toolkit } from "effect/ai"
+import type { Cost } from "../services/Accounts.ts"
 import type { CallContext, DeviceResult, Driver, Handle } from "../services/Device.ts"
 import { DeviceError } from "../services/Device.ts"
 
@@ -176,6 +178,14 @@ export const definitions = (toolset: { readonly tools: Record<string, Tool.Any> 
   })
 
 /**
+ * What one call may cost at most, the tools driver's `reserve`: `{ toolCalls: 1 }` whatever the request, what every
+ * call that reaches the tool set is charged (a request that does not reach it is charged nothing).
+ *
+ * @category pricing
+ */
+export const reserve = (_request: unknown): Cost => callCost
+
+/**
  * Builds a tools driver from declarations and implementations, checking that every declared tool has exactly one
  * implementation (a `ToolsetError` otherwise). The type checker already refuses a literal record with a missing or an
  * extra name; the check guards implementations assembled at run time. The services the implementations require are
@@ -233,7 +243,7 @@ export const make = <
           return run(args, call)
         })
     }
-    return { name: device, meters: ["toolCalls"], open: () => Effect.succeed(handle), tools: toolkit.tools }
+    return { name: device, meters: ["toolCalls"], reserve, open: () => Effect.succeed(handle), tools: toolkit.tools }
   })
 
 // -----------------------------------------------------------------------------

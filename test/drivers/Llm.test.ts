@@ -464,6 +464,76 @@ describe("token estimates", () => {
   })
 })
 
+describe("reservation", () => {
+  const prices = { "test-model": { inputPerMTok: 2, outputPerMTok: 8 }, big: { inputPerMTok: 10, outputPerMTok: 30 } }
+
+  it("tokens: the prompt estimate plus the request's maxTokens, else the driver's, else the default", () => {
+    const prompt = Llm.estimatePromptTokens(hello)
+    assert.deepStrictEqual(Llm.reservation({ ...hello, maxTokens: 50 }, { maxTokens: 900 }), { tokens: prompt + 50 })
+    assert.deepStrictEqual(Llm.reservation(hello, { maxTokens: 900 }), { tokens: prompt + 900 })
+    assert.deepStrictEqual(Llm.reservation(hello), { tokens: prompt + Llm.defaultReservedOutputTokens })
+    const withTools: Llm.LlmRequest = { ...hello, tools: [{ name: "weather", description: "forecast" }], maxTokens: 10 }
+    assert.strictEqual(Llm.reservation(withTools).tokens, Llm.estimatePromptTokens(withTools) + 10)
+    assert.isAbove(Llm.estimatePromptTokens(withTools), prompt, "tool schemas are part of the prompt")
+  })
+
+  it("usd: that many tokens at the requested model's price, when the table has one", () => {
+    const prompt = Llm.estimatePromptTokens(hello)
+    const own = Llm.reservation({ ...hello, maxTokens: 100 }, { model: "test-model", prices })
+    assert.strictEqual(own.tokens, prompt + 100)
+    assert.closeTo(own.usd!, (prompt * 2 + 100 * 8) / 1_000_000, 1e-15)
+    const overridden = Llm.reservation({ ...hello, maxTokens: 100, model: "big" }, { model: "test-model", prices })
+    assert.closeTo(overridden.usd!, (prompt * 10 + 100 * 30) / 1_000_000, 1e-15)
+    assert.deepStrictEqual(Llm.reservation({ ...hello, maxTokens: 100 }, { model: "unpriced", prices }), {
+      tokens: prompt + 100
+    })
+  })
+
+  it("a model id is data: 'constructor' or '__proto__' finds no price", () => {
+    for (const model of ["constructor", "__proto__", "toString", "hasOwnProperty"]) {
+      const reserved = Llm.reservation({ ...hello, model, maxTokens: 10 }, { prices })
+      assert.deepStrictEqual(reserved, { tokens: Llm.estimatePromptTokens(hello) + 10 }, model)
+    }
+  })
+
+  it("a request that does not decode reserves nothing (it never reaches the model)", () => {
+    assert.deepStrictEqual(Llm.reservation({ messages: [] }), {})
+    assert.deepStrictEqual(Llm.reservation("hi"), {})
+    assert.deepStrictEqual(Llm.reservation({ messages: [{ role: "user", content: "x" }], maxTokens: -1 }), {})
+  })
+
+  it.live(
+    "the driver reserves with its model, ceiling and prices, and sends its ceiling when the request has none",
+    () =>
+      Effect.gen(function* () {
+        const { driver, read, server } = yield* setup([OpenAiServer.text("a"), OpenAiServer.text("b")], {
+          prices,
+          maxTokens: 300
+        })
+        assert.deepStrictEqual(
+          driver.reserve!(hello),
+          Llm.reservation(hello, { model: "test-model", maxTokens: 300, prices })
+        )
+        yield* read(hello)
+        yield* read({ ...hello, maxTokens: 20 })
+        assert.deepStrictEqual(
+          (yield* server.received).map((body) => body.max_completion_tokens),
+          [300, 20]
+        )
+      })
+  )
+
+  it.live("a request naming 'constructor' as its model is still charged a valid cost", () =>
+    Effect.gen(function* () {
+      const { read } = yield* setup([OpenAiServer.text("ok", { usage: { promptTokens: 10, completionTokens: 2 } })], {
+        prices
+      })
+      const { cost } = yield* read({ ...hello, model: "constructor" })
+      assert.deepStrictEqual(cost, { tokens: 12, usd: 0 })
+    })
+  )
+})
+
 describe("Llm.fromLanguageModel", () => {
   /** A LanguageModel that records the provider options it got and answers with `parts`. */
   const fakeModel = (parts: ReadonlyArray<unknown>, seen: Array<LanguageModel.ProviderOptions>) =>

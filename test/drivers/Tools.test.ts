@@ -153,6 +153,29 @@ describe("Tools.make", () => {
   )
 })
 
+describe("Tools reservation", () => {
+  it.effect("every call reserves one tool call, what any call that reaches the tool set is charged", () =>
+    Effect.gen(function* () {
+      const { driver, handle } = yield* makeToolset
+      assert.strictEqual(driver.reserve, Tools.reserve)
+      const requests: ReadonlyArray<unknown> = [
+        { tool: "add", input: { a: 1, b: 2 } },
+        { tool: "add", input: { a: "x" } },
+        { tool: "nope", input: {} },
+        { tool: "divide", input: { a: 1, b: 0 } }
+      ]
+      for (const request of requests) {
+        const reserved = driver.reserve!(request)
+        assert.deepStrictEqual(reserved, { toolCalls: 1 })
+        const { cost } = yield* handle.read(request, call)
+        assert.deepStrictEqual(cost, reserved, JSON.stringify(request))
+      }
+      // not even a tool call: charged nothing, so the reservation of one is an upper bound
+      assert.deepStrictEqual(Tools.reserve("garbage"), { toolCalls: 1 })
+    })
+  )
+})
+
 describe("Tools handle read", () => {
   it.effect("runs a valid call and returns the encoded result, costing one tool call", () =>
     Effect.gen(function* () {
