@@ -2,8 +2,9 @@
  * Holds a conversation with a tool-using ReAct loop over many user turns, as a kernel process.
  *
  * `ConversationAgent.make(options)` returns a `Process.Image<ConversationAgent.Args>`. Spawn it with two start caps,
- * in this order (`Sys.caps()`): `llm` and `tools`, device caps (right `open`) to an LLM device and a tools device. Its
- * args may carry an initial `history` (earlier messages, oldest first; remembered unpinned, so they page out first).
+ * in this order (`Sys.caps()`): `llm` and `tools`, device caps (right `open`) to an LLM device and a tools device; an
+ * agent without tools (no `tools` option, or an empty one) needs only `[llm]`. Its args may carry an initial
+ * `history` (earlier messages, oldest first; remembered unpinned, so they page out first).
  *
  * It then serves messages, one at a time, in arrival order:
  *
@@ -117,10 +118,15 @@ export const make = (options: Options = {}): Process.Image<Args> =>
   Process.make<Args>(options.name ?? "conversation-agent", (args) =>
     Effect.gen(function* () {
       const [llmCap, toolsCap] = yield* Sys.caps()
-      if (llmCap === undefined || toolsCap === undefined) {
-        return yield* Sys.exit(Process.fault("conversation-agent: start caps are [llm, tools]"))
+      if (llmCap === undefined || (toolsCap === undefined && (options.tools ?? []).length > 0)) {
+        return yield* Sys.exit(
+          Process.fault("conversation-agent: start caps are [llm, tools] ([llm] for an agent without tools)")
+        )
       }
-      const handles = { llm: yield* Sys.open(llmCap), tools: yield* Sys.open(toolsCap) }
+      const handles = {
+        llm: yield* Sys.open(llmCap),
+        tools: toolsCap === undefined ? undefined : yield* Sys.open(toolsCap)
+      }
       yield* React.rememberMessage({ role: "system", content: options.system ?? React.defaults.system }, true)
       for (const message of args?.history ?? []) yield* React.rememberMessage(message)
       while (true) {

@@ -8,6 +8,10 @@
  * 2. `tools`: a device cap (right `open`) to a tools device (`Tools.make`);
  * 3. `reply`: a cap (right `send`) to the process that wants the answer.
  *
+ * An agent without tools (no `tools` option, or an empty one) needs no tools device: spawn it with `[llm, reply]`
+ * (`[llm, tools, reply]` works too, the tools cap unused). A tool call its model makes anyway reads back a
+ * `ToolError` `unknown-tool` without any device call.
+ *
  * ## The loop
  *
  * - The transcript is kept in the agent's context memory (`Sys.remember`), one segment per message: the system prompt
@@ -128,13 +132,17 @@ export const promptOf = React.promptOf
 export const make = (options: Options = {}): Process.Image<Args> =>
   Process.make<Args>(options.name ?? "react-agent", ({ task }) =>
     Effect.gen(function* () {
-      const [llmCap, toolsCap, reply] = yield* Sys.caps()
-      if (llmCap === undefined || toolsCap === undefined || reply === undefined) {
-        return yield* Sys.exit(Process.fault("react-agent: start caps are [llm, tools, reply]"))
+      const caps = yield* Sys.caps()
+      const withoutTools = (options.tools ?? []).length === 0 && caps.length === 2
+      const [llmCap, toolsCap, reply] = withoutTools ? [caps[0], undefined, caps[1]] : caps
+      if (llmCap === undefined || reply === undefined || (toolsCap === undefined && !withoutTools)) {
+        return yield* Sys.exit(
+          Process.fault("react-agent: start caps are [llm, tools, reply] ([llm, reply] for an agent without tools)")
+        )
       }
       const outcome = yield* Effect.gen(function* () {
         const llm = yield* Sys.open(llmCap)
-        const tools = yield* Sys.open(toolsCap)
+        const tools = toolsCap === undefined ? undefined : yield* Sys.open(toolsCap)
         yield* React.rememberMessage({ role: "system", content: options.system ?? React.defaults.system }, true)
         yield* React.rememberMessage({ role: "user", content: task } satisfies Message, true)
         return yield* React.run({ llm, tools }, options)

@@ -315,3 +315,25 @@ describe("ConversationAgent", () => {
     })
   )
 })
+
+describe("ConversationAgent without tools", () => {
+  it.effect("needs no tools device: start caps [llm]", () =>
+    Effect.gen(function* () {
+      const llm = ScriptedLlm.make([{ text: "hello back" }])
+      const answer = yield* TestKernel.runProcess(
+        (grant) =>
+          Effect.gen(function* () {
+            const { cap } = yield* Sys.spawn(ConversationAgent.make(), { caps: [grant.devices.llm!] })
+            const replyTo = yield* Sys.derive(yield* Sys.selfCap(), ["send"])
+            yield* Sys.send(cap, { _tag: "User", text: "hello" } satisfies ConversationAgent.User, { caps: [replyTo] })
+            const reply = yield* Sys.recv<ConversationAgent.Reply>()
+            yield* Sys.term(cap)
+            assert.deepStrictEqual(yield* Sys.waitpid(cap), Process.normal)
+            return reply.body
+          }),
+        { grant: ["llm"] }
+      ).pipe(Effect.provide(TestKernel.layer({ drivers: [llm] })))
+      assert.deepStrictEqual(answer, { _tag: "Result", answer: "hello back", steps: 1 })
+    })
+  )
+})

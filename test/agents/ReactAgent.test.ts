@@ -410,3 +410,47 @@ describe("ReactAgent", () => {
     })
   )
 })
+
+describe("ReactAgent without tools", () => {
+  it.effect("needs no tools device: start caps [llm, reply]; a tool call anyway reads back unknown-tool", () =>
+    Effect.gen(function* () {
+      const llm = ScriptedLlm.make([{ toolCalls: [{ name: "lookup", arguments: { key: "a" } }] }, { text: "plain" }])
+      const outcome = yield* TestKernel.runProcess(
+        (grant) =>
+          Effect.gen(function* () {
+            const replyTo = yield* Sys.derive(yield* Sys.selfCap(), ["send"])
+            const { cap } = yield* Sys.spawn(ReactAgent.make(), {
+              args: { task: "say something" },
+              caps: [grant.devices.llm!, replyTo]
+            })
+            const reply = yield* Sys.recv<ReactAgent.Reply>()
+            return { reply: reply.body, reason: yield* Sys.waitpid(cap) }
+          }),
+        { grant: ["llm"] }
+      ).pipe(Effect.provide(TestKernel.layer({ drivers: [llm] })))
+      assert.deepStrictEqual(outcome, { reply: { _tag: "Result", answer: "plain", steps: 2 }, reason: Process.normal })
+      assert.isUndefined(llm.requests[0]!.tools, "no tools are offered to the model")
+      const [result] = toolMessages(llm.requests[1]!)
+      assert.include(result!.content, "unknown-tool")
+    })
+  )
+
+  it.effect("an agent with tools still needs its tools cap", () =>
+    Effect.gen(function* () {
+      const reason = yield* TestKernel.runProcess(
+        (grant) =>
+          Effect.gen(function* () {
+            const replyTo = yield* Sys.derive(yield* Sys.selfCap(), ["send"])
+            const { cap } = yield* Sys.spawn(ReactAgent.make({ tools: definitions }), {
+              args: { task: "t" },
+              caps: [grant.devices.llm!, replyTo]
+            })
+            return yield* Sys.waitpid(cap)
+          }),
+        { grant: ["llm"] }
+      ).pipe(Effect.provide(TestKernel.layer({ drivers: [ScriptedLlm.make([])] })))
+      assert.strictEqual(reason._tag, "Fault")
+      assert.include(JSON.stringify(reason), "[llm, tools, reply]")
+    })
+  )
+})

@@ -163,6 +163,14 @@ const toolRequest = (call: ToolCall) =>
       }
     : { tool: call.name, input: call.arguments }
 
+/** What a tool call reads back in an agent without a tools device: the tools device's own `unknown-tool` error. */
+const noTools = (call: ToolCall) => ({
+  _tag: "ToolError",
+  tool: call.name,
+  reason: "unknown-tool",
+  message: `unknown tool "${call.name}"; this agent has no tools: answer without calling tools`
+})
+
 /**
  * A tool result as the model reads it: its JSON text, cut at `max` characters with a `truncationMarker`.
  *
@@ -180,7 +188,8 @@ export const renderResult = (value: unknown, max: number): string => {
  */
 export interface Handles {
   readonly llm: CapRef
-  readonly tools: CapRef
+  /** Absent for an agent without tools: a tool call the model makes anyway reads back an `unknown-tool` error. */
+  readonly tools: CapRef | undefined
 }
 
 /**
@@ -262,7 +271,8 @@ export const run = (handles: Handles, options: LoopOptions) =>
             unique.push(call)
           }
         })
-        const values = yield* Sys.readAll(handles.tools, unique.map(toolRequest))
+        const values =
+          handles.tools === undefined ? unique.map(noTools) : yield* Sys.readAll(handles.tools, unique.map(toolRequest))
         const rendered = values.map((value) => renderResult(value, charsMax))
         let fresh = false
         unique.forEach((_, i) => {
