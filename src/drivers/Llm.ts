@@ -12,7 +12,9 @@
  * is JSON-safe: `{ text, toolCalls, finishReason, usage, model }`; the call costs
  * `{ tokens: input + output, usd }`, `usd` from the price table (0 for a model without a price). When the server
  * reports no usage, or only part of it, the missing counts are estimated (`estimatePromptTokens`,
- * `estimateCompletionTokens`, both on `ContextMemory.estimateTokens`) and charged: never 0.
+ * `estimateCompletionTokens`, both on `ContextMemory.estimateTokens`) and charged: never 0. Before a call starts the
+ * kernel reserves the driver's `reservation` of it (the prompt estimate plus the output ceiling, at the model's
+ * price) against the caller's budget, and settles to the actual cost when it ends.
  *
  * How `make`'s calls end:
  *
@@ -765,7 +767,8 @@ const messageOf = (error: unknown): string => (error instanceof Error ? error.me
  * part with media type `image/*`), tools to dynamic JSON-Schema tools whose calls are returned, not run
  * (`disableToolCallResolution`); `maxTokens`, `temperature`, `model` and `stream` are not passed (set them on the
  * provider). The reply has the same shape as `make`'s (`finishReason` in OpenAI's words, `model` empty), and costs
- * `{ tokens }`. Retries and timeouts are the provider's; an `AiError` becomes a `DeviceError` (`rate-limited`,
+ * `{ tokens }`; a call reserves `reservation(request)` (an estimate: the provider sets its own output ceiling).
+ * Retries and timeouts are the provider's; an `AiError` becomes a `DeviceError` (`rate-limited`,
  * `unauthorized`, `invalid-request`, `unavailable`, …) with the error's own `isRetryable`.
  *
  * @category constructors
