@@ -356,7 +356,7 @@ export const make = (options: Options): Process.Image<void> =>
           const delay = yield* backoffDelay(child, now, reason)
           if (delay === undefined) return yield* escalate(`backoff schedule of child ${child.spec.id} ended`)
           if (delay <= 0) return yield* startDue(due)
-          const me = yield* Sys.selfCap()
+          const me = yield* Sys.selfCap().pipe(Effect.orDie)
           yield* Effect.forkChild(
             Effect.sleep(delay).pipe(Effect.andThen(Sys.send(me, { _tag: "RestartDue", generation: due })))
           )
@@ -381,7 +381,8 @@ export const make = (options: Options): Process.Image<void> =>
         const message = yield* Sys.recv()
         if (Process.isKernelMessage(message)) {
           if (message.body._tag === "Term") return yield* shutdownAll
-          yield* onDown(message.body.pid, message.body.reason)
+          if (message.body._tag === "Down") yield* onDown(message.body.pid, message.body.reason)
+          else yield* Effect.forEach(message.caps, (cap) => Effect.ignore(Sys.revoke(cap)), { discard: true })
         } else if (message.from === self && isRestartDue(message.body)) {
           yield* startDue(message.body.generation)
         } else {

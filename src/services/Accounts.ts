@@ -12,7 +12,14 @@
  */
 import { type Duration, Schema } from "effect"
 import { durationMillis } from "./internal/duration.ts"
-import type { QuotaResource } from "./Process.ts"
+
+/**
+ * A resource a quota bounds; `Quota` exits name one.
+ *
+ * @category models
+ */
+export const QuotaResource = Schema.Literals(["tokens", "toolCalls", "usd", "children", "wall", "mem", "mailbox"])
+export type QuotaResource = typeof QuotaResource.Type
 
 /**
  * What a spawn or boot may ask for. Absent fields are inherited: meters are bounded only by the ancestors, `wall`
@@ -123,6 +130,10 @@ export class Account {
   toolCalls = 0
   usd = 0
   children = 0
+  /** Reserved by driver calls in flight (this account's and its subtree's), settled when each call ends. */
+  tokensReserved = 0
+  toolCallsReserved = 0
+  usdReserved = 0
   constructor(parent: Account | undefined, limits: Limits) {
     this.parent = parent
     this.limits = limits
@@ -164,17 +175,63 @@ const unlimited = (memMax: number, mailboxMax: number, wallEndsAt: number): Limi
 const isAmount = (n: unknown): n is number => typeof n === "number" && Number.isFinite(n) && n >= 0
 const isCount = (n: unknown): n is number => typeof n === "number" && Number.isInteger(n) && n > 0
 
-/** Remaining on one meter, tightest level of the chain. */
+/** Remaining on one meter, tightest level of the chain: the limit less what was used and what is reserved. */
 export const remaining = (account: Account, meter: Meter): number => {
   let left = Infinity
   for (let a: Account | undefined = account; a !== undefined; a = a.parent) {
     const max = meter === "tokens" ? a.tokensMax : meter === "toolCalls" ? a.toolCallsMax : a.usdMax
     if (max !== Infinity) {
-      const used = meter === "tokens" ? a.tokens : meter === "toolCalls" ? a.toolCalls : a.usd
+      const used =
+        meter === "tokens"
+          ? a.tokens + a.tokensReserved
+          : meter === "toolCalls"
+            ? a.toolCalls + a.toolCallsReserved
+            : a.usd + a.usdReserved
       if (max - used < left) left = max - used
     }
   }
   return left
+}
+
+/**
+ * Reserves what a call may cost, at every level of the chain, before it starts: all-or-nothing. Returns the first
+ * meter that has not that much left somewhere up the chain (nothing is reserved then), or `undefined`.
+ *
+ * @category charging
+ */
+export const reserve = (account: Account, cost: Cost): Meter | undefined => {
+  const tokens = cost.tokens ?? 0
+  const toolCalls = cost.toolCalls ?? 0
+  const usd = cost.usd ?? 0
+  if (tokens === 0 && toolCalls === 0 && usd === 0) return undefined
+  for (let a: Account | undefined = account; a !== undefined; a = a.parent) {
+    if (tokens > 0 && a.tokens + a.tokensReserved + tokens > a.tokensMax) return "tokens"
+    if (toolCalls > 0 && a.toolCalls + a.toolCallsReserved + toolCalls > a.toolCallsMax) return "toolCalls"
+    if (usd > 0 && a.usd + a.usdReserved + usd > a.usdMax) return "usd"
+  }
+  for (let a: Account | undefined = account; a !== undefined; a = a.parent) {
+    a.tokensReserved += tokens
+    a.toolCallsReserved += toolCalls
+    a.usdReserved += usd
+  }
+  return undefined
+}
+
+/**
+ * Releases a reservation made by `reserve` (the call ended; its actual cost is charged separately).
+ *
+ * @category charging
+ */
+export const release = (account: Account, cost: Cost): void => {
+  const tokens = cost.tokens ?? 0
+  const toolCalls = cost.toolCalls ?? 0
+  const usd = cost.usd ?? 0
+  if (tokens === 0 && toolCalls === 0 && usd === 0) return
+  for (let a: Account | undefined = account; a !== undefined; a = a.parent) {
+    a.tokensReserved -= tokens
+    a.toolCallsReserved -= toolCalls
+    a.usdReserved -= usd
+  }
 }
 
 /**
@@ -188,12 +245,25 @@ export const carve = (
   now: number,
   mailboxDefault: number
 ): Account | QuotaError => {
+  // what the parent has left of its direct children once this one is counted: the child's own `children` is carved
+  // from it (a subtree never holds more live processes per level than its root allows)
+  const childrenLeft = parent === undefined ? Infinity : parent.childrenMax - parent.children - 1
+  const mailboxCeiling = parent === undefined ? mailboxDefault : Math.min(mailboxDefault, parent.mailboxMax)
   if (quota === undefined || Object.keys(quota).length === 0) {
     if (parent === undefined) return new Account(undefined, unlimited(Infinity, mailboxDefault, Infinity))
+    if (childrenLeft !== Infinity) {
+      return new Account(
+        parent,
+        Object.freeze({
+          ...unlimited(parent.memMax, mailboxCeiling, parent.wallEndsAt),
+          childrenMax: Math.max(0, childrenLeft)
+        })
+      )
+    }
     const inherited =
-      parent.inherited?.mailboxMax === mailboxDefault
+      parent.inherited?.mailboxMax === mailboxCeiling
         ? parent.inherited
-        : (parent.inherited = unlimited(parent.memMax, mailboxDefault, parent.wallEndsAt))
+        : (parent.inherited = unlimited(parent.memMax, mailboxCeiling, parent.wallEndsAt))
     return new Account(parent, inherited)
   }
   const q = quota
@@ -214,9 +284,26 @@ export const carve = (
   if (q.children !== undefined && !(isCount(q.children) || q.children === 0)) {
     return new QuotaError({ resource: "children", reason: "invalid" })
   }
-  const childrenMax = q.children ?? Infinity
+  const childrenAvailable = Math.max(0, childrenLeft)
+  if (q.children !== undefined && q.children > childrenAvailable) {
+    return new QuotaError({
+      resource: "children",
+      reason: "exceeds-parent",
+      requested: q.children,
+      available: childrenAvailable
+    })
+  }
+  const childrenMax = q.children ?? childrenAvailable
   if (q.mailbox !== undefined && !isCount(q.mailbox)) return new QuotaError({ resource: "mailbox", reason: "invalid" })
-  const mailboxMax = q.mailbox ?? mailboxDefault
+  if (q.mailbox !== undefined && parent !== undefined && q.mailbox > parent.mailboxMax) {
+    return new QuotaError({
+      resource: "mailbox",
+      reason: "exceeds-parent",
+      requested: q.mailbox,
+      available: parent.mailboxMax
+    })
+  }
+  const mailboxMax = q.mailbox ?? mailboxCeiling
   const parentMem = parent === undefined ? Infinity : parent.memMax
   let memMax = parentMem
   if (q.mem !== undefined) {
@@ -229,7 +316,7 @@ export const carve = (
   const parentEnds = parent === undefined ? Infinity : parent.wallEndsAt
   let wallEndsAt = parentEnds
   if (q.wall !== undefined) {
-    const ms = durationMillis(q.wall)
+    const ms = typeof q.wall === "number" ? (q.wall >= 0 ? q.wall : NaN) : durationMillis(q.wall)
     if (Number.isNaN(ms)) return new QuotaError({ resource: "wall", reason: "invalid" })
     const ends = now + ms
     if (ends > parentEnds) {
@@ -325,3 +412,15 @@ export const budget = (account: Account): Budget => ({
 
 /** Widens a meter to the exit-reason resource type. */
 export const asResource = (meter: Meter): QuotaResource => meter
+
+/**
+ * Budget fields as the kernel reports them (`Sys.budget`, `ps`): what a process may still spend counts its calls in
+ * flight as spent (their reservations).
+ *
+ * @category accessors
+ */
+export const reservedOf = (account: Account): Cost => ({
+  tokens: account.tokensReserved,
+  toolCalls: account.toolCallsReserved,
+  usd: account.usdReserved
+})

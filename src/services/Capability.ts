@@ -20,7 +20,7 @@ export { CapRef }
  * |-----------|----------------------------------------------------------------|
  * | `send`    | `Sys.send` to a process                                        |
  * | `monitor` | `Sys.monitor`, `Sys.waitpid` on a process                      |
- * | `open`    | `Sys.open` on a device (next issue)                            |
+ * | `open`    | `Sys.open` on a device                                         |
  * | `read`    | reading a handle                                               |
  * | `write`   | writing a handle                                               |
  * | `spawn`   | `Sys.spawn`                                                    |
@@ -37,17 +37,35 @@ export const Right = Schema.Literals(["send", "monitor", "open", "read", "write"
 /** @category rights */
 export const allRights: ReadonlyArray<Right> = ["send", "monitor", "open", "read", "write", "spawn", "kill"]
 
-const bits: Record<Right, number> = { send: 1, monitor: 2, open: 4, read: 8, write: 16, spawn: 32, kill: 64 }
+// a Map, not an object literal: `"constructor"` or `"__proto__"` must not look like a right
+const bits: ReadonlyMap<string, number> = new Map([
+  ["send", 1],
+  ["monitor", 2],
+  ["open", 4],
+  ["read", 8],
+  ["write", 16],
+  ["spawn", 32],
+  ["kill", 64]
+])
 
 /**
- * Packs rights into the kernel's bit mask. An unknown right name is a programming error and returns `undefined`.
+ * Packs rights into the kernel's bit mask. An unknown right name returns `undefined`.
  *
  * @category rights
  */
-export const rightsMask = (rights: Iterable<string>): number | undefined => {
+export const rightsMask = (rights: Iterable<string>): number | undefined => rightsMaskOf(Array.from(rights))
+
+/**
+ * Packs a list of right names (read by index, each once) into the kernel's bit mask; `undefined` when an entry is not
+ * a right name.
+ *
+ * @category rights
+ */
+export const rightsMaskOf = (rights: ReadonlyArray<unknown>): number | undefined => {
   let mask = 0
-  for (const right of rights) {
-    const bit = bits[right as Right]
+  for (let i = 0; i < rights.length; i++) {
+    const right = rights[i]
+    const bit = typeof right === "string" ? bits.get(right) : undefined
     if (bit === undefined) return undefined
     mask |= bit
   }
@@ -55,14 +73,15 @@ export const rightsMask = (rights: Iterable<string>): number | undefined => {
 }
 
 /** @category rights */
-export const rightBit = (right: Right): number => bits[right]
+export const rightBit = (right: Right): number => bits.get(right)!
 
 /**
  * Unpacks a bit mask into right names, in table order.
  *
  * @category rights
  */
-export const rightsOf = (mask: number): ReadonlyArray<Right> => allRights.filter((right) => (mask & bits[right]) !== 0)
+export const rightsOf = (mask: number): ReadonlyArray<Right> =>
+  allRights.filter((right) => (mask & bits.get(right)!) !== 0)
 
 /**
  * What a capability designates.
@@ -80,17 +99,27 @@ export type Resource =
  * Which check a capability use failed:
  *
  * - `invalid`: not a ref this kernel minted (forged, guessed, or from another kernel);
- * - `not-held`: a valid ref that belongs to another process (it was moved away, or never given);
+ * - `not-held`: a valid ref that belongs to another process (never given to the caller);
+ * - `moved`: the caller held it and moved it away (on a message or at spawn); keep a copy with `Sys.derive` first;
  * - `missing-right`: held, but without the right the call needs;
  * - `expired`: its `Expires` caveat has passed;
  * - `revoked`: revoked, directly or through the cap it was derived from, or its owner exited;
  * - `wrong-resource`: the right kind of right on the wrong kind of object (send to a device);
- * - `amplification`: derive/attenuate asked for a right the source lacks, or to extend an expiry.
+ * - `amplification`: derive/attenuate asked for a right the source lacks, or to extend an expiry;
+ * - `limit`: the process holding (or about to receive) the cap already holds `KernelConfig.capsPerProcessMax` caps.
  *
  * @category errors
  */
 export type CapabilityFailure =
-  "invalid" | "not-held" | "missing-right" | "expired" | "revoked" | "wrong-resource" | "amplification"
+  | "invalid"
+  | "not-held"
+  | "moved"
+  | "missing-right"
+  | "expired"
+  | "revoked"
+  | "wrong-resource"
+  | "amplification"
+  | "limit"
 
 /**
  * A syscall was refused because of a capability. The process may catch it.
@@ -102,11 +131,13 @@ export class CapabilityError extends Schema.TaggedError<CapabilityError>()("Capa
   reason: Schema.Literals([
     "invalid",
     "not-held",
+    "moved",
     "missing-right",
     "expired",
     "revoked",
     "wrong-resource",
-    "amplification"
+    "amplification",
+    "limit"
   ]),
   cap: Schema.optionalKey(Schema.Number),
   right: Schema.optionalKey(Schema.String)

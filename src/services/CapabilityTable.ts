@@ -10,6 +10,7 @@
 import { Context, Effect, Layer } from "effect"
 import { CapabilityError, type Resource } from "./Capability.ts"
 import { type CapRecord, mintRecord, recordOf } from "./internal/capRef.ts"
+import { KernelConfig } from "./KernelConfig.ts"
 
 /**
  * @category models
@@ -38,8 +39,12 @@ export interface CapabilityTableShape {
   readonly derive: (source: CapRecord, rights: number, expiresAt: number) => CapRecord
   /** Revokes a cap and, transitively, every cap derived from it. */
   readonly revoke: (record: CapRecord) => void
+  /** Whether `owner` may hold `count` more caps (`KernelConfig.capsPerProcessMax`). */
+  readonly room: (owner: number, count: number) => boolean
   /** Moves a cap to a new owner (message passing, spawn). */
   readonly transfer: (record: CapRecord, owner: number) => void
+  /** Revokes the caps behind these refs (the caps of a message nobody will receive). */
+  readonly revokeRefs: (refs: ReadonlyArray<unknown>) => void
   /** Revokes every cap `owner` holds (the process exited). */
   readonly revokeOwnedBy: (owner: number) => void
   /** Revokes every cap that designates process `pid` (its exit record was evicted). */
@@ -64,7 +69,10 @@ const noRecords: ReadonlyArray<CapRecord> = []
 /**
  * @category constructors
  */
-export const makeUnsafe = (): CapabilityTableShape => {
+export const makeUnsafe = (
+  limits: { readonly capsPerProcessMax: number } = { capsPerProcessMax: Infinity }
+): CapabilityTableShape => {
+  const capsPerProcessMax = limits.capsPerProcessMax
   const table = {}
   let nextId = 1
   let live = 0
@@ -98,6 +106,7 @@ export const makeUnsafe = (): CapabilityTableShape => {
       id: nextId++,
       table,
       owner,
+      movedFrom: 0,
       resource,
       rights,
       expiresAt,
@@ -155,7 +164,9 @@ export const makeUnsafe = (): CapabilityTableShape => {
       const record = recordOf(ref)
       if (record === undefined || record.table !== table) return new CapabilityError({ call, reason: "invalid" })
       // ownership first: a process learns nothing about a cap it does not hold
-      if (record.owner !== caller) return new CapabilityError({ call, reason: "not-held", cap: record.id })
+      if (record.owner !== caller) {
+        return new CapabilityError({ call, reason: record.movedFrom === caller ? "moved" : "not-held", cap: record.id })
+      }
       if (record.revoked) return new CapabilityError({ call, reason: "revoked", cap: record.id })
       if (record.expiresAt !== Infinity && record.expiresAt <= now())
         return new CapabilityError({ call, reason: "expired", cap: record.id })
@@ -167,11 +178,19 @@ export const makeUnsafe = (): CapabilityTableShape => {
     derive: (source, rights, expiresAt) =>
       mint(source.owner, source.resource, rights & source.rights, Math.min(expiresAt, source.expiresAt), source),
     revoke,
+    room: (owner, count) => (owned.get(owner)?.size ?? 0) + count <= capsPerProcessMax,
     transfer(record, owner) {
       if (record.owner === owner) return
       disown(record)
+      record.movedFrom = record.owner
       record.owner = owner
       own(record)
+    },
+    revokeRefs(refs) {
+      for (let i = 0; i < refs.length; i++) {
+        const record = recordOf(refs[i])
+        if (record !== undefined && record.table === table) revoke(record)
+      }
     },
     revokeOwnedBy(owner) {
       const set = owned.get(owner)
@@ -195,4 +214,8 @@ export const makeUnsafe = (): CapabilityTableShape => {
 /**
  * @category layers
  */
-export const layer: Layer.Layer<CapabilityTable> = Layer.effect(CapabilityTable)(Effect.sync(makeUnsafe))
+export const layer: Layer.Layer<CapabilityTable, never, KernelConfig> = Layer.effect(CapabilityTable)(
+  Effect.gen(function* () {
+    return makeUnsafe(yield* KernelConfig)
+  })
+)

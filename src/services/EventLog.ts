@@ -59,7 +59,8 @@ export type SyscallName =
  * - `Denied { call, error, reason }`: a call refused with a typed error;
  * - `Charge { tokens, toolCalls, usd }`: a metered charge;
  * - `Signal { signal, target }`: kill, suspend, resume or term sent by `pid`;
- * - `Drop { reason, target }`: a message not delivered (dead receiver, or its deadline passed);
+ * - `Drop { reason, target }`: a message not delivered (dead receiver, its deadline passed, or a kernel `Term` past
+ *   the receiver's bound for kernel messages: `overflow`);
  * - `Log { level, message }`: `Sys.log`.
  *
  * @category models
@@ -76,7 +77,11 @@ export const KernelEvent = Schema.Union([
     signal: Schema.Literals(["kill", "suspend", "resume", "term"]),
     target: Schema.Number
   }),
-  Schema.TaggedStruct("Drop", { ...base, reason: Schema.Literals(["dead", "deadline"]), target: Schema.Number }),
+  Schema.TaggedStruct("Drop", {
+    ...base,
+    reason: Schema.Literals(["dead", "deadline", "overflow"]),
+    target: Schema.Number
+  }),
   Schema.TaggedStruct("Log", {
     ...base,
     level: Schema.String,

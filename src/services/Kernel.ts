@@ -16,8 +16,8 @@ import { EventLog, type KernelEvent, type KernelEventTag } from "./EventLog.ts"
 import { NameRegistry } from "./NameRegistry.ts"
 import type { ExitReason, Image } from "./Process.ts"
 import { type ProcessInfo, ProcessTable } from "./ProcessTable.ts"
-import { abi, quotaOf, Snapshot, SnapshotError } from "./Snapshot.ts"
-import type { ExitUnknownError, SpawnError } from "./Sys.ts"
+import { abi, quotaOf, Snapshot, SnapshotError, unencodableAt } from "./Snapshot.ts"
+import type { ArgumentError, ExitUnknownError, SpawnError } from "./Sys.ts"
 
 export type { ProcessInfo }
 
@@ -83,7 +83,7 @@ export interface KernelShape {
   readonly boot: <A extends BootGrant | void = BootGrant>(
     init: Image<A>,
     options?: BootOptions
-  ) => Effect.Effect<number, KernelError | QuotaError | SpawnError>
+  ) => Effect.Effect<number, KernelError | QuotaError | SpawnError | ArgumentError>
   readonly waitExit: (pid: number) => Effect.Effect<ExitReason, ExitUnknownError>
   readonly ps: () => Effect.Effect<ReadonlyArray<ProcessInfo>>
   readonly trace: (n?: number) => Effect.Effect<ReadonlyArray<KernelEvent>>
@@ -102,7 +102,7 @@ export interface KernelShape {
     snapshot: unknown,
     image: Image<A>,
     options?: BootOptions
-  ) => Effect.Effect<number, SnapshotError | KernelError | QuotaError | SpawnError>
+  ) => Effect.Effect<number, SnapshotError | KernelError | QuotaError | SpawnError | ArgumentError>
 }
 
 /**
@@ -184,7 +184,7 @@ export const make: Effect.Effect<
   }
   const kernel: KernelShape = {
     boot: (init, options) =>
-      Effect.suspend((): Effect.Effect<number, KernelError | QuotaError | SpawnError> => {
+      Effect.suspend((): Effect.Effect<number, KernelError | QuotaError | SpawnError | ArgumentError> => {
         const grant = grantOf(options)
         if (grant instanceof KernelError) return Effect.fail(grant)
         return table.boot(init as unknown as Image<BootGrant>, (bootGrant) => bootGrant, grant, options?.quota)
@@ -198,42 +198,68 @@ export const make: Effect.Effect<
     snapshot: (pid) =>
       Effect.suspend(() => {
         const snapshot = table.snapshot(pid)
-        return snapshot === undefined
-          ? Effect.fail(new SnapshotError({ reason: "unknown-process", message: `pid ${pid} is not running` }))
-          : Effect.succeed(snapshot)
+        if (snapshot === undefined) {
+          return Effect.fail(new SnapshotError({ reason: "unknown-process", message: `pid ${pid} is not running` }))
+        }
+        // a snapshot is JSON-safe or it is not given: a value JSON would change is named, never carried silently
+        for (let i = 0; i < snapshot.mailbox.length; i++) {
+          const found = unencodableAt(snapshot.mailbox[i]!.body, "body")
+          if (found !== undefined) {
+            return Effect.fail(
+              new SnapshotError({
+                reason: "unencodable",
+                message: `pid ${pid}: message ${i + 1} (from pid ${snapshot.mailbox[i]!.from}) holds ${found}`
+              })
+            )
+          }
+        }
+        for (const segment of [...snapshot.memory.working, ...snapshot.memory.swap]) {
+          const found = unencodableAt(segment.body, "body")
+          if (found !== undefined) {
+            return Effect.fail(
+              new SnapshotError({
+                reason: "unencodable",
+                message: `pid ${pid}: memory segment ${segment.id} holds ${found}`
+              })
+            )
+          }
+        }
+        return Effect.succeed(snapshot)
       }),
     restore: (input, image, options) =>
-      Effect.suspend((): Effect.Effect<number, SnapshotError | KernelError | QuotaError | SpawnError> => {
-        const decoded = decodeSnapshot(input)
-        if (decoded._tag === "Failure") {
-          return Effect.fail(
-            new SnapshotError({ reason: "invalid", message: `not a snapshot: ${String(decoded.cause)}` })
-          )
+      Effect.suspend(
+        (): Effect.Effect<number, SnapshotError | KernelError | QuotaError | SpawnError | ArgumentError> => {
+          const decoded = decodeSnapshot(input)
+          if (decoded._tag === "Failure") {
+            return Effect.fail(
+              new SnapshotError({ reason: "invalid", message: `not a snapshot: ${String(decoded.cause)}` })
+            )
+          }
+          const snapshot = decoded.value
+          if (snapshot.abi !== abi) {
+            return Effect.fail(
+              new SnapshotError({ reason: "abi-mismatch", message: `snapshot ABI ${snapshot.abi}, kernel ABI ${abi}` })
+            )
+          }
+          const grant = grantOf(options)
+          if (grant instanceof KernelError) return Effect.fail(grant)
+          const b = snapshot.budget
+          const quota = {
+            tokens: quotaOf(b.tokens),
+            toolCalls: quotaOf(b.toolCalls),
+            usd: quotaOf(b.usd),
+            mem: quotaOf(b.mem),
+            mailbox: b.mailbox,
+            wall: b.wallMs === null ? undefined : b.wallMs
+          }
+          return table.boot(image as unknown as Image<BootGrant>, (bootGrant) => bootGrant, grant, quota, {
+            priority: snapshot.priority,
+            deadlineInMs: quotaOf(snapshot.deadlineInMs),
+            memory: snapshot.memory,
+            mailbox: snapshot.mailbox
+          })
         }
-        const snapshot = decoded.value
-        if (snapshot.abi !== abi) {
-          return Effect.fail(
-            new SnapshotError({ reason: "abi-mismatch", message: `snapshot ABI ${snapshot.abi}, kernel ABI ${abi}` })
-          )
-        }
-        const grant = grantOf(options)
-        if (grant instanceof KernelError) return Effect.fail(grant)
-        const b = snapshot.budget
-        const quota = {
-          tokens: quotaOf(b.tokens),
-          toolCalls: quotaOf(b.toolCalls),
-          usd: quotaOf(b.usd),
-          mem: quotaOf(b.mem),
-          mailbox: b.mailbox,
-          wall: b.wallMs === null ? undefined : b.wallMs
-        }
-        return table.boot(image as unknown as Image<BootGrant>, (bootGrant) => bootGrant, grant, quota, {
-          priority: snapshot.priority,
-          deadlineInMs: quotaOf(snapshot.deadlineInMs),
-          memory: snapshot.memory,
-          mailbox: snapshot.mailbox
-        })
-      })
+      )
   }
   yield* Effect.addFinalizer(() => table.shutdown)
   return kernel

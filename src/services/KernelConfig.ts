@@ -28,8 +28,28 @@ export interface KernelLimits {
   readonly spawnDepthMax: number
   /** Caps carried by one message or one spawn. Default 64. */
   readonly capsPerMessageMax: number
-  /** Caps one process may hold at once; minting past it fails with a `SpawnError`/`CapacityError`. Default 10 000. */
+  /**
+   * Caps one process may hold at once. A syscall that would give it one more (derive, attenuate, selfCap, lookup, open,
+   * spawn's cap to the child, a message or spawn carrying caps to it) fails with `CapabilityError { reason: "limit" }`
+   * and changes nothing. Default 10 000.
+   */
   readonly capsPerProcessMax: number
+  /**
+   * Size of a message body, estimated while it is copied at send (two bytes a string code unit, eight for anything
+   * else); a larger body is an `ArgumentError`. Default 1 048 576 (1 MiB).
+   */
+  readonly messageBytesMax: number
+  /** Requests in one `Sys.readAll`. Default 1024. */
+  readonly readAllRequestsMax: number
+  /** Size of a `Sys.log` call's fields, estimated the same way; larger fields are replaced by a marker. Default 4096. */
+  readonly logFieldsBytesMax: number
+  /** Lowest scheduling priority. Default 0. */
+  readonly priorityMin: number
+  /**
+   * Highest scheduling priority, the ceiling of every root process (a child's ceiling is its parent's, or lower if the
+   * parent says so at spawn). The inference scheduler's aging bound is stated in terms of this range. Default 10.
+   */
+  readonly priorityMax: number
   /** Registered names, kernel-wide. Default 10 000. */
   readonly namesMax: number
   /** Length of a registered name, in UTF-16 code units. Default 256. */
@@ -70,6 +90,11 @@ export const defaults: KernelLimits = {
   spawnDepthMax: 64,
   capsPerMessageMax: 64,
   capsPerProcessMax: 10_000,
+  messageBytesMax: 1_048_576,
+  logFieldsBytesMax: 4096,
+  readAllRequestsMax: 1024,
+  priorityMin: 0,
+  priorityMax: 10,
   namesMax: 10_000,
   nameLengthMax: 256,
   logMessageLengthMax: 4096,
@@ -84,7 +109,8 @@ const PositiveInt = Schema.Int.check(Schema.isGreaterThan(0))
 const Fraction = Schema.Finite.check(Schema.isGreaterThan(0), Schema.isLessThanOrEqualTo(1))
 
 /**
- * Decodes partial limits given by a user; every field is a positive integer.
+ * Decodes partial limits given by a user: counts and sizes are positive integers, priorities integers, watermarks
+ * fractions in (0, 1].
  *
  * @category schemas
  */
@@ -96,6 +122,11 @@ export const KernelLimitsInput = Schema.Struct({
   spawnDepthMax: Schema.optionalKey(PositiveInt),
   capsPerMessageMax: Schema.optionalKey(PositiveInt),
   capsPerProcessMax: Schema.optionalKey(PositiveInt),
+  messageBytesMax: Schema.optionalKey(PositiveInt),
+  logFieldsBytesMax: Schema.optionalKey(PositiveInt),
+  readAllRequestsMax: Schema.optionalKey(PositiveInt),
+  priorityMin: Schema.optionalKey(Schema.Int),
+  priorityMax: Schema.optionalKey(Schema.Int),
   namesMax: Schema.optionalKey(PositiveInt),
   nameLengthMax: Schema.optionalKey(PositiveInt),
   logMessageLengthMax: Schema.optionalKey(PositiveInt),
@@ -107,7 +138,7 @@ export const KernelLimitsInput = Schema.Struct({
 })
 
 /**
- * A limit given to `Kernel.layer` was not a positive integer.
+ * A limit given to `Kernel.layer` was out of its range (most are positive integers).
  *
  * @category errors
  */
@@ -134,6 +165,10 @@ export const make = (options?: Partial<KernelLimits>): Effect.Effect<KernelLimit
     Effect.filterOrFail(
       (limits) => limits.memoryLowWatermark < limits.memoryHighWatermark,
       () => new KernelConfigError({ message: "invalid kernel limits: memoryLowWatermark must be below the high one" })
+    ),
+    Effect.filterOrFail(
+      (limits) => limits.priorityMin <= limits.priorityMax,
+      () => new KernelConfigError({ message: "invalid kernel limits: priorityMin must not be above priorityMax" })
     )
   )
 

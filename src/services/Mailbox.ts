@@ -94,6 +94,8 @@ export class Mailbox {
   private receivers: Ring<Receiver> | undefined
   private senders: Ring<ParkedSender> | undefined
   private closed = false
+  /** Kernel messages (from 0) queued: bounded by the kernel with a bound of their own (see `pushKernel`). */
+  private kernelQueued = 0
   readonly capacity: number
   private readonly owner: MailboxOwner
 
@@ -147,11 +149,23 @@ export class Mailbox {
     return true
   }
 
-  /** Queues a kernel message regardless of the bound. */
+  /** Queues a message regardless of the bound (restored messages, kernel messages that must arrive). */
   push(message: Message): void {
     if (this.closed) return
     if (this.handOff(message)) return
+    if (message.from === 0) this.kernelQueued++
     ;(this.queue ??= new Ring(8)).push(message)
+  }
+
+  /**
+   * Queues a kernel message that may be dropped (a `Term`): refused (`false`) once `capacity` kernel messages wait,
+   * so signals cannot flood a mailbox past a bound of their own.
+   */
+  pushBounded(message: Message): boolean {
+    if (this.closed) return true
+    if (this.receiver === undefined && this.kernelQueued >= this.capacity) return false
+    this.push(message)
+    return true
   }
 
   /** Parks a sender until its message is admitted; returns the cancel function. */
@@ -168,6 +182,7 @@ export class Mailbox {
     const queue = this.queue
     while (queue !== undefined && queue.size > 0) {
       const message = queue.shift()!
+      if (message.from === 0) this.kernelQueued--
       this.admitSenders()
       if (this.expired(message)) {
         this.owner.dropped(message)
@@ -214,6 +229,7 @@ export class Mailbox {
   close(): Array<Message> {
     if (this.closed) return []
     this.closed = true
+    this.kernelQueued = 0
     const dropped = this.queue?.drain() ?? []
     if (this.senders !== undefined) {
       for (const parked of this.senders.drain()) {

@@ -5,6 +5,7 @@
  */
 import type { Effect } from "effect"
 import { Schema } from "effect"
+import { QuotaResource } from "./Accounts.ts"
 import type { CapRef } from "./Capability.ts"
 import type { Sys } from "./Sys.ts"
 
@@ -42,12 +43,11 @@ export const make = <A = void>(name: string, main: (args: A) => Effect.Effect<vo
 })
 
 /**
- * A resource a quota bounds; `Quota` exits name one.
+ * A resource a quota bounds (defined in `Accounts`, re-exported here for exit reasons).
  *
  * @category models
  */
-export const QuotaResource = Schema.Literals(["tokens", "toolCalls", "usd", "children", "wall", "mem", "mailbox"])
-export type QuotaResource = typeof QuotaResource.Type
+export { QuotaResource } from "./Accounts.ts"
 
 /**
  * Why a process ended.
@@ -73,20 +73,31 @@ export const ExitReason = Schema.Union([
 ])
 export type ExitReason = typeof ExitReason.Type
 
+// exit reasons are frozen: one reason object reaches every monitor, link and waiter, and none may change it for the
+// others
+
+/**
+ * The exit reasons a process may state itself (`Sys.exit`, `Sys.kill`); the others are the kernel's to set.
+ *
+ * @category models
+ */
+export type StatedReason = Extract<ExitReason, { readonly _tag: "Normal" | "Shutdown" | "Fault" }>
+
 /** @category constructors */
-export const normal: ExitReason = { _tag: "Normal" }
+export const normal: Extract<ExitReason, { readonly _tag: "Normal" }> = Object.freeze({ _tag: "Normal" })
 /** @category constructors */
-export const killed = (by: number): ExitReason => ({ _tag: "Killed", by })
+export const killed = (by: number): ExitReason => Object.freeze({ _tag: "Killed", by })
 /** @category constructors */
-export const quota = (resource: QuotaResource): ExitReason => ({ _tag: "Quota", resource })
+export const quota = (resource: QuotaResource): ExitReason => Object.freeze({ _tag: "Quota", resource })
 /** @category constructors */
-export const fault = (error: string): ExitReason => ({ _tag: "Fault", error })
+export const fault = (error: string): Extract<ExitReason, { readonly _tag: "Fault" }> =>
+  Object.freeze({ _tag: "Fault", error })
 /** @category constructors */
-export const deadline: ExitReason = { _tag: "Deadline" }
+export const deadline: ExitReason = Object.freeze({ _tag: "Deadline" })
 /** @category constructors */
-export const shutdown: ExitReason = { _tag: "Shutdown" }
+export const shutdown: Extract<ExitReason, { readonly _tag: "Shutdown" }> = Object.freeze({ _tag: "Shutdown" })
 /** @category constructors */
-export const policy = (rule: string): ExitReason => ({ _tag: "Policy", rule })
+export const policy = (rule: string): ExitReason => Object.freeze({ _tag: "Policy", rule })
 
 /**
  * True for every reason but `Normal` (OTP's "abnormal exit").
@@ -116,8 +127,19 @@ export interface Term {
   readonly from: number
 }
 
+/**
+ * Sent to init when it adopts an orphan (a process whose parent ended): the message carries one cap to the orphan with
+ * `monitor` and `kill`, so init can wait for it or end it. The orphan stays bound by its dead ancestors' budgets.
+ *
+ * @category messages
+ */
+export interface Adopted {
+  readonly _tag: "Adopted"
+  readonly pid: number
+}
+
 /** @category messages */
-export type KernelMessage = Down | Term
+export type KernelMessage = Down | Term | Adopted
 
 /**
  * A received message. `from` is the sender's pid (0 for the kernel); `caps` moved to the receiver with it; `corr` is
@@ -135,7 +157,7 @@ export interface Message<T = unknown> {
 }
 
 /**
- * Did the kernel send this message (a `Down` or a `Term`)? Checks the sender (`from` 0, set by the kernel and not by
+ * Did the kernel send this message (a `Down`, a `Term` or an `Adopted`)? Checks the sender (`from` 0, set by the kernel and not by
  * the sender), so a process cannot forge one by sending a body shaped like it.
  *
  * @category guards
@@ -143,7 +165,7 @@ export interface Message<T = unknown> {
 export const isKernelMessage = (message: Message): message is Message<KernelMessage> => {
   if (message.from !== 0 || typeof message.body !== "object" || message.body === null) return false
   const tag = (message.body as { readonly _tag?: unknown })._tag
-  return tag === "Down" || tag === "Term"
+  return tag === "Down" || tag === "Term" || tag === "Adopted"
 }
 
 /**

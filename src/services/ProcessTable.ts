@@ -14,29 +14,31 @@
 import type { Fiber } from "effect"
 import { Cause, Clock, Context, Effect, Exit, Layer, Scheduler } from "effect"
 import * as Accounts from "./Accounts.ts"
-import { type CapRef, CapabilityError, type Resource, rightBit } from "./Capability.ts"
+import type { CapRef } from "./Capability.ts"
 import { CapabilityTable } from "./CapabilityTable.ts"
-import { Memory, MemoryOptions } from "./ContextMemory.ts"
+import { MemoryOptions } from "./ContextMemory.ts"
 import { DeviceTable } from "./DeviceTable.ts"
 import { EventLog } from "./EventLog.ts"
-import type { CapRecord } from "./internal/capRef.ts"
-import { makeDriverCalls } from "./internal/driverCalls.ts"
+import { makeDelivery } from "./internal/delivery.ts"
+import { type Counters, type KernelState, KILL, MONITOR, noCaps } from "./internal/kernelState.ts"
+import type { Proc } from "./internal/proc.ts"
 import { processContext } from "./internal/processContext.ts"
-import { CHILD_RIGHTS, type Counters, type KernelState, noCaps, SPAWN, toMillis } from "./internal/kernelState.ts"
-import { Proc } from "./internal/proc.ts"
-import { checkMovable } from "./internal/processSys.ts"
 import { KernelScheduler } from "./internal/scheduler.ts"
+import { makeSpawner, type Restored } from "./internal/spawn.ts"
+import { makeDriverPath } from "./internal/syscalls.ts"
 import { InferenceScheduler } from "./InferenceScheduler.ts"
 import { Journal } from "./Journal.ts"
 import { KernelConfig } from "./KernelConfig.ts"
 import { NameRegistry } from "./NameRegistry.ts"
 import * as Process from "./Process.ts"
-import { ArgumentError, ExitUnknownError, type Spawned, SpawnError, type SpawnOptions, Sys } from "./Sys.ts"
+import type { ArgumentError, SpawnError } from "./Sys.ts"
+import { ExitUnknownError } from "./Sys.ts"
 import { abi, limitOf, type Snapshot } from "./Snapshot.ts"
 import { VirtualTime } from "./VirtualTime.ts"
 
 export type { Counters } from "./internal/kernelState.ts"
-export { Proc } from "./internal/proc.ts"
+export type { Proc } from "./internal/proc.ts"
+export type { Restored } from "./internal/spawn.ts"
 
 /**
  * A row of `ps`.
@@ -69,7 +71,7 @@ export interface ProcessTableShape {
     devices: ReadonlyArray<string>,
     quota: Accounts.Quota | undefined,
     restored?: Restored | undefined
-  ) => Effect.Effect<number, Accounts.QuotaError | SpawnError>
+  ) => Effect.Effect<number, Accounts.QuotaError | SpawnError | ArgumentError>
   /** A JSON-safe image of a live process's state (see `Snapshot`), or `undefined` if it is not running. */
   readonly snapshot: (pid: number) => Snapshot | undefined
   readonly get: (pid: number) => Proc | undefined
@@ -86,18 +88,6 @@ export interface ProcessTableShape {
   readonly isShutdown: () => boolean
   readonly counters: Readonly<Counters>
   readonly now: () => number
-}
-
-/**
- * The state a restored process starts with (from a `Snapshot`).
- *
- * @category models
- */
-export interface Restored {
-  readonly priority: number
-  readonly deadlineInMs: number | undefined
-  readonly memory: Snapshot["memory"]
-  readonly mailbox: Snapshot["mailbox"]
 }
 
 /**
@@ -163,8 +153,24 @@ export const make: Effect.Effect<
     }
   }
 
-  const deliver = (to: Proc, body: Process.KernelMessage) => {
-    if (to.exitReason === undefined) to.mailbox.push({ from: 0, body, caps: noCaps })
+  const deliver = (to: Proc, body: Process.KernelMessage, carried: ReadonlyArray<CapRef> = noCaps) => {
+    if (to.exitReason !== undefined) return
+    const message = { from: 0, body, caps: carried }
+    // a `Term` is a request a flood of which says nothing more than one: kernel messages that may be dropped have a
+    // bound of their own (the mailbox's), so signals cannot pile up in a mailbox that is not read
+    if (body._tag !== "Term") return to.mailbox.push(message)
+    if (!to.mailbox.pushBounded(message)) {
+      counters.messagesDropped++
+      events.emit({ _tag: "Drop", pid: 0, reason: "overflow", target: to.pid })
+    }
+  }
+
+  /** Init adopts an orphan: a cap to it (monitor + kill) on an `Adopted` message, while init may hold one more. */
+  const adopt = (init: Proc, orphan: Proc) => {
+    ;(init.children ??= new Set()).add(orphan)
+    if (!caps.room(init.pid, 1)) return deliver(init, { _tag: "Adopted", pid: orphan.pid })
+    const cap = caps.mint(init.pid, { _tag: "Process", pid: orphan.pid }, MONITOR | KILL)
+    deliver(init, { _tag: "Adopted", pid: orphan.pid }, Object.freeze([cap.ref]))
   }
 
   const terminate = (proc: Proc, reason: Process.ExitReason): void => {
@@ -182,22 +188,20 @@ export const make: Effect.Effect<
     }
     proc.suspended = undefined
     caps.revokeOwnedBy(proc.pid)
-    proc.mailbox.close()
+    // messages nobody will receive: the caps they carry are revoked with them
+    for (const message of proc.mailbox.close()) if (message.caps.length > 0) caps.revokeRefs(message.caps)
     names.releaseAll(proc.pid)
     const parent = proc.parent
     if (parent !== undefined) {
-      parent.children?.delete(proc)
-      parent.account.children--
+      if (parent.children?.delete(proc) === true && parent.exitReason === undefined) parent.account.children--
     }
     if (proc.children !== undefined) {
+      // orphans move to init in the process tree, but their accounts stay where they were: an orphan is still bound
+      // by the remaining limits of every ancestor it had, dead ones included, until it exits
       const init = procs.get(1)
       for (const child of proc.children) {
         child.parent = init
-        child.account.parent = init?.account
-        if (init !== undefined) {
-          ;(init.children ??= new Set()).add(child)
-          init.account.children++
-        }
+        if (init !== undefined && init !== proc) adopt(init, child)
       }
       proc.children = undefined
     }
@@ -243,6 +247,13 @@ export const make: Effect.Effect<
     terminate(proc, proc.account.wallEndsAt <= (proc.deadlineAt ?? Infinity) ? Process.quota("wall") : Process.deadline)
   }
 
+  const expire = (proc: Proc): boolean => {
+    if (proc.exitReason !== undefined) return true
+    if (proc.endsAt() > now()) return false
+    fire(proc)
+    return true
+  }
+
   const armTimer = (proc: Proc) => {
     if (proc.timer !== undefined) {
       proc.timer.interruptUnsafe()
@@ -255,30 +266,15 @@ export const make: Effect.Effect<
     )
   }
 
-  const start = <A>(proc: Proc, image: Process.Image<A>, args: A) => {
-    counters.spawned++
-    armTimer(proc)
-    const main = Effect.suspend(() => image.main(args))
-    const fiber = Effect.runForkWith(Context.add(processBase, Sys, proc.sys))(main)
-    proc.fiber = fiber
-    counters.fibers++
-    fiber.addObserver((exit) => {
-      counters.fibers--
-      onFiberExit(proc, exit)
-    })
-    // it may have been ended while it ran synchronously, before its fiber was known
-    if (proc.exitReason !== undefined && fiber.pollUnsafe() === undefined) fiber.interruptUnsafe()
-  }
-
-  const { driverCall, closeHandle } = makeDriverCalls({
+  const delivery = makeDelivery(journal, scheduler instanceof KernelScheduler ? scheduler : undefined, virtual)
+  const driverPath = makeDriverPath({
     journal,
     devices,
     inference,
-    events,
-    scheduler: scheduler instanceof KernelScheduler ? scheduler : undefined,
-    virtual,
+    delivery,
     baseContext,
-    terminate: (proc, reason) => terminate(proc, reason)
+    priorityMin: limits.priorityMin,
+    priorityMax: limits.priorityMax
   })
 
   const memoryOptions = yield* MemoryOptions
@@ -293,114 +289,15 @@ export const make: Effect.Effect<
     now,
     devices,
     journal,
-    closeHandle,
-    driverCall,
+    driverPath,
     terminate,
     exitOf: (pid) => history.get(pid),
     armTimer,
+    expire,
     deliver,
-    spawnChild: <A>(
-      parent: Proc,
-      image: Process.Image<A>,
-      options: SpawnOptions<A> | undefined
-    ): Effect.Effect<Spawned, CapabilityError | Accounts.QuotaError | SpawnError | ArgumentError> => {
-      const fail = <E extends { readonly _tag: string }>(error: E) => {
-        counters.denied++
-        events.emit({
-          _tag: "Denied",
-          pid: parent.pid,
-          call: "spawn",
-          error: error._tag,
-          reason: String((error as { reason?: unknown }).reason ?? (error as { message?: unknown }).message)
-        })
-        return Effect.fail(error)
-      }
-      const at = now()
-      // the caller must hold a live spawn cap: any it holds (started with, received, derived), the last one used first
-      let spawnCap = parent.spawnCap
-      if (spawnCap === undefined || spawnCap.revoked || spawnCap.owner !== parent.pid || spawnCap.expiresAt <= at) {
-        spawnCap = undefined
-        let reason: "not-held" | "missing-right" | "expired" = "not-held"
-        for (const held of caps.held(parent.pid)) {
-          if (held.resource._tag !== "Spawn") continue
-          if ((held.rights & SPAWN) === 0) reason = reason === "expired" ? reason : "missing-right"
-          else if (held.expiresAt <= at) reason = "expired"
-          else {
-            spawnCap = held
-            break
-          }
-        }
-        if (spawnCap === undefined) return fail(new CapabilityError({ call: "spawn", reason, right: "spawn" }))
-        parent.spawnCap = spawnCap
-      }
-      if (typeof image !== "object" || image === null || image._tag !== "Image" || typeof image.main !== "function") {
-        return fail(new ArgumentError({ call: "spawn", message: "not a process image (use Process.make)" }))
-      }
-      if (parent.account.children >= parent.account.childrenMax) {
-        return fail(new SpawnError({ reason: "children", limit: parent.account.childrenMax }))
-      }
-      if (procs.size >= limits.processesMax) {
-        return fail(new SpawnError({ reason: "processes", limit: limits.processesMax }))
-      }
-      if (parent.depth + 1 > limits.spawnDepthMax) {
-        return fail(new SpawnError({ reason: "depth", limit: limits.spawnDepthMax }))
-      }
-      let moved: ReadonlyArray<CapRecord> = []
-      if (options?.caps !== undefined && options.caps.length > 0) {
-        const checked = checkMovable(kernel, parent.pid, "spawn", options.caps)
-        if (!Array.isArray(checked)) return fail(checked as CapabilityError | ArgumentError)
-        moved = checked
-      }
-      const account = Accounts.carve(parent.account, options?.quota, at, limits.mailboxMessagesMax)
-      if (account instanceof Accounts.QuotaError) return fail(account)
-      const priority = options?.priority ?? parent.priority
-      if (!Number.isInteger(priority)) {
-        return fail(new ArgumentError({ call: "spawn", message: "priority must be an integer" }))
-      }
-      const deadlineMs = toMillis(options?.deadline)
-      if (deadlineMs !== undefined && Number.isNaN(deadlineMs)) {
-        return fail(new ArgumentError({ call: "spawn", message: "deadline is not a duration ≥ 0" }))
-      }
-      const pid = nextPid++
-      const child = makeProc(
-        pid,
-        image.name,
-        parent,
-        account,
-        moved.length === 0 ? noCaps : moved.map((cap) => cap.ref),
-        at,
-        priority,
-        deadlineMs === undefined ? undefined : at + deadlineMs
-      )
-      for (const cap of moved) caps.transfer(cap, pid)
-      parent.account.children++
-      ;(parent.children ??= new Set()).add(child)
-      const cap = caps.mint(parent.pid, { _tag: "Process", pid }, CHILD_RIGHTS)
-      if (options?.link === true) {
-        ;(parent.links ??= new Set()).add(child)
-        child.links = new Set([parent])
-      }
-      counters.syscalls++
-      events.spawn(pid, parent.pid, child.name)
-      start(child, image, options?.args as A)
-      return Effect.succeed({ pid, cap: cap.ref })
-    }
+    spawnChild: (parent, image, options) => spawner.spawnChild(parent, image, options)
   }
-
-  const makeProc = (
-    pid: number,
-    name: string,
-    parent: Proc | undefined,
-    account: Accounts.Account,
-    startCaps: ReadonlyArray<CapRef>,
-    at: number,
-    priority: number,
-    deadlineAt: number | undefined
-  ) => {
-    const proc = new Proc(kernel, pid, String(name), parent, account, startCaps, at, priority, deadlineAt)
-    procs.set(pid, proc)
-    return proc
-  }
+  const spawner = makeSpawner({ kernel, processBase, nextPid: () => nextPid++, onFiberExit })
 
   const info = (proc: Proc): ProcessInfo => ({
     pid: proc.pid,
@@ -450,56 +347,7 @@ export const make: Effect.Effect<
   })
 
   const table: ProcessTableShape = {
-    boot: (image, args, devices, quota, restored) =>
-      Effect.suspend((): Effect.Effect<number, Accounts.QuotaError | SpawnError> => {
-        const at = now()
-        if (procs.size >= limits.processesMax) {
-          return Effect.fail(new SpawnError({ reason: "processes", limit: limits.processesMax }))
-        }
-        const account = Accounts.carve(undefined, quota, at, limits.mailboxMessagesMax)
-        if (account instanceof Accounts.QuotaError) return Effect.fail(account)
-        const pid = nextPid++
-        const resources: Array<Resource> = [{ _tag: "Spawn" }]
-        for (const name of devices) resources.push({ _tag: "Device", name })
-        const minted = resources.map((resource) =>
-          caps.mint(pid, resource, resource._tag === "Spawn" ? SPAWN : rightBit("open"))
-        )
-        const grant = {
-          spawn: minted[0]!.ref,
-          devices: Object.fromEntries(devices.map((name, i) => [name, minted[i + 1]!.ref]))
-        }
-        const proc = makeProc(
-          pid,
-          image.name,
-          undefined,
-          account,
-          minted.map((cap) => cap.ref),
-          at,
-          0,
-          undefined
-        )
-        proc.spawnCap = minted[0]
-        if (restored !== undefined) {
-          proc.priority = restored.priority
-          if (restored.deadlineInMs !== undefined) proc.deadlineAt = at + restored.deadlineInMs
-          if (restored.memory.working.length > 0 || restored.memory.swap.length > 0) {
-            proc.memory = new Memory({ recaller: memoryOptions.recaller(), pager: memoryOptions.pager })
-            proc.memory.import(restored.memory.working, restored.memory.swap)
-          }
-          for (const m of restored.mailbox) {
-            proc.mailbox.push({
-              from: m.from,
-              body: m.body,
-              caps: noCaps,
-              corr: m.corr,
-              deadline: m.deadlineInMs === undefined ? undefined : at + m.deadlineInMs
-            })
-          }
-        }
-        events.spawn(pid, 0, proc.name)
-        start(proc, image, args(grant))
-        return Effect.succeed(pid)
-      }),
+    boot: spawner.boot,
     snapshot: (pid) => {
       const proc = procs.get(pid)
       if (proc === undefined || proc.exitReason !== undefined) return undefined

@@ -58,12 +58,13 @@ export const Snapshot = Schema.Struct({
 export type Snapshot = typeof Snapshot.Type
 
 /**
- * `snapshot` of a process that is not running, or `restore` of a value that is not a snapshot of this ABI.
+ * `snapshot` of a process that is not running or that holds a value JSON cannot carry faithfully (`unencodable`:
+ * the message names the message or segment and the path), or `restore` of a value that is not a snapshot of this ABI.
  *
  * @category errors
  */
 export class SnapshotError extends Schema.TaggedError<SnapshotError>()("SnapshotError", {
-  reason: Schema.Literals(["unknown-process", "invalid", "abi-mismatch"]),
+  reason: Schema.Literals(["unknown-process", "invalid", "abi-mismatch", "unencodable"]),
   message: Schema.String
 }) {}
 
@@ -72,3 +73,47 @@ export const limitOf = (n: number): number | null => (n === Infinity ? null : n)
 
 /** `null` back to `undefined` (no limit) for a quota. */
 export const quotaOf = (n: number | null): number | undefined => (n === null ? undefined : n)
+
+/**
+ * Where `value` holds something JSON would drop or change (a bigint, a function, a symbol, a non-finite number, a
+ * cycle), as a path from `at`; `undefined` when it is JSON-safe.
+ *
+ * @category utils
+ */
+export const unencodableAt = (value: unknown, at: string): string | undefined => {
+  const path: Array<object> = []
+  const walk = (v: unknown, where: string): string | undefined => {
+    switch (typeof v) {
+      case "bigint":
+      case "function":
+      case "symbol":
+        return `a ${typeof v} at ${where}`
+      case "number":
+        return Number.isFinite(v) ? undefined : `${v} at ${where}`
+      case "object": {
+        if (v === null) return undefined
+        if (path.includes(v)) return `a cycle at ${where}`
+        path.push(v)
+        try {
+          if (Array.isArray(v)) {
+            for (let i = 0; i < v.length; i++) {
+              const found = walk(v[i], `${where}[${i}]`)
+              if (found !== undefined) return found
+            }
+            return undefined
+          }
+          for (const key of Object.keys(v)) {
+            const found = walk((v as Record<string, unknown>)[key], `${where}.${key}`)
+            if (found !== undefined) return found
+          }
+          return undefined
+        } finally {
+          path.pop()
+        }
+      }
+      default:
+        return undefined
+    }
+  }
+  return walk(value, at)
+}

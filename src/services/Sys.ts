@@ -10,7 +10,7 @@
  *
  * @since 0.1.0
  */
-import type { Duration } from "effect"
+import type { Duration, Fiber } from "effect"
 import { Context, Effect, Schema } from "effect"
 import type { Budget, Cost, Quota, QuotaError } from "./Accounts.ts"
 import type { CapabilityError, CapRef, Right } from "./Capability.ts"
@@ -18,7 +18,7 @@ import type { MemoryError, Segment } from "./ContextMemory.ts"
 import type { DeviceError } from "./Device.ts"
 import type { JournalError } from "./Journal.ts"
 import type { NameError } from "./NameRegistry.ts"
-import type { ExitReason, Image, Message } from "./Process.ts"
+import type { ExitReason, Image, Message, StatedReason } from "./Process.ts"
 import type { Option } from "effect"
 import { eagerOf } from "./internal/eagerSys.ts"
 
@@ -44,7 +44,10 @@ export interface SendOptions {
  * - `caps`: caps moved to the child (it holds exactly these, readable with `Sys.caps()`); derive first to keep one;
  * - `quota`: the child's quota, carved from the caller's (see `Accounts`);
  * - `link`: link caller and child (each gets `Down` when the other ends);
- * - `priority`: scheduling priority (an integer, default the caller's; read by schedulers of later devices);
+ * - `priority`: scheduling priority, an integer in `[KernelConfig.priorityMin, priorityMax]` (default the caller's,
+ *   or the child's ceiling if that is lower); read by the inference scheduler;
+ * - `priorityMax`: the child's priority ceiling (default the caller's own ceiling, which it may not exceed): the
+ *   highest priority the child may take with `Sys.sched`;
  * - `deadline`: the child ends with `Deadline` this long after it starts.
  *
  * @category models
@@ -55,6 +58,7 @@ export interface SpawnOptions<A> {
   readonly quota?: Quota | undefined
   readonly link?: boolean | undefined
   readonly priority?: number | undefined
+  readonly priorityMax?: number | undefined
   readonly deadline?: Duration.Input | undefined
 }
 
@@ -89,7 +93,9 @@ export class SpawnError extends Schema.TaggedError<SpawnError>()("SpawnError", {
 
 /**
  * A syscall argument the kernel cannot act on (not a cap error): a message carrying too many caps or one cap twice,
- * a negative charge, an unknown right name, a deadline that is not a duration.
+ * a negative charge, an unknown right name, a deadline that is not a duration (or a later one for `sched`), a body
+ * that is not plain data or is larger than `KernelConfig.messageBytesMax`, an exit reason that only the kernel may
+ * set, a value whose getter throws. The kernel reads every argument once, into a copy of its own, before it checks it.
  *
  * @category errors
  */
@@ -134,12 +140,16 @@ export interface SysShape {
   /** The caller's pid. */
   readonly self: () => Effect.Effect<number>
   /** A fresh cap to the caller itself with `send` and `monitor`, to hand to others for replies. */
-  readonly selfCap: () => Effect.Effect<CapRef>
+  readonly selfCap: () => Effect.Effect<CapRef, CapabilityError>
   /** The caps the process was started with, in the order given (for init: spawn, then devices by name). */
   readonly caps: () => Effect.Effect<ReadonlyArray<CapRef>>
   /** Takes the next message, parking while the mailbox is empty. */
   readonly recv: <T = unknown>() => Effect.Effect<Message<T>>
-  /** Sends to a process (right `send`); parks while the receiver's mailbox is full. A dead receiver drops it. */
+  /**
+   * Sends to a process (right `send`); parks while the receiver's mailbox is full. A dead receiver drops it. The body
+   * is copied at send (plain data: primitives, arrays, plain objects, `Date`s, `CapRef`s), so the receiver never
+   * sees what the sender does with its object later.
+   */
   readonly send: (
     to: CapRef,
     body: unknown,
@@ -150,10 +160,13 @@ export interface SysShape {
     image: Image<A>,
     options?: SpawnOptions<A>
   ) => Effect.Effect<Spawned, CapabilityError | QuotaError | SpawnError | ArgumentError>
-  /** Ends the caller with `reason` (default `Normal`). */
-  readonly exit: (reason?: ExitReason) => Effect.Effect<never>
+  /**
+   * Ends the caller with `reason` (default `Normal`): `Normal`, `Shutdown` or `Fault { error }`; the other reasons are
+   * the kernel's to set (`ArgumentError`).
+   */
+  readonly exit: (reason?: ExitReason) => Effect.Effect<never, ArgumentError>
   /** A copy of a held cap with a subset of its rights, owned by the caller. */
-  readonly derive: (cap: CapRef, rights: ReadonlyArray<Right>) => Effect.Effect<CapRef, CapabilityError>
+  readonly derive: (cap: CapRef, rights: ReadonlyArray<Right>) => Effect.Effect<CapRef, CapabilityError | ArgumentError>
   /** A copy with fewer rights and/or an expiry (`expiresIn` from now); caveats only ever narrow. */
   readonly attenuate: (
     cap: CapRef,
@@ -165,8 +178,11 @@ export interface SysShape {
   readonly monitor: (cap: CapRef) => Effect.Effect<void, CapabilityError>
   /** Waits for the target to end and returns why (works after its death too). Right `monitor`. */
   readonly waitpid: (cap: CapRef) => Effect.Effect<ExitReason, CapabilityError | ExitUnknownError>
-  /** Ends the target with `reason` (default `Killed { by: caller }`). Right `kill`. */
-  readonly kill: (cap: CapRef, reason?: ExitReason) => Effect.Effect<void, CapabilityError>
+  /**
+   * Ends the target with `reason`: by default `Killed { by: caller }`; a caller may also state `Normal`, `Shutdown`
+   * or `Fault { error }`. Right `kill`.
+   */
+  readonly kill: (cap: CapRef, reason?: ExitReason) => Effect.Effect<void, CapabilityError | ArgumentError>
   /** Stops the target at its next syscall until `resume`. Right `kill`. */
   readonly suspend: (cap: CapRef) => Effect.Effect<void, CapabilityError>
   /** Lets a suspended target go on. Right `kill`. */
@@ -174,11 +190,11 @@ export interface SysShape {
   /** Sends the target a `Term { from }` message, which it handles itself. Right `kill`. */
   readonly term: (cap: CapRef) => Effect.Effect<void, CapabilityError>
   /** Registers the caller under a name; cleared when it exits. */
-  readonly register: (name: string) => Effect.Effect<void, NameError>
+  readonly register: (name: string) => Effect.Effect<void, NameError | ArgumentError>
   /** Drops a name the caller holds. */
-  readonly unregister: (name: string) => Effect.Effect<void, NameError>
+  readonly unregister: (name: string) => Effect.Effect<void, NameError | ArgumentError>
   /** A send-only cap to the process registered under `name`, if any. */
-  readonly lookup: (name: string) => Effect.Effect<Option.Option<CapRef>>
+  readonly lookup: (name: string) => Effect.Effect<Option.Option<CapRef>, CapabilityError | ArgumentError>
   /** The caller's account. */
   readonly budget: () => Effect.Effect<Budget>
   /**
@@ -186,7 +202,10 @@ export interface SysShape {
    * `Quota`; that is not an error it can catch.
    */
   readonly charge: (cost: Cost) => Effect.Effect<void, ArgumentError>
-  /** Changes the caller's priority and/or deadline (from now). */
+  /**
+   * Changes the caller's priority (within `[KernelConfig.priorityMin, its ceiling]`) and/or its deadline (from now;
+   * only ever earlier than the one it has).
+   */
   readonly sched: (options: {
     readonly priority?: number | undefined
     readonly deadline?: Duration.Input | undefined
@@ -232,7 +251,11 @@ export interface SysShape {
   readonly pin: (id: number, on?: boolean) => Effect.Effect<void, MemoryError>
   /** Lets other processes run. */
   readonly yield: () => Effect.Effect<void>
-  /** Writes a `Log` event (and an Effect log line annotated with the pid). */
+  /**
+   * Writes a `Log` event (and an Effect log line annotated with the pid). The message is truncated at
+   * `KernelConfig.logMessageLengthMax`; fields larger than `logFieldsBytesMax` (or not plain data) are replaced by a
+   * `{ dropped }` marker.
+   */
   readonly log: (level: LogLevel, message: string, fields?: Record<string, unknown>) => Effect.Effect<void>
 }
 
@@ -246,30 +269,49 @@ export class Sys extends Context.Service<Sys, SysShape>()("effect-agent-os/Sys")
 /** @category accessors */
 export const self = (): Effect.Effect<number, never, Sys> => Sys.use((sys) => sys.self())
 /** @category accessors */
-export const selfCap = (): Effect.Effect<CapRef, never, Sys> => Sys.use((sys) => sys.selfCap())
+export const selfCap = (): Effect.Effect<CapRef, CapabilityError, Sys> => Sys.use((sys) => sys.selfCap())
 /** @category accessors */
 export const caps = (): Effect.Effect<ReadonlyArray<CapRef>, never, Sys> => Sys.use((sys) => sys.caps())
+const sysOf = (fiber: Fiber.Fiber<unknown, unknown>): SysShape => Context.getUnsafe(fiber.context, Sys)
+
 /** @category accessors */
 export const recv = <T = unknown>(): Effect.Effect<Message<T>, never, Sys> =>
-  Sys.use((sys) => eagerOf(sys)?.recvNow<T>() ?? sys.recv<T>())
+  Effect.withFiber((fiber) => {
+    const sys = sysOf(fiber)
+    return eagerOf(sys)?.recvNow<T>(fiber) ?? sys.recv<T>()
+  })
 /** @category accessors */
 export const send = (
   to: CapRef,
   body: unknown,
   options?: SendOptions
 ): Effect.Effect<void, CapabilityError | ArgumentError, Sys> =>
-  Sys.use((sys) => eagerOf(sys)?.sendNow(to, body, options) ?? sys.send(to, body, options))
+  Effect.withFiber((fiber) => {
+    const sys = sysOf(fiber)
+    return eagerOf(sys)?.sendNow(fiber, to, body, options) ?? sys.send(to, body, options)
+  })
 /** @category accessors */
 export const spawn = <A>(
   image: Image<A>,
   options?: SpawnOptions<A>
 ): Effect.Effect<Spawned, CapabilityError | QuotaError | SpawnError | ArgumentError, Sys> =>
   Sys.use((sys) => sys.spawn(image, options))
+/**
+ * Ends the caller: with no reason `Normal`; a stated reason may only be `Normal`, `Shutdown` or `Fault` (else
+ * `ArgumentError`).
+ *
+ * @category accessors
+ */
+export function exit(reason?: StatedReason): Effect.Effect<never, never, Sys>
+export function exit(reason: ExitReason): Effect.Effect<never, ArgumentError, Sys>
+export function exit(reason?: ExitReason): Effect.Effect<never, ArgumentError, Sys> {
+  return Sys.use((sys) => sys.exit(reason))
+}
 /** @category accessors */
-export const exit = (reason?: ExitReason): Effect.Effect<never, never, Sys> => Sys.use((sys) => sys.exit(reason))
-/** @category accessors */
-export const derive = (cap: CapRef, rights: ReadonlyArray<Right>): Effect.Effect<CapRef, CapabilityError, Sys> =>
-  Sys.use((sys) => sys.derive(cap, rights))
+export const derive = (
+  cap: CapRef,
+  rights: ReadonlyArray<Right>
+): Effect.Effect<CapRef, CapabilityError | ArgumentError, Sys> => Sys.use((sys) => sys.derive(cap, rights))
 /** @category accessors */
 export const attenuate = (
   cap: CapRef,
@@ -282,9 +324,17 @@ export const monitor = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> 
 /** @category accessors */
 export const waitpid = (cap: CapRef): Effect.Effect<ExitReason, CapabilityError | ExitUnknownError, Sys> =>
   Sys.use((sys) => sys.waitpid(cap))
-/** @category accessors */
-export const kill = (cap: CapRef, reason?: ExitReason): Effect.Effect<void, CapabilityError, Sys> =>
-  Sys.use((sys) => sys.kill(cap, reason))
+/**
+ * Ends the target (right `kill`): with no reason `Killed { by: caller }`; a stated reason may only be `Normal`,
+ * `Shutdown` or `Fault` (else `ArgumentError`).
+ *
+ * @category accessors
+ */
+export function kill(cap: CapRef, reason?: StatedReason): Effect.Effect<void, CapabilityError, Sys>
+export function kill(cap: CapRef, reason: ExitReason): Effect.Effect<void, CapabilityError | ArgumentError, Sys>
+export function kill(cap: CapRef, reason?: ExitReason): Effect.Effect<void, CapabilityError | ArgumentError, Sys> {
+  return Sys.use((sys) => sys.kill(cap, reason))
+}
 /** @category accessors */
 export const suspend = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> => Sys.use((sys) => sys.suspend(cap))
 /** @category accessors */
@@ -292,11 +342,13 @@ export const resume = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> =
 /** @category accessors */
 export const term = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> => Sys.use((sys) => sys.term(cap))
 /** @category accessors */
-export const register = (name: string): Effect.Effect<void, NameError, Sys> => Sys.use((sys) => sys.register(name))
+export const register = (name: string): Effect.Effect<void, NameError | ArgumentError, Sys> =>
+  Sys.use((sys) => sys.register(name))
 /** @category accessors */
-export const unregister = (name: string): Effect.Effect<void, NameError, Sys> => Sys.use((sys) => sys.unregister(name))
+export const unregister = (name: string): Effect.Effect<void, NameError | ArgumentError, Sys> =>
+  Sys.use((sys) => sys.unregister(name))
 /** @category accessors */
-export const lookup = (name: string): Effect.Effect<Option.Option<CapRef>, never, Sys> =>
+export const lookup = (name: string): Effect.Effect<Option.Option<CapRef>, CapabilityError | ArgumentError, Sys> =>
   Sys.use((sys) => sys.lookup(name))
 /** @category accessors */
 export const budget = (): Effect.Effect<Budget, never, Sys> => Sys.use((sys) => sys.budget())
@@ -340,7 +392,11 @@ export const pin = (id: number, on?: boolean): Effect.Effect<void, MemoryError, 
  *
  * @category accessors
  */
-export const yield_ = (): Effect.Effect<void, never, Sys> => Sys.use((sys) => eagerOf(sys)?.yieldNow() ?? sys.yield())
+export const yield_ = (): Effect.Effect<void, never, Sys> =>
+  Effect.withFiber((fiber) => {
+    const sys = sysOf(fiber)
+    return eagerOf(sys)?.yieldNow(fiber) ?? sys.yield()
+  })
 export { yield_ as yield }
 /** @category accessors */
 export const log = (

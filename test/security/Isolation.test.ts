@@ -48,6 +48,7 @@ interface Survey {
   readonly kernel: boolean
   readonly scope: boolean
   readonly memoMap: boolean
+  readonly tokenInert: boolean
 }
 
 /** What the running fiber can find in its context. */
@@ -59,9 +60,17 @@ const survey: Effect.Effect<Survey> = Effect.gen(function* () {
     secret: Option.isSome(yield* Effect.serviceOption(Secret)),
     kernel: Option.isSome(yield* Effect.serviceOption(Kernel.Kernel)),
     scope: Option.isSome(yield* Effect.serviceOption(Scope.Scope)),
-    memoMap: Option.isSome(yield* Effect.serviceOption(Layer.CurrentMemoMap))
+    memoMap: Option.isSome(yield* Effect.serviceOption(Layer.CurrentMemoMap)),
+    tokenInert: ((token: unknown) =>
+      typeof token === "object" &&
+      token !== null &&
+      Object.isFrozen(token) &&
+      Reflect.ownKeys(token).length === 0 &&
+      Object.getPrototypeOf(token) === Object.prototype)(context.mapUnsafe.get(processTokenKey))
   }
 })
+
+const processTokenKey = "effect-agent-os/Sys/ProcessToken"
 
 const assertIsolated = (found: Survey, where: string) => {
   assert.isTrue(found.sys, `${where}: Sys is there`)
@@ -69,9 +78,12 @@ const assertIsolated = (found: Survey, where: string) => {
   assert.isFalse(found.kernel, `${where}: the Kernel service is reachable`)
   assert.isFalse(found.scope, `${where}: a Scope is reachable`)
   assert.isFalse(found.memoMap, `${where}: the layer memo map is reachable`)
+  // besides Sys, the kernel puts one marker in a process's context: its process token, an empty frozen object that
+  // tells the kernel which fibers belong to the process (a Sys leaked to another process acts for nobody there)
   const foreign = found.keys.filter(
-    (key) => key !== Sys.Sys.key && !(key.startsWith("effect/") && !notRuntime.has(key))
+    (key) => key !== Sys.Sys.key && key !== processTokenKey && !(key.startsWith("effect/") && !notRuntime.has(key))
   )
+  assert.isTrue(found.tokenInert, `${where}: the process token is an empty frozen object`)
   assert.deepStrictEqual(
     foreign,
     [],

@@ -82,23 +82,39 @@ describe("message bodies are data, copied at send", () => {
     )
   )
 
-  it.effect("a class instance in a body is an ArgumentError of send", () =>
-    run(() =>
-      Effect.gen(function* () {
-        class Point {
-          readonly x: number
-          constructor(x: number) {
-            this.x = x
+  it.effect(
+    "mutable containers (Map, Set, typed arrays) are copied; a class instance is handed over as the value it is",
+    () =>
+      run(() =>
+        Effect.gen(function* () {
+          class Point {
+            readonly x: number
+            constructor(x: number) {
+              this.x = x
+            }
           }
-        }
-        const me = yield* Sys.selfCap()
-        assertArgumentError(yield* outcome(Sys.send(me, new Point(1))), "send")
-        assertArgumentError(yield* outcome(Sys.send(me, { at: new Point(2) })), "send")
-        assertArgumentError(yield* outcome(Sys.send(me, [new Point(3)])), "send")
-        yield* Sys.send(me, { x: 1 })
-        assert.deepStrictEqual((yield* Sys.recv()).body, { x: 1 })
-      })
-    )
+          const me = yield* Sys.selfCap()
+          const point = new Point(1)
+          const map = new Map([["k", { v: 1 }]])
+          const set = new Set([1, 2])
+          const bytes = new Uint8Array([1, 2, 3])
+          yield* Sys.send(me, { point, map, set, bytes })
+          map.get("k")!.v = 99
+          map.set("other", { v: 2 })
+          set.add(3)
+          bytes[0] = 42
+          const body = (yield* Sys.recv<{
+            point: Point
+            map: Map<string, { v: number }>
+            set: Set<number>
+            bytes: Uint8Array
+          }>()).body
+          assert.strictEqual(body.point, point, "a class instance arrives as the value it is")
+          assert.deepStrictEqual(Array.from(body.map.entries()), [["k", { v: 1 }]])
+          assert.deepStrictEqual(Array.from(body.set), [1, 2])
+          assert.deepStrictEqual(Array.from(body.bytes), [1, 2, 3])
+        })
+      )
   )
 
   it.effect("a cycle in a body is an ArgumentError of send", () =>

@@ -320,7 +320,12 @@ describe("Accounts: conservation", () => {
         parents.forEach((raw, i) => {
           const parent = raw % (i + 1)
           parentOf.push(parent)
-          accounts.push(child(accounts[parent]!, raw % 3 === 0 ? undefined : { mailbox: raw + 1 }))
+          accounts.push(
+            child(
+              accounts[parent]!,
+              raw % 3 === 0 ? undefined : { mailbox: Math.min(raw + 1, accounts[parent]!.mailboxMax) }
+            )
+          )
         })
         const n = accounts.length
         const own = accounts.map(() => ({ tokens: 0, toolCalls: 0, usd: 0 }))

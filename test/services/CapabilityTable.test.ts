@@ -252,7 +252,7 @@ describe("CapabilityTable: ownership", () => {
     assert.strictEqual(table.heldBy(1), 1)
     assert.strictEqual(table.heldBy(2), 1)
     assert.strictEqual(table.size(), 2)
-    assert.strictEqual(failure(table.check("send", 1, record.ref, SEND, noClock)).reason, "not-held")
+    assert.strictEqual(failure(table.check("send", 1, record.ref, SEND, noClock)).reason, "moved")
     success(table.check("send", 2, record.ref, SEND, noClock))
     table.transfer(record, 2)
     assert.strictEqual(table.heldBy(2), 1)

@@ -254,7 +254,7 @@ describe("Sys.read / write", () => {
         const { cap } = yield* Sys.spawn(Process.make("holder", () => Effect.forever(Sys.recv())))
         const given = yield* Sys.derive(handle, ["read"])
         yield* Sys.send(cap, "take", { caps: [given] })
-        capError(yield* Effect.flip(Sys.read(given, { echo: 1 })), "not-held")
+        capError(yield* Effect.flip(Sys.read(given, { echo: 1 })), "moved")
         capError(yield* Effect.flip(Sys.read(yield* Sys.selfCap(), { echo: 1 })), "missing-right")
         yield* Sys.revoke(handle)
         capError(yield* Effect.flip(Sys.read(handle, { echo: 1 })), "revoked")

@@ -11,6 +11,8 @@ export interface CapRecord {
   readonly ref: CapRef
   readonly table: object
   owner: number
+  /** The owner before the last transfer (0: never moved), so a use by it fails `moved` rather than `not-held`. */
+  movedFrom: number
   readonly resource: Resource
   readonly rights: number
   /** Absolute kernel-clock millis; `Infinity` when the cap has no `Expires` caveat. */

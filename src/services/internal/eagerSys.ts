@@ -6,22 +6,26 @@
  * the call right there instead of building a second lazy layer: one primitive and one closure less per message.
  * Another implementation of `Sys` (a test double) simply lacks the symbol and is called the ordinary way.
  */
-import type { Effect } from "effect"
+import type { Effect, Fiber } from "effect"
 import type { CapabilityError } from "../Capability.ts"
 import type { Message } from "../Process.ts"
 import type { ArgumentError, SendOptions } from "../Sys.ts"
 
 export const eager: unique symbol = Symbol.for("effect-agent-os/Sys/eager")
 
-/** Performs the syscall when called: only ever called while the process's fiber is running the accessor. */
+/**
+ * Performs the syscall when called: only ever called while `fiber` is running the accessor (the kernel checks that
+ * `fiber` is one of the process's own, as for every syscall).
+ */
 export interface EagerSys {
   readonly sendNow: (
+    fiber: Fiber.Fiber<unknown, unknown>,
     to: unknown,
     body: unknown,
     options: SendOptions | undefined
   ) => Effect.Effect<void, CapabilityError | ArgumentError>
-  readonly recvNow: <T>() => Effect.Effect<Message<T>>
-  readonly yieldNow: () => Effect.Effect<void>
+  readonly recvNow: <T>(fiber: Fiber.Fiber<unknown, unknown>) => Effect.Effect<Message<T>>
+  readonly yieldNow: (fiber: Fiber.Fiber<unknown, unknown>) => Effect.Effect<void>
 }
 
 export const eagerOf = (sys: object): EagerSys | undefined => (sys as { readonly [eager]?: EagerSys })[eager]

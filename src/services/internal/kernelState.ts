@@ -3,7 +3,7 @@
  *
  * Private to the package.
  */
-import type { Duration, Effect } from "effect"
+import type { Effect } from "effect"
 import type * as Accounts from "../Accounts.ts"
 import { type CapRef, type CapabilityError, rightBit } from "../Capability.ts"
 import type { CapabilityTableShape } from "../CapabilityTable.ts"
@@ -15,9 +15,8 @@ import type { KernelLimits } from "../KernelConfig.ts"
 import type { NameRegistryShape } from "../NameRegistry.ts"
 import type * as Process from "../Process.ts"
 import type { ArgumentError, Spawned, SpawnError, SpawnOptions } from "../Sys.ts"
-import { durationMillis } from "./duration.ts"
-import type { DriverCall } from "./driverCalls.ts"
 import type { Proc } from "./proc.ts"
+import type { DriverPath } from "./syscalls.ts"
 
 export const SEND = rightBit("send")
 export const MONITOR = rightBit("monitor")
@@ -31,11 +30,6 @@ export const CHILD_RIGHTS = SEND | MONITOR | KILL
 export const SELF_RIGHTS = SEND | MONITOR
 
 export const noCaps: ReadonlyArray<CapRef> = Object.freeze([])
-export const noCost: Accounts.Cost = Object.freeze({})
-
-/** Millis of an optional user duration; `NaN` when it is not a duration ≥ 0. */
-export const toMillis = (input: Duration.Input | undefined): number | undefined =>
-  input === undefined ? undefined : durationMillis(input)
 
 /**
  * Counters for `metrics`.
@@ -70,9 +64,10 @@ export interface KernelState {
   readonly terminate: (proc: Proc, reason: Process.ExitReason) => void
   readonly exitOf: (pid: number) => Process.ExitReason | undefined
   readonly armTimer: (proc: Proc) => void
-  readonly deliver: (to: Proc, body: Process.KernelMessage) => void
+  /** Ends `proc` now if its wall quota or deadline has passed (its timer may not have fired yet); `true` if it did. */
+  readonly expire: (proc: Proc) => boolean
+  readonly deliver: (to: Proc, body: Process.KernelMessage, caps?: ReadonlyArray<CapRef>) => void
   readonly devices: DeviceTableShape
   readonly journal: JournalShape
-  readonly closeHandle: (id: number) => void
-  readonly driverCall: DriverCall
+  readonly driverPath: DriverPath
 }

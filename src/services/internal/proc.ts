@@ -12,7 +12,7 @@ import { Mailbox, type MailboxOwner, type Receiver } from "../Mailbox.ts"
 import type * as Process from "../Process.ts"
 import type { CapRecord } from "./capRef.ts"
 import type { KernelState } from "./kernelState.ts"
-import { ProcessSys, settle } from "./processSys.ts"
+import { ProcessSys, settle } from "./syscalls.ts"
 
 /**
  * A live (or just ended) process, as the kernel sees it. Fields that most processes never use are allocated lazily,
@@ -51,6 +51,10 @@ export class Proc implements MailboxOwner {
   priority: number
   /** Absolute kernel-clock millis of the scheduling deadline; `undefined` for none. */
   deadlineAt: number | undefined
+  /** The highest priority this process may take (`Sys.sched`), set by its parent at spawn. */
+  readonly priorityCeiling: number
+  /** Carried in the context of the process's fibers only: a syscall from any other fiber acts for nobody. */
+  readonly token: object = Object.freeze({})
 
   constructor(
     kernel: KernelState,
@@ -61,6 +65,7 @@ export class Proc implements MailboxOwner {
     startCaps: ReadonlyArray<CapRef>,
     now: number,
     priority: number,
+    priorityCeiling: number,
     deadlineAt: number | undefined
   ) {
     this.pid = pid
@@ -71,6 +76,7 @@ export class Proc implements MailboxOwner {
     this.startCaps = startCaps
     this.startedAt = now
     this.priority = priority
+    this.priorityCeiling = priorityCeiling
     this.deadlineAt = deadlineAt
     this.kernel = kernel
     this.mailbox = new Mailbox(account.mailboxMax, this)
@@ -81,6 +87,13 @@ export class Proc implements MailboxOwner {
     return this.kernel.now()
   }
 
+  /** When the process's time is up (its wall quota or its deadline, the earlier); `Infinity` for never. */
+  endsAt(): number {
+    const deadline = this.deadlineAt
+    const wall = this.account.wallEndsAt
+    return deadline === undefined || wall < deadline ? wall : deadline
+  }
+
   handTo(receiver: Receiver, message: Process.Message): void {
     receiver(
       this.exitReason === undefined && this.suspended === undefined ? Effect.succeed(message) : settle(this, message)
@@ -89,6 +102,8 @@ export class Proc implements MailboxOwner {
 
   dropped(message: Process.Message): void {
     this.kernel.counters.messagesDropped++
+    // the caps it carried die with it: nobody can receive them any more
+    if (message.caps.length > 0) this.kernel.caps.revokeRefs(message.caps)
     this.kernel.events.emit({ _tag: "Drop", pid: message.from, reason: "deadline", target: this.pid })
   }
 }

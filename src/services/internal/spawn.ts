@@ -1,0 +1,261 @@
+/**
+ * Starts processes: validates a spawn, carves the child's account from its parent's, builds its record and forks its
+ * fiber with a context of its own. Boot (a root process) and restore take the same path.
+ *
+ * Private to the package.
+ */
+import { Context, Effect } from "effect"
+import * as Accounts from "../Accounts.ts"
+import { type CapRef, CapabilityError, type Resource } from "../Capability.ts"
+import { Memory } from "../ContextMemory.ts"
+import * as Process from "../Process.ts"
+import type { Snapshot } from "../Snapshot.ts"
+import { ArgumentError, type Spawned, SpawnError, type SpawnOptions, Sys } from "../Sys.ts"
+import type { CapRecord } from "./capRef.ts"
+import * as Inputs from "./inputs.ts"
+import { CHILD_RIGHTS, type KernelState, noCaps, OPEN, SPAWN } from "./kernelState.ts"
+import { Proc } from "./proc.ts"
+import { processTokenKey } from "./syscalls.ts"
+
+/**
+ * The state a restored process starts with (from a `Snapshot`).
+ *
+ * @category models
+ */
+export interface Restored {
+  readonly priority: number
+  readonly deadlineInMs: number | undefined
+  readonly memory: Snapshot["memory"]
+  readonly mailbox: Snapshot["mailbox"]
+}
+
+/** What starting processes needs of the process table. */
+export interface SpawnDeps {
+  readonly kernel: KernelState
+  /** The context every process fiber starts from (see `processContext.ts`). */
+  readonly processBase: Context.Context<never>
+  readonly nextPid: () => number
+  /** Called with every process fiber once it ends. */
+  readonly onFiberExit: (proc: Proc, exit: import("effect").Exit.Exit<void, unknown>) => void
+}
+
+export interface Spawner {
+  readonly spawnChild: <A>(
+    parent: Proc,
+    image: Process.Image<A>,
+    options: SpawnOptions<A> | undefined
+  ) => Effect.Effect<Spawned, CapabilityError | Accounts.QuotaError | SpawnError | ArgumentError>
+  readonly boot: <A>(
+    image: Process.Image<A>,
+    args: (grant: { readonly spawn: CapRef; readonly devices: Record<string, CapRef> }) => A,
+    devices: ReadonlyArray<string>,
+    quota: Accounts.Quota | undefined,
+    restored?: Restored | undefined
+  ) => Effect.Effect<number, Accounts.QuotaError | SpawnError | ArgumentError>
+}
+
+export const makeSpawner = (deps: SpawnDeps): Spawner => {
+  const { kernel, processBase } = deps
+  const { caps, events, limits, counters, procs } = kernel
+
+  const start = <A>(proc: Proc, image: Process.Image<A>, args: A) => {
+    counters.spawned++
+    kernel.armTimer(proc)
+    const main = Effect.suspend(() => image.main(args))
+    const context = Context.add(processBase, Sys, proc.sys).pipe(Context.add(tokenTag, proc.token))
+    const fiber = Effect.runForkWith(context)(main)
+    proc.fiber = fiber
+    counters.fibers++
+    fiber.addObserver((exit) => {
+      counters.fibers--
+      deps.onFiberExit(proc, exit)
+    })
+    // it may have been ended while it ran synchronously, before its fiber was known
+    if (proc.exitReason !== undefined && fiber.pollUnsafe() === undefined) fiber.interruptUnsafe()
+  }
+
+  const deny = <E extends { readonly _tag: string; readonly message: string }>(pid: number, error: E) => {
+    counters.denied++
+    events.emit({
+      _tag: "Denied",
+      pid,
+      call: "spawn",
+      error: error._tag,
+      reason: String((error as { reason?: unknown }).reason ?? error.message)
+    })
+    return Effect.fail(error)
+  }
+
+  /** The live spawn cap the caller holds (the last one used first), or why it has none. */
+  const spawnCapOf = (parent: Proc, at: number): CapRecord | CapabilityError => {
+    const cached = parent.spawnCap
+    if (cached !== undefined && !cached.revoked && cached.owner === parent.pid && cached.expiresAt > at) return cached
+    let reason: "not-held" | "missing-right" | "expired" = "not-held"
+    for (const held of caps.held(parent.pid)) {
+      if (held.resource._tag !== "Spawn") continue
+      if ((held.rights & SPAWN) === 0) reason = reason === "expired" ? reason : "missing-right"
+      else if (held.expiresAt <= at) reason = "expired"
+      else {
+        parent.spawnCap = held
+        return held
+      }
+    }
+    return new CapabilityError({ call: "spawn", reason, right: "spawn" })
+  }
+
+  const spawnChild = <A>(
+    parent: Proc,
+    image: Process.Image<A>,
+    options: SpawnOptions<A> | undefined
+  ): Effect.Effect<Spawned, CapabilityError | Accounts.QuotaError | SpawnError | ArgumentError> => {
+    const at = kernel.now()
+    // copy and validate
+    const input = Inputs.read("spawn", () =>
+      Inputs.spawnOptionsOf(options, limits.capsPerMessageMax, limits.priorityMin, parent.priorityCeiling)
+    )
+    if (input instanceof ArgumentError) return deny(parent.pid, input)
+    const checked = Inputs.read("spawn", () => {
+      if (typeof image !== "object" || image === null)
+        return new Inputs.Unreadable("not a process image (use Process.make)")
+      const tag = image._tag
+      const main = image.main
+      const name = image.name
+      if (tag !== "Image" || typeof main !== "function") {
+        return new Inputs.Unreadable("not a process image (use Process.make)")
+      }
+      return { main, name: String(name) }
+    })
+    if (checked instanceof ArgumentError) return deny(parent.pid, checked)
+    // capabilities
+    const spawnCap = spawnCapOf(parent, at)
+    if (spawnCap instanceof CapabilityError) return deny(parent.pid, spawnCap)
+    // kernel-wide and per-parent bounds
+    if (parent.account.children >= parent.account.childrenMax) {
+      return deny(parent.pid, new SpawnError({ reason: "children", limit: parent.account.childrenMax }))
+    }
+    if (procs.size >= limits.processesMax) {
+      return deny(parent.pid, new SpawnError({ reason: "processes", limit: limits.processesMax }))
+    }
+    if (parent.depth + 1 > limits.spawnDepthMax) {
+      return deny(parent.pid, new SpawnError({ reason: "depth", limit: limits.spawnDepthMax }))
+    }
+    let moved: ReadonlyArray<CapRecord> = []
+    if (input.caps !== undefined) {
+      const records: Array<CapRecord> = []
+      for (let i = 0; i < input.caps.length; i++) {
+        const record = caps.check("spawn", parent.pid, input.caps[i], 0, kernel.now)
+        if (record instanceof CapabilityError) return deny(parent.pid, record)
+        if (records.includes(record)) {
+          return deny(parent.pid, new ArgumentError({ call: "spawn", message: `${record.ref} given twice` }))
+        }
+        records.push(record)
+      }
+      moved = records
+    }
+    if (!caps.room(parent.pid, 1)) return deny(parent.pid, new CapabilityError({ call: "spawn", reason: "limit" }))
+    // carve the child's account from what the parent has left
+    const account = Accounts.carve(parent.account, input.quota, at, limits.mailboxMessagesMax)
+    if (account instanceof Accounts.QuotaError) return deny(parent.pid, account)
+    const ceiling = input.priorityMax ?? parent.priorityCeiling
+    const priority = input.priority ?? Math.min(parent.priority, ceiling)
+    const pid = deps.nextPid()
+    const child = new Proc(
+      kernel,
+      pid,
+      checked.name,
+      parent,
+      account,
+      moved.length === 0 ? noCaps : Object.freeze(moved.map((cap) => cap.ref)),
+      at,
+      priority,
+      ceiling,
+      input.deadlineMs === undefined ? undefined : at + input.deadlineMs
+    )
+    procs.set(pid, child)
+    for (const cap of moved) caps.transfer(cap, pid)
+    parent.account.children++
+    ;(parent.children ??= new Set()).add(child)
+    const cap = caps.mint(parent.pid, { _tag: "Process", pid }, CHILD_RIGHTS)
+    if (input.link) {
+      ;(parent.links ??= new Set()).add(child)
+      child.links = new Set([parent])
+    }
+    counters.syscalls++
+    events.spawn(pid, parent.pid, child.name)
+    start(
+      child,
+      { _tag: "Image", name: checked.name, main: checked.main as (args: A) => Effect.Effect<void, unknown, Sys> },
+      input.args as A
+    )
+    return Effect.succeed({ pid, cap: cap.ref })
+  }
+
+  const boot: Spawner["boot"] = (image, args, devices, quota, restored) =>
+    Effect.suspend((): Effect.Effect<number, Accounts.QuotaError | SpawnError | ArgumentError> => {
+      const at = kernel.now()
+      if (typeof image !== "object" || image === null || image._tag !== "Image" || typeof image.main !== "function") {
+        return Effect.fail(new ArgumentError({ call: "boot", message: "not a process image (use Process.make)" }))
+      }
+      if (procs.size >= limits.processesMax) {
+        return Effect.fail(new SpawnError({ reason: "processes", limit: limits.processesMax }))
+      }
+      const copiedQuota = Inputs.read("boot", () => Inputs.quotaOf(quota))
+      if (copiedQuota instanceof ArgumentError) return Effect.fail(copiedQuota)
+      const account = Accounts.carve(undefined, copiedQuota, at, limits.mailboxMessagesMax)
+      if (account instanceof Accounts.QuotaError) return Effect.fail(account)
+      const priority = restored?.priority ?? limits.priorityMin
+      if (!Number.isInteger(priority) || priority < limits.priorityMin || priority > limits.priorityMax) {
+        return Effect.fail(
+          new ArgumentError({
+            call: "boot",
+            message: `priority must be an integer in [${limits.priorityMin}, ${limits.priorityMax}]`
+          })
+        )
+      }
+      const pid = deps.nextPid()
+      const resources: Array<Resource> = [{ _tag: "Spawn" }]
+      for (const name of devices) resources.push({ _tag: "Device", name })
+      const minted = resources.map((resource) => caps.mint(pid, resource, resource._tag === "Spawn" ? SPAWN : OPEN))
+      const grant = {
+        spawn: minted[0]!.ref,
+        devices: Object.freeze(Object.fromEntries(devices.map((name, i) => [name, minted[i + 1]!.ref])))
+      }
+      const proc = new Proc(
+        kernel,
+        pid,
+        String(image.name),
+        undefined,
+        account,
+        Object.freeze(minted.map((cap) => cap.ref)),
+        at,
+        priority,
+        limits.priorityMax,
+        restored?.deadlineInMs === undefined ? undefined : at + restored.deadlineInMs
+      )
+      procs.set(pid, proc)
+      proc.spawnCap = minted[0]
+      if (restored !== undefined) {
+        if (restored.memory.working.length > 0 || restored.memory.swap.length > 0) {
+          proc.memory = new Memory({ recaller: kernel.memory.recaller(), pager: kernel.memory.pager })
+          proc.memory.import(restored.memory.working, restored.memory.swap)
+        }
+        for (const m of restored.mailbox) {
+          proc.mailbox.push({
+            from: m.from,
+            body: m.body,
+            caps: noCaps,
+            corr: m.corr,
+            deadline: m.deadlineInMs === undefined ? undefined : at + m.deadlineInMs
+          })
+        }
+      }
+      events.spawn(pid, 0, proc.name)
+      start(proc, image, args(grant))
+      return Effect.succeed(pid)
+    })
+
+  return { spawnChild, boot }
+}
+
+/** The context tag of a process's token (see `processTokenKey`). */
+const tokenTag = Context.Reference<object | undefined>(processTokenKey, { defaultValue: () => undefined })

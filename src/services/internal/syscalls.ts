@@ -1,0 +1,1083 @@
+/**
+ * Holds the syscall path: every syscall of every process, from the argument a process hands in to the event the
+ * kernel records.
+ *
+ * Each syscall runs in this order, and a reader finds its whole path here:
+ *
+ * 1. **enter** — only from a fiber of the calling process (a `Sys` leaked to another process acts for nobody there),
+ *    only while the process lives (a syscall after the kernel ended it interrupts the caller and takes no effect; so
+ *    does one made after its wall quota or deadline passed, even if the timer has not fired yet), and only while it
+ *    is not suspended (it parks until `resume`);
+ * 2. **copy and validate** — every argument read once into a kernel-owned copy (`inputs.ts`), refused with a typed
+ *    `ArgumentError` when invalid;
+ * 3. **check the capability** (`CapabilityTable.check`);
+ * 4. **reserve / charge** — a driver call reserves what it may cost before it starts and settles to its actual cost
+ *    when it ends; past a limit the caller ends with `Quota` (not an error it can catch);
+ * 5. **journal** — a driver call is replayed from, or recorded to, the journal by `(pid, op)`;
+ * 6. **emit the event** (`Syscall`, `Denied`, `Charge`, `Signal`, `Drop`, `Log`).
+ *
+ * Private to the package.
+ */
+import type { Fiber } from "effect"
+import { Cause, Context, Effect, Exit, Option } from "effect"
+import * as Accounts from "../Accounts.ts"
+import { type CapRef, CapabilityError, CapRef as CapRefClass } from "../Capability.ts"
+import { estimateTokens, Memory, MemoryError, type Segment, textOf } from "../ContextMemory.ts"
+import { type CallContext, DeviceError, type DeviceResult, type Handle } from "../Device.ts"
+import type { HandleEntry } from "../DeviceTable.ts"
+import type { SyscallName } from "../EventLog.ts"
+import { JournalError, type JournalRecord } from "../Journal.ts"
+import type { NameError } from "../NameRegistry.ts"
+import * as Process from "../Process.ts"
+import {
+  ArgumentError,
+  type DeviceCallError,
+  ExitUnknownError,
+  type LogLevel,
+  type SendOptions,
+  type Spawned,
+  type SpawnError,
+  type SpawnOptions,
+  Sys,
+  type SysShape
+} from "../Sys.ts"
+import type { Receiver } from "../Mailbox.ts"
+import type { CapRecord } from "./capRef.ts"
+import { eager, type EagerSys } from "./eagerSys.ts"
+import * as Inputs from "./inputs.ts"
+import { allMeters, KILL, MONITOR, OPEN, READ, SELF_RIGHTS, SEND, WRITE } from "./kernelState.ts"
+import type { Proc } from "./proc.ts"
+
+/**
+ * The context key under which a process fiber carries its process's token. The token is an object reachable only from
+ * the process's own context (not from its `Sys`), so a `Sys` that reached another process cannot be used there.
+ */
+export const processTokenKey = "effect-agent-os/Sys/ProcessToken"
+
+type Entered = Effect.Effect<never> | Effect.Effect<void> | undefined
+
+const foreign = (pid: number) =>
+  Effect.die(new Error(`a Sys acts only for its own process (pid ${pid}): this fiber is not one of its fibers`))
+
+/**
+ * Step 1 of every syscall: `undefined` when `proc` may make a syscall from `fiber` now, else what the caller gets
+ * instead (a defect for a foreign fiber, an interrupt once the process ended, a park while it is suspended).
+ */
+const admit = (proc: Proc, fiber: Fiber.Fiber<unknown, unknown>): Entered => {
+  if (fiber.context.mapUnsafe.get(processTokenKey) !== proc.token) return foreign(proc.pid)
+  if (proc.exitReason !== undefined) return Effect.interrupt
+  // a timer that has not fired yet does not give a process time it no longer has
+  if (proc.endsAt() !== Infinity && proc.kernel.expire(proc)) return Effect.interrupt
+  if (proc.suspended !== undefined) return parkWhileSuspended(proc)
+  return undefined
+}
+
+const parkWhileSuspended = (proc: Proc): Effect.Effect<void> =>
+  Effect.callback<void>((resume) => {
+    const waiters = proc.suspended
+    if (waiters === undefined) return resume(Effect.void)
+    const wake = () => resume(Effect.void)
+    waiters.push(wake)
+    return Effect.sync(() => {
+      const at = proc.suspended?.indexOf(wake) ?? -1
+      if (at >= 0) proc.suspended!.splice(at, 1)
+    })
+  })
+
+/** Runs `body` as a syscall of `proc` from `fiber` (step 1), re-entering after a suspension. */
+const enterFrom = <A, E>(
+  proc: Proc,
+  fiber: Fiber.Fiber<unknown, unknown>,
+  body: () => Effect.Effect<A, E>
+): Effect.Effect<A, E> => {
+  const refused = admit(proc, fiber)
+  if (refused === undefined) return body()
+  if (proc.suspended !== undefined && proc.exitReason === undefined && refused !== Effect.interrupt) {
+    return Effect.andThen(refused as Effect.Effect<void>, enter(proc, body))
+  }
+  return refused as Effect.Effect<never>
+}
+
+const enter = <A, E>(proc: Proc, body: () => Effect.Effect<A, E>): Effect.Effect<A, E> =>
+  Effect.withFiber((fiber) => enterFrom(proc, fiber, body))
+
+/** What a blocking syscall returns once woken: nothing if the process ended meanwhile, later if it was suspended. */
+export const settle = <A>(proc: Proc, value: A): Effect.Effect<A> =>
+  proc.exitReason !== undefined
+    ? Effect.interrupt
+    : proc.suspended !== undefined
+      ? Effect.andThen(
+          parkWhileSuspended(proc),
+          Effect.suspend(() => settle(proc, value))
+        )
+      : Effect.succeed(value)
+
+/** A clock for checks that ignore expiry (revoking an expired cap is allowed). */
+const never = () => -Infinity
+
+/**
+ * The `Sys` of one process. Everything it knows is in JS-private fields and methods: a process that reaches its own
+ * `Sys` object (or another's) finds no path to kernel state through it. An instance is one pointer.
+ *
+ * @category models
+ */
+export class ProcessSys implements SysShape, EagerSys {
+  readonly #proc: Proc
+  constructor(proc: Proc) {
+    this.#proc = proc
+  }
+
+  /** The accessors' fast path (see `internal/eagerSys.ts`). */
+  get [eager](): EagerSys {
+    return this
+  }
+
+  // ---- events and refusals (step 6) --------------------------------------------------------------------------
+
+  #deny<E extends { readonly _tag: string; readonly message: string; readonly reason?: string }>(
+    call: SyscallName,
+    error: E
+  ): Effect.Effect<never, E> {
+    const kernel = this.#proc.kernel
+    kernel.counters.denied++
+    kernel.events.emit({
+      _tag: "Denied",
+      pid: this.#proc.pid,
+      call,
+      error: error._tag,
+      reason: error.reason ?? error.message
+    })
+    return Effect.fail(error)
+  }
+
+  #argument(call: SyscallName, result: ArgumentError): Effect.Effect<never, ArgumentError> {
+    return this.#deny(call, result)
+  }
+
+  #syscall(call: SyscallName, target?: number): void {
+    const kernel = this.#proc.kernel
+    kernel.counters.syscalls++
+    kernel.events.syscall(this.#proc.pid, call, target ?? -1)
+  }
+
+  /** Charges a cost and ends the process past a limit; `true` when it still runs. */
+  #charge(cost: Accounts.Cost): boolean {
+    return chargeProcess(this.#proc, cost)
+  }
+
+  // ---- capability checks (step 3) ----------------------------------------------------------------------------
+
+  #processCap(call: SyscallName, ref: unknown, rights: number): CapRecord | CapabilityError {
+    const kernel = this.#proc.kernel
+    const record = kernel.caps.check(call, this.#proc.pid, ref, rights, kernel.now)
+    if (record instanceof CapabilityError) return record
+    if (record.resource._tag !== "Process") {
+      return new CapabilityError({ call, reason: "wrong-resource", cap: record.id })
+    }
+    return record
+  }
+
+  /** Whether the caller may hold `count` more caps; the error to fail with otherwise. */
+  #room(call: SyscallName, owner: number, count: number): CapabilityError | undefined {
+    return this.#proc.kernel.caps.room(owner, count) ? undefined : new CapabilityError({ call, reason: "limit" })
+  }
+
+  /** Validates caps to move (held, live, unexpired, no duplicates); `refs` is the kernel's copy of the list. */
+  #movable(
+    call: SyscallName,
+    refs: ReadonlyArray<unknown>
+  ): ReadonlyArray<CapRecord> | CapabilityError | ArgumentError {
+    const kernel = this.#proc.kernel
+    const records: Array<CapRecord> = []
+    for (let i = 0; i < refs.length; i++) {
+      const record = kernel.caps.check(call, this.#proc.pid, refs[i], 0, kernel.now)
+      if (record instanceof CapabilityError) return record
+      if (records.includes(record)) return new ArgumentError({ call, message: `${record.ref} given twice` })
+      records.push(record)
+    }
+    return records
+  }
+
+  // ---- identity ------------------------------------------------------------------------------------------------
+
+  self(): Effect.Effect<number> {
+    return enter(this.#proc, () => {
+      this.#syscall("self")
+      return Effect.succeed(this.#proc.pid)
+    })
+  }
+
+  selfCap(): Effect.Effect<CapRef, CapabilityError> {
+    return enter(this.#proc, () => {
+      const proc = this.#proc
+      let record = proc.selfCap
+      if (record === undefined || record.revoked || record.owner !== proc.pid) {
+        const full = this.#room("selfCap", proc.pid, 1)
+        if (full !== undefined) return this.#deny("selfCap", full)
+        record = proc.kernel.caps.mint(proc.pid, { _tag: "Process", pid: proc.pid }, SELF_RIGHTS)
+        proc.selfCap = record
+      }
+      this.#syscall("selfCap", record.id)
+      return Effect.succeed(record.ref)
+    })
+  }
+
+  caps(): Effect.Effect<ReadonlyArray<CapRef>> {
+    return enter(this.#proc, () => {
+      this.#syscall("caps")
+      return Effect.succeed(this.#proc.startCaps)
+    })
+  }
+
+  budget(): Effect.Effect<Accounts.Budget> {
+    return enter(this.#proc, () => {
+      this.#syscall("budget")
+      return Effect.succeed(Accounts.budget(this.#proc.account))
+    })
+  }
+
+  // ---- messages ------------------------------------------------------------------------------------------------
+
+  recv<T = unknown>(): Effect.Effect<Process.Message<T>> {
+    return Effect.withFiber((fiber) => this.recvNow<T>(fiber))
+  }
+
+  recvNow<T>(fiber: Fiber.Fiber<unknown, unknown>): Effect.Effect<Process.Message<T>> {
+    const proc = this.#proc
+    const refused = admit(proc, fiber)
+    if (refused !== undefined) return enterFrom(proc, fiber, () => this.recvNow<T>(fiber))
+    this.#syscall("recv")
+    const ready = proc.mailbox.poll()
+    if (ready !== undefined) return Effect.succeed(ready as Process.Message<T>)
+    return Effect.callback<Process.Message<T>>((resume) => {
+      const receiver = resume as Receiver
+      proc.mailbox.parkReceiver(receiver)
+      return Effect.sync(() => proc.mailbox.cancelReceiver(receiver))
+    })
+  }
+
+  send(to: CapRef, body: unknown, options?: SendOptions): Effect.Effect<void, CapabilityError | ArgumentError> {
+    return Effect.withFiber((fiber) => this.sendNow(fiber, to, body, options))
+  }
+
+  sendNow(
+    fiber: Fiber.Fiber<unknown, unknown>,
+    to: unknown,
+    body: unknown,
+    options: SendOptions | undefined
+  ): Effect.Effect<void, CapabilityError | ArgumentError> {
+    const proc = this.#proc
+    const refused = admit(proc, fiber)
+    if (refused !== undefined) return enterFrom(proc, fiber, () => this.sendNow(fiber, to, body, options))
+    const kernel = proc.kernel
+    // 2. copy and validate
+    const input = Inputs.read("send", () => Inputs.sendOptionsOf(options, kernel.limits.capsPerMessageMax))
+    if (input instanceof ArgumentError) return this.#argument("send", input)
+    let copied: unknown = body
+    if (typeof body === "object" && body !== null) {
+      const copy = Inputs.read("send", () => Inputs.bodyOf("body", body, kernel.limits.messageBytesMax, CapRefClass))
+      if (copy instanceof ArgumentError) return this.#argument("send", copy)
+      copied = copy.value
+    } else if (typeof body === "string" && 2 * body.length > kernel.limits.messageBytesMax) {
+      return this.#argument(
+        "send",
+        new ArgumentError({ call: "send", message: `body is larger than ${kernel.limits.messageBytesMax} bytes` })
+      )
+    } else if (typeof body === "function" || typeof body === "symbol") {
+      return this.#argument(
+        "send",
+        new ArgumentError({ call: "send", message: `body: not plain data (a ${typeof body})` })
+      )
+    }
+    // 3. capabilities
+    const record = this.#processCap("send", to, SEND)
+    if (record instanceof CapabilityError) return this.#deny("send", record)
+    const targetPid = (record.resource as { readonly pid: number }).pid
+    let moved: ReadonlyArray<CapRecord> | undefined
+    if (input.caps !== undefined) {
+      const checked = this.#movable("send", input.caps)
+      if (!Array.isArray(checked)) return this.#deny("send", checked as CapabilityError | ArgumentError)
+      moved = checked
+    }
+    const target = kernel.procs.get(targetPid)
+    if (moved !== undefined && target !== undefined && target.exitReason === undefined && targetPid !== proc.pid) {
+      const full = this.#room("send", targetPid, moved.length)
+      if (full !== undefined) return this.#deny("send", full)
+    }
+    const deadline = input.deadlineMs === undefined ? undefined : kernel.now() + input.deadlineMs
+    // 6. event, then act
+    this.#syscall("send", targetPid)
+    kernel.counters.messagesSent++
+    if (target === undefined || target.exitReason !== undefined) {
+      // a dead receiver drops the message; caps sent with it die with it
+      if (moved !== undefined) for (const cap of moved) kernel.caps.revoke(cap)
+      kernel.counters.messagesDropped++
+      kernel.events.emit({ _tag: "Drop", pid: proc.pid, reason: "dead", target: targetPid })
+      return Effect.void
+    }
+    const refs: ReadonlyArray<CapRef> = moved === undefined ? noRefs : Object.freeze(moved.map((cap) => cap.ref))
+    if (moved !== undefined) for (const cap of moved) kernel.caps.transfer(cap, targetPid)
+    const message: Process.Message = { from: proc.pid, body: copied, caps: refs, corr: input.corr, deadline }
+    if (target.mailbox.offer(message)) return Effect.void
+    return Effect.callback<void>((resume) => {
+      const cancel = target.mailbox.parkSender(message, () => resume(settle(proc, undefined)))
+      return Effect.sync(() => {
+        cancel()
+        // the sender gave up (it was killed while parked): its message is never delivered
+        if (moved !== undefined) for (const cap of moved) kernel.caps.revoke(cap)
+      })
+    })
+  }
+
+  // ---- processes -----------------------------------------------------------------------------------------------
+
+  spawn<A>(
+    image: Process.Image<A>,
+    options?: SpawnOptions<A>
+  ): Effect.Effect<Spawned, CapabilityError | Accounts.QuotaError | SpawnError | ArgumentError> {
+    return enter(this.#proc, () => this.#proc.kernel.spawnChild(this.#proc, image, options))
+  }
+
+  exit(reason?: Process.ExitReason): Effect.Effect<never, ArgumentError> {
+    return enter(this.#proc, () => {
+      const proc = this.#proc
+      const stated =
+        reason === undefined
+          ? Process.normal
+          : Inputs.read("exit", () => Inputs.exitReasonOf("reason", reason, proc.kernel.limits.logMessageLengthMax))
+      if (stated instanceof ArgumentError) return this.#argument("exit", stated)
+      this.#syscall("exit")
+      proc.kernel.terminate(proc, stated)
+      return Effect.interrupt
+    })
+  }
+
+  waitpid(cap: CapRef): Effect.Effect<Process.ExitReason, CapabilityError | ExitUnknownError> {
+    return enter(this.#proc, (): Effect.Effect<Process.ExitReason, CapabilityError | ExitUnknownError> => {
+      const proc = this.#proc
+      const kernel = proc.kernel
+      const record = this.#processCap("waitpid", cap, MONITOR)
+      if (record instanceof CapabilityError) return this.#deny("waitpid", record)
+      const pid = (record.resource as { readonly pid: number }).pid
+      this.#syscall("waitpid", pid)
+      const target = kernel.procs.get(pid)
+      if (target === undefined || target.exitReason !== undefined) {
+        const reason = target?.exitReason ?? kernel.exitOf(pid)
+        return reason === undefined ? this.#deny("waitpid", new ExitUnknownError({ pid })) : Effect.succeed(reason)
+      }
+      return Effect.callback<Process.ExitReason>((resume) => {
+        const waiter = (reason: Process.ExitReason) => resume(settle(proc, reason))
+        ;(target.exitWaiters ??= new Set()).add(waiter)
+        return Effect.sync(() => {
+          target.exitWaiters?.delete(waiter)
+        })
+      })
+    })
+  }
+
+  monitor(cap: CapRef): Effect.Effect<void, CapabilityError> {
+    return enter(this.#proc, () => {
+      const proc = this.#proc
+      const kernel = proc.kernel
+      const record = this.#processCap("monitor", cap, MONITOR)
+      if (record instanceof CapabilityError) return this.#deny("monitor", record)
+      const pid = (record.resource as { readonly pid: number }).pid
+      this.#syscall("monitor", pid)
+      const target = kernel.procs.get(pid)
+      if (target === undefined || target.exitReason !== undefined) {
+        kernel.deliver(proc, { _tag: "Down", pid, reason: kernel.exitOf(pid) ?? Process.fault("noproc") })
+        return Effect.void
+      }
+      ;(target.watchers ??= new Set()).add(proc)
+      ;(proc.watching ??= new Set()).add(target)
+      return Effect.void
+    })
+  }
+
+  // ---- signals (right `kill`) ----------------------------------------------------------------------------------
+
+  #signal(
+    signal: "kill" | "suspend" | "resume" | "term",
+    cap: CapRef,
+    act: (target: Proc) => void
+  ): Effect.Effect<void, CapabilityError> {
+    const proc = this.#proc
+    const kernel = proc.kernel
+    const record = this.#processCap(signal, cap, KILL)
+    if (record instanceof CapabilityError) return this.#deny(signal, record)
+    const pid = (record.resource as { readonly pid: number }).pid
+    kernel.counters.syscalls++
+    kernel.events.emit({ _tag: "Signal", pid: proc.pid, signal, target: pid })
+    const target = kernel.procs.get(pid)
+    if (target !== undefined && target.exitReason === undefined) act(target)
+    // a process that killed itself does not go on
+    return proc.exitReason !== undefined ? Effect.interrupt : Effect.void
+  }
+
+  kill(cap: CapRef, reason?: Process.ExitReason): Effect.Effect<void, CapabilityError | ArgumentError> {
+    return enter(this.#proc, (): Effect.Effect<void, CapabilityError | ArgumentError> => {
+      const proc = this.#proc
+      const stated =
+        reason === undefined
+          ? Process.killed(proc.pid)
+          : Inputs.read("kill", () => Inputs.exitReasonOf("reason", reason, proc.kernel.limits.logMessageLengthMax))
+      if (stated instanceof ArgumentError) return this.#argument("kill", stated)
+      return this.#signal("kill", cap, (target) => proc.kernel.terminate(target, stated))
+    })
+  }
+
+  suspend(cap: CapRef): Effect.Effect<void, CapabilityError> {
+    return enter(this.#proc, () =>
+      this.#signal("suspend", cap, (target) => {
+        target.suspended ??= []
+      })
+    )
+  }
+
+  resume(cap: CapRef): Effect.Effect<void, CapabilityError> {
+    return enter(this.#proc, () =>
+      this.#signal("resume", cap, (target) => {
+        const waiters = target.suspended
+        target.suspended = undefined
+        if (waiters !== undefined) for (const wake of waiters) wake()
+      })
+    )
+  }
+
+  term(cap: CapRef): Effect.Effect<void, CapabilityError> {
+    return enter(this.#proc, () =>
+      this.#signal("term", cap, (target) => this.#proc.kernel.deliver(target, { _tag: "Term", from: this.#proc.pid }))
+    )
+  }
+
+  // ---- capabilities --------------------------------------------------------------------------------------------
+
+  derive(
+    cap: CapRef,
+    rights: ReadonlyArray<import("../Capability.ts").Right>
+  ): Effect.Effect<CapRef, CapabilityError | ArgumentError> {
+    return enter(this.#proc, (): Effect.Effect<CapRef, CapabilityError | ArgumentError> => {
+      const mask = Inputs.read("derive", () => Inputs.rightsOf("rights", rights))
+      if (mask instanceof ArgumentError) return this.#argument("derive", mask)
+      return this.#narrow("derive", cap, mask, undefined)
+    })
+  }
+
+  attenuate(
+    cap: CapRef,
+    options: {
+      readonly rights?: ReadonlyArray<import("../Capability.ts").Right> | undefined
+      readonly expiresIn?: import("effect").Duration.Input | undefined
+    }
+  ): Effect.Effect<CapRef, CapabilityError | ArgumentError> {
+    return enter(this.#proc, (): Effect.Effect<CapRef, CapabilityError | ArgumentError> => {
+      const input = Inputs.read("attenuate", () => {
+        if (typeof options !== "object" || options === null) return new Inputs.Unreadable("options must be an object")
+        const rightsInput = options.rights
+        const mask = rightsInput === undefined ? undefined : Inputs.rightsOf("rights", rightsInput)
+        if (mask instanceof Inputs.Unreadable) return mask
+        const expiresInMs = Inputs.millisOf("expiresIn", options.expiresIn)
+        if (expiresInMs instanceof Inputs.Unreadable) return expiresInMs
+        return { mask, expiresInMs }
+      })
+      if (input instanceof ArgumentError) return this.#argument("attenuate", input)
+      return this.#narrow("attenuate", cap, input.mask, input.expiresInMs)
+    })
+  }
+
+  #narrow(
+    call: "derive" | "attenuate",
+    cap: CapRef,
+    mask: number | undefined,
+    expiresInMs: number | undefined
+  ): Effect.Effect<CapRef, CapabilityError> {
+    const proc = this.#proc
+    const kernel = proc.kernel
+    const record = kernel.caps.check(call, proc.pid, cap, 0, kernel.now)
+    if (record instanceof CapabilityError) return this.#deny(call, record)
+    if (mask !== undefined && (mask & record.rights) !== mask) {
+      return this.#deny(call, new CapabilityError({ call, reason: "amplification", cap: record.id }))
+    }
+    const full = this.#room(call, proc.pid, 1)
+    if (full !== undefined) return this.#deny(call, full)
+    const expiresAt =
+      expiresInMs === undefined ? record.expiresAt : Math.min(record.expiresAt, kernel.now() + expiresInMs)
+    const derived = kernel.caps.derive(record, mask ?? record.rights, expiresAt)
+    this.#syscall(call, derived.id)
+    return Effect.succeed(derived.ref)
+  }
+
+  revoke(cap: CapRef): Effect.Effect<void, CapabilityError> {
+    return enter(this.#proc, () => {
+      const kernel = this.#proc.kernel
+      const record = kernel.caps.check("revoke", this.#proc.pid, cap, 0, never)
+      if (record instanceof CapabilityError) return this.#deny("revoke", record)
+      this.#syscall("revoke", record.id)
+      kernel.caps.revoke(record)
+      return Effect.void
+    })
+  }
+
+  // ---- names ---------------------------------------------------------------------------------------------------
+
+  register(name: string): Effect.Effect<void, NameError | ArgumentError> {
+    return enter(this.#proc, (): Effect.Effect<void, NameError | ArgumentError> => {
+      const copied = Inputs.read("register", () => Inputs.nameOf(name))
+      if (copied instanceof ArgumentError) return this.#argument("register", copied)
+      const error = this.#proc.kernel.names.register(copied, this.#proc.pid)
+      if (error !== undefined) return this.#deny("register", error)
+      this.#syscall("register")
+      return Effect.void
+    })
+  }
+
+  unregister(name: string): Effect.Effect<void, NameError | ArgumentError> {
+    return enter(this.#proc, (): Effect.Effect<void, NameError | ArgumentError> => {
+      const copied = Inputs.read("unregister", () => Inputs.nameOf(name))
+      if (copied instanceof ArgumentError) return this.#argument("unregister", copied)
+      const error = this.#proc.kernel.names.unregister(copied, this.#proc.pid)
+      if (error !== undefined) return this.#deny("unregister", error)
+      this.#syscall("unregister")
+      return Effect.void
+    })
+  }
+
+  lookup(name: string): Effect.Effect<Option.Option<CapRef>, CapabilityError | ArgumentError> {
+    return enter(this.#proc, (): Effect.Effect<Option.Option<CapRef>, CapabilityError | ArgumentError> => {
+      const copied = Inputs.read("lookup", () => Inputs.nameOf(name))
+      if (copied instanceof ArgumentError) return this.#argument("lookup", copied)
+      const kernel = this.#proc.kernel
+      const pid = kernel.names.whereis(copied)
+      if (pid === undefined) {
+        this.#syscall("lookup")
+        return Effect.succeed(Option.none())
+      }
+      const full = this.#room("lookup", this.#proc.pid, 1)
+      if (full !== undefined) return this.#deny("lookup", full)
+      this.#syscall("lookup", pid)
+      const record = kernel.caps.mint(this.#proc.pid, { _tag: "Process", pid }, SEND)
+      return Effect.succeed(Option.some(record.ref))
+    })
+  }
+
+  // ---- accounting and scheduling -------------------------------------------------------------------------------
+
+  charge(cost: Accounts.Cost): Effect.Effect<void, ArgumentError> {
+    return enter(this.#proc, () => {
+      const copied = Inputs.read("charge", () => Inputs.costOf("cost", cost))
+      if (copied instanceof ArgumentError) return this.#argument("charge", copied)
+      this.#proc.kernel.counters.syscalls++
+      return this.#charge(copied) ? Effect.void : Effect.interrupt
+    })
+  }
+
+  sched(options: {
+    readonly priority?: number | undefined
+    readonly deadline?: import("effect").Duration.Input | undefined
+  }): Effect.Effect<void, ArgumentError> {
+    return enter(this.#proc, () => {
+      const proc = this.#proc
+      const kernel = proc.kernel
+      const input = Inputs.read("sched", () =>
+        Inputs.schedOptionsOf(options, kernel.limits.priorityMin, proc.priorityCeiling)
+      )
+      if (input instanceof ArgumentError) return this.#argument("sched", input)
+      let deadlineAt: number | undefined
+      if (input.deadlineMs !== undefined) {
+        deadlineAt = kernel.now() + input.deadlineMs
+        // a deadline only ever moves earlier: a process cannot give itself more time than it was given
+        if (proc.deadlineAt !== undefined && deadlineAt > proc.deadlineAt) {
+          return this.#argument(
+            "sched",
+            new ArgumentError({ call: "sched", message: "a deadline can only be moved earlier" })
+          )
+        }
+      }
+      this.#syscall("sched")
+      if (input.priority !== undefined) proc.priority = input.priority
+      if (deadlineAt !== undefined) {
+        proc.deadlineAt = deadlineAt
+        kernel.armTimer(proc)
+      }
+      return Effect.void
+    })
+  }
+
+  yield(): Effect.Effect<void> {
+    return Effect.withFiber((fiber) => this.yieldNow(fiber))
+  }
+
+  yieldNow(fiber: Fiber.Fiber<unknown, unknown>): Effect.Effect<void> {
+    const proc = this.#proc
+    const refused = admit(proc, fiber)
+    if (refused !== undefined) return enterFrom(proc, fiber, () => this.yieldNow(fiber))
+    this.#syscall("yield")
+    return Effect.yieldNow
+  }
+
+  log(level: LogLevel, message: string, fields?: Record<string, unknown>): Effect.Effect<void> {
+    return enter(this.#proc, () => {
+      const proc = this.#proc
+      const limits = proc.kernel.limits
+      const max = limits.logMessageLengthMax
+      const copied = Inputs.read("log", () => {
+        const text = typeof message === "string" ? message : String(message)
+        return text.length > max ? text.slice(0, max) : text
+      })
+      const text = copied instanceof ArgumentError ? "(unreadable log message)" : copied
+      const severity = level === "debug" ? "Debug" : level === "warn" ? "Warn" : level === "error" ? "Error" : "Info"
+      const copiedFields = Inputs.logFieldsOf(fields, limits.logFieldsBytesMax, CapRefClass)
+      proc.kernel.counters.syscalls++
+      proc.kernel.events.emit(
+        copiedFields === undefined
+          ? { _tag: "Log", pid: proc.pid, level: severity.toLowerCase(), message: text }
+          : { _tag: "Log", pid: proc.pid, level: severity.toLowerCase(), message: text, fields: copiedFields }
+      )
+      return Effect.logWithLevel(severity)(text).pipe(
+        Effect.annotateLogs({ ...copiedFields, pid: proc.pid, process: proc.name })
+      )
+    })
+  }
+
+  // ---- context memory ------------------------------------------------------------------------------------------
+
+  remember(
+    body: unknown,
+    options?: { readonly tokens?: number | undefined; readonly pin?: boolean | undefined }
+  ): Effect.Effect<number, ArgumentError> {
+    return enter(this.#proc, () => {
+      const input = Inputs.read("remember", () => Inputs.rememberOptionsOf(options))
+      if (input instanceof ArgumentError) return this.#argument("remember", input)
+      const proc = this.#proc
+      const kernelMemory = proc.kernel.memory
+      const memory = (proc.memory ??= new Memory({ recaller: kernelMemory.recaller(), pager: kernelMemory.pager }))
+      // a caller may say a segment is larger than the estimate, never smaller: what is stored is what is counted
+      const estimate = estimateTokens(textOf(body))
+      const id = memory.remember(body, Math.max(input.tokens ?? 0, estimate), input.pin)
+      this.#syscall("remember", id)
+      return this.#fitMemory(Effect.succeed(id))
+    })
+  }
+
+  workingSet(): Effect.Effect<ReadonlyArray<Segment>> {
+    return enter(this.#proc, () => {
+      this.#syscall("workingSet")
+      return Effect.succeed(this.#proc.memory?.workingSet() ?? [])
+    })
+  }
+
+  recall(query: string, k = 3): Effect.Effect<ReadonlyArray<Segment>, ArgumentError> {
+    return enter(this.#proc, () => {
+      if (typeof query !== "string" || !Number.isInteger(k) || k < 0) {
+        return this.#argument(
+          "recall",
+          new ArgumentError({ call: "recall", message: "a query string and a count k ≥ 0" })
+        )
+      }
+      this.#syscall("recall")
+      const found = this.#proc.memory?.recall(query, k) ?? []
+      return this.#fitMemory(Effect.succeed(found))
+    })
+  }
+
+  forget(id: number): Effect.Effect<void, MemoryError> {
+    return enter(this.#proc, () => {
+      if (this.#proc.memory?.forget(id) !== true) {
+        return this.#deny("forget", new MemoryError({ call: "forget", id: Number(id), reason: "unknown-segment" }))
+      }
+      this.#syscall("forget", id)
+      return Effect.void
+    })
+  }
+
+  pin(id: number, on = true): Effect.Effect<void, MemoryError> {
+    return enter(this.#proc, () => {
+      if (this.#proc.memory?.pin(id, on === true) !== true) {
+        return this.#deny("pin", new MemoryError({ call: "pin", id: Number(id), reason: "unknown-segment" }))
+      }
+      this.#syscall("pin", id)
+      return this.#fitMemory(Effect.void)
+    })
+  }
+
+  /** Pages out past the high watermark; pinned segments alone over the `mem` quota end the process. */
+  #fitMemory<A, E>(then: Effect.Effect<A, E>): Effect.Effect<A, E> {
+    const proc = this.#proc
+    const limits = proc.kernel.limits
+    if (proc.memory === undefined) return then
+    const { fits, pending } = proc.memory.fit(
+      proc.account.memMax,
+      limits.memoryHighWatermark,
+      limits.memoryLowWatermark
+    )
+    if (!fits) {
+      proc.kernel.terminate(proc, Process.quota("mem"))
+      return Effect.interrupt
+    }
+    // an effectful pager (a model call) runs here, in this process, through its own syscalls
+    return pending === undefined ? then : Effect.andThen(Effect.provideService(pending, Sys, this), then)
+  }
+
+  // ---- devices -------------------------------------------------------------------------------------------------
+
+  open(device: CapRef): Effect.Effect<CapRef, CapabilityError> {
+    return enter(this.#proc, () => {
+      const proc = this.#proc
+      const kernel = proc.kernel
+      const record = kernel.caps.check("open", proc.pid, device, OPEN, kernel.now)
+      if (record instanceof CapabilityError) return this.#deny("open", record)
+      const driver = record.resource._tag === "Device" ? kernel.devices.driver(record.resource.name) : undefined
+      if (driver === undefined) {
+        return this.#deny("open", new CapabilityError({ call: "open", reason: "wrong-resource", cap: record.id }))
+      }
+      const full = this.#room("open", proc.pid, 1)
+      if (full !== undefined) return this.#deny("open", full)
+      const entry = kernel.devices.create(driver, proc.pid)
+      const handle = kernel.caps.mint(
+        proc.pid,
+        { _tag: "Handle", device: driver.name, handle: entry.id },
+        READ | WRITE,
+        Infinity,
+        () => kernel.driverPath.closeHandle(entry.id)
+      )
+      this.#syscall("open", handle.id)
+      return Effect.succeed(handle.ref)
+    })
+  }
+
+  read<A = unknown>(handle: CapRef, request: unknown): Effect.Effect<A, DeviceCallError> {
+    return enter(this.#proc, () => this.#call("read", handle, [request], false) as Effect.Effect<A, DeviceCallError>)
+  }
+
+  readAll<A = unknown>(
+    handle: CapRef,
+    requests: ReadonlyArray<unknown>
+  ): Effect.Effect<ReadonlyArray<A>, DeviceCallError> {
+    return enter(this.#proc, () => {
+      const copied = Inputs.read("read", () =>
+        Inputs.refsOf("requests", requests, this.#proc.kernel.limits.readAllRequestsMax)
+      )
+      if (copied instanceof ArgumentError) return this.#argument("read", copied)
+      return this.#call("read", handle, copied, true) as Effect.Effect<ReadonlyArray<A>, DeviceCallError>
+    })
+  }
+
+  write<A = unknown>(handle: CapRef, data: unknown): Effect.Effect<A, DeviceCallError> {
+    return enter(this.#proc, () => this.#call("write", handle, [data], false) as Effect.Effect<A, DeviceCallError>)
+  }
+
+  /**
+   * Driver calls, steps 2–6: copy the requests, check the handle cap, reserve every call's cost in request order
+   * (all or none: one that does not fit ends the caller with `Quota` and none starts), number the ops, then run them
+   * through the driver path (journal, settle, charge).
+   */
+  #call(
+    call: "read" | "write",
+    ref: CapRef,
+    payloads: ReadonlyArray<unknown>,
+    many: boolean
+  ): Effect.Effect<unknown, DeviceCallError> {
+    const proc = this.#proc
+    const kernel = proc.kernel
+    // 2. the requests themselves are the driver's to decode (a tools device decodes them with their Schemas): they
+    // are handed to it as given, once each
+    const requests = payloads
+    // 3. the handle cap
+    const record = kernel.caps.check(call, proc.pid, ref, call === "read" ? READ : WRITE, kernel.now)
+    if (record instanceof CapabilityError) return this.#deny(call, record)
+    const entry = record.resource._tag === "Handle" ? kernel.devices.get(record.resource.handle) : undefined
+    if (entry === undefined) {
+      return this.#deny(call, new CapabilityError({ call, reason: "wrong-resource", cap: record.id }))
+    }
+    // 4. reserve: a meter this driver charges is used up somewhere up the chain, or a call's reservation does not
+    // fit: no call starts
+    const dry = Accounts.exhausted(proc.account, entry.driver.meters ?? allMeters)
+    if (dry !== undefined) {
+      kernel.terminate(proc, Process.quota(dry))
+      return Effect.interrupt
+    }
+    const reservations: Array<Accounts.Cost> = new Array(requests.length)
+    const reserve = entry.driver.reserve
+    for (let i = 0; i < requests.length; i++) {
+      let cost: Accounts.Cost = noCost
+      if (reserve !== undefined) {
+        const declared = Inputs.read(call, () => Inputs.costOf("reservation", reserve(requests[i])))
+        if (declared instanceof ArgumentError) {
+          for (let j = 0; j < i; j++) Accounts.release(proc.account, reservations[j]!)
+          return Effect.fail(
+            new DeviceError({ device: entry.driver.name, reason: "driver-error", message: declared.message })
+          )
+        }
+        cost = declared
+      }
+      const short = Accounts.reserve(proc.account, cost)
+      if (short !== undefined) {
+        for (let j = 0; j < i; j++) Accounts.release(proc.account, reservations[j]!)
+        kernel.terminate(proc, Process.quota(short))
+        return Effect.interrupt
+      }
+      reservations[i] = cost
+    }
+    const first = proc.ops + 1
+    proc.ops += requests.length
+    // 6. the syscall event (the charges follow as each call settles)
+    this.#syscall(call, entry.id)
+    const path = kernel.driverPath
+    if (!many) return path.run(proc, entry, call, requests[0], first, reservations[0]!)
+    return Effect.forEach(
+      requests,
+      (request, i) => Effect.exit(path.run(proc, entry, call, request, first + i, reservations[i]!)),
+      { concurrency: "unbounded" }
+    ).pipe(
+      Effect.flatMap((exits) => {
+        const values: Array<unknown> = []
+        for (const exit of exits) {
+          if (Exit.isFailure(exit)) return exit
+          values.push(exit.value)
+        }
+        return Effect.succeed(values)
+      })
+    )
+  }
+}
+
+const noRefs: ReadonlyArray<CapRef> = Object.freeze([])
+const noCost: Accounts.Cost = Object.freeze({})
+
+/**
+ * Charges a (validated) cost to `proc` and its ancestors, records the `Charge` event, and ends the process past a
+ * limit; `true` when it still runs. The work was done, so it is charged even to a process ended meanwhile.
+ */
+export const chargeProcess = (proc: Proc, cost: Accounts.Cost): boolean => {
+  const tokens = cost.tokens ?? 0
+  const toolCalls = cost.toolCalls ?? 0
+  const usd = cost.usd ?? 0
+  if (tokens !== 0 || toolCalls !== 0 || usd !== 0) {
+    proc.kernel.events.emit({ _tag: "Charge", pid: proc.pid, tokens, toolCalls, usd })
+    const breach = Accounts.charge(proc.account, cost)
+    if (breach !== undefined) proc.kernel.terminate(proc, Process.quota(breach))
+  }
+  return proc.exitReason === undefined
+}
+
+// ---- the driver path: journal (step 5) and settle (step 4) ------------------------------------------------------
+
+/** Runs one driver call of `proc` whose reservation is already made. */
+export interface DriverPath {
+  readonly run: (
+    proc: Proc,
+    entry: HandleEntry,
+    call: "read" | "write",
+    request: unknown,
+    op: number,
+    reserved: Accounts.Cost
+  ) => Effect.Effect<unknown, DeviceError | JournalError>
+  readonly closeHandle: (id: number) => void
+}
+
+/** What the driver path needs of the kernel: the journal and how journaled results are handed back. */
+export interface DriverPathDeps {
+  readonly journal: import("../Journal.ts").JournalShape
+  readonly devices: import("../DeviceTable.ts").DeviceTableShape
+  readonly inference: import("../InferenceScheduler.ts").InferenceSchedulerShape
+  readonly delivery: import("./delivery.ts").Delivery
+  /** The context closing handles runs in. */
+  readonly baseContext: Context.Context<never>
+  readonly priorityMin: number
+  readonly priorityMax: number
+}
+
+export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
+  const { journal, devices, inference, delivery, baseContext } = deps
+
+  const closeHandle = (id: number) => {
+    const entry = devices.remove(id)
+    const close = entry?.handle?.close
+    if (close !== undefined) Effect.runForkWith(baseContext)(close)
+  }
+
+  /** Releases the reservation and charges the actual cost, then hands the value back (or nothing, if ended). */
+  const settleValue = (proc: Proc, value: unknown, cost: Accounts.Cost, reserved: Release): Effect.Effect<unknown> => {
+    reserved.release()
+    chargeProcess(proc, cost)
+    return proc.exitReason !== undefined ? Effect.interrupt : Effect.succeed(value)
+  }
+
+  const settle = (
+    proc: Proc,
+    device: string,
+    result: JournalRecord["result"],
+    reserved: Release
+  ): Effect.Effect<unknown, DeviceError> => {
+    if (result._tag === "Success") return settleValue(proc, result.value, result.cost, reserved)
+    reserved.release()
+    const fields = { device, reason: result.reason, message: result.message }
+    return Effect.fail(
+      new DeviceError(result.retryable === undefined ? fields : { ...fields, retryable: result.retryable })
+    )
+  }
+
+  /** What a finished live call is, as it is journaled and replayed. */
+  const asRecorded = (device: string, exit: Exit.Exit<DeviceResult, unknown>): JournalRecord["result"] => {
+    if (Exit.isSuccess(exit)) {
+      const cost = Inputs.read("read", () => Inputs.costOf("cost", exit.value.cost ?? noCost))
+      if (cost instanceof ArgumentError) {
+        return { _tag: "Failure", reason: "driver-error", message: `${device} reported an invalid cost` }
+      }
+      const value = exit.value.value
+      const stored = Accounts.normalize(cost)
+      return value === undefined ? { _tag: "Success", cost: stored } : { _tag: "Success", value, cost: stored }
+    }
+    const found = Cause.findError(exit.cause)
+    const error = found._tag === "Success" ? found.success : Cause.squash(exit.cause)
+    return error instanceof DeviceError
+      ? error.retryable === undefined
+        ? { _tag: "Failure", reason: error.reason, message: error.message }
+        : { _tag: "Failure", reason: error.reason, message: error.message, retryable: error.retryable }
+      : { _tag: "Failure", reason: "driver-error", message: Process.describeError(error) }
+  }
+
+  const invoke = (
+    entry: HandleEntry,
+    handle: Handle,
+    call: "read" | "write",
+    payload: unknown,
+    context: CallContext
+  ): Effect.Effect<DeviceResult, DeviceError> => {
+    if (call === "read") return handle.read(payload, context)
+    if (handle.write !== undefined) return handle.write(payload, context)
+    const device = entry.driver.name
+    return Effect.fail(new DeviceError({ device, reason: "unsupported", message: `${device} has no write` }))
+  }
+
+  const run: DriverPath["run"] = (proc, entry, call, request, op, reservation) =>
+    Effect.suspend(() => {
+      const reserved = new Release(proc.account, reservation)
+      return Effect.ensuring(
+        runReserved(proc, entry, call, request, op, reserved),
+        Effect.sync(() => reserved.release())
+      )
+    })
+
+  const runReserved = (
+    proc: Proc,
+    entry: HandleEntry,
+    call: "read" | "write",
+    request: unknown,
+    op: number,
+    reserved: Release
+  ): Effect.Effect<unknown, DeviceError | JournalError> => {
+    const device = entry.driver.name
+    // 5. replayed from the journal
+    const replayed = journal.replayed(proc.pid, op)
+    if (replayed instanceof JournalError) return Effect.fail(replayed)
+    if (replayed !== undefined) {
+      if (replayed.device !== device || replayed.call !== call) {
+        return Effect.fail(
+          new JournalError({
+            reason: "mismatch",
+            message: `pid ${proc.pid} op ${op}: journaled ${replayed.call} on ${replayed.device}, now ${call} on ${device}`,
+            pid: proc.pid,
+            op
+          })
+        )
+      }
+      const recorded = replayed.result
+      // a journaled cost is validated like a live one: a record must not refund a budget
+      if (
+        recorded._tag === "Success" &&
+        Inputs.read("read", () => Inputs.costOf("cost", recorded.cost)) instanceof ArgumentError
+      ) {
+        return Effect.fail(
+          new JournalError({
+            reason: "corrupt",
+            message: `pid ${proc.pid} op ${op}: invalid journaled cost`,
+            pid: proc.pid,
+            op
+          })
+        )
+      }
+      return delivery.replayed(proc, replayed, recorded._tag === "Success" ? recorded.cost : undefined, () =>
+        settle(proc, device, recorded, reserved)
+      )
+    }
+    // live
+    const context: CallContext = { pid: proc.pid, op, priority: proc.priority, deadline: proc.deadlineAt }
+    // the driver's own handle opens at the first live call (a replayed run never opens it)
+    const live =
+      entry.handle !== undefined
+        ? invoke(entry, entry.handle, call, request, context)
+        : Effect.flatMap(entry.driver.open({ pid: entry.opener }), (handle) => {
+            entry.handle = handle
+            return invoke(entry, handle, call, request, context)
+          })
+    const policy = entry.driver.scheduled
+    const priority = Math.min(deps.priorityMax, Math.max(deps.priorityMin, proc.priority))
+    const admitted =
+      policy === undefined || policy === false
+        ? live
+        : inference.run(
+            device,
+            policy === true ? {} : policy,
+            { pid: proc.pid, priority, deadline: proc.deadlineAt },
+            live,
+            (result) => result.cost?.tokens ?? 0
+          )
+    if (journal.mode === "live") {
+      // nothing to record: settle straight from the driver's result
+      return delivery.track(
+        Effect.matchCauseEffect(admitted, {
+          onSuccess: (result) => settle(proc, device, asRecorded(device, Exit.succeed(result)), reserved),
+          onFailure: (cause) =>
+            Cause.hasInterruptsOnly(cause)
+              ? Effect.failCause(cause)
+              : settle(proc, device, asRecorded(device, Exit.failCause(cause)), reserved)
+        })
+      )
+    }
+    // 5. recorded, then handed back through the delivery order
+    const started = delivery.started()
+    const recordAndSettle = (exit: Exit.Exit<DeviceResult, unknown>) => {
+      const result = asRecorded(device, exit)
+      const seq = delivery.sequence(started)
+      const pending = journal.record(
+        seq === undefined
+          ? { pid: proc.pid, op, device, call, result }
+          : { pid: proc.pid, op, seq, device, call, result }
+      )
+      const handBack =
+        seq === undefined
+          ? Effect.suspend(() => settle(proc, device, result, reserved))
+          : delivery.deliver(seq, result._tag === "Success" ? result.cost : undefined, proc, () =>
+              settle(proc, device, result, reserved)
+            )
+      return pending === undefined ? handBack : Effect.andThen(pending, handBack)
+    }
+    return delivery.track(
+      Effect.matchCauseEffect(admitted, {
+        onSuccess: (result) => recordAndSettle(Exit.succeed(result)),
+        // cancelled (the caller was ended or interrupted): nothing was returned, nothing is journaled or charged
+        onFailure: (cause) =>
+          Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : recordAndSettle(Exit.failCause(cause))
+      })
+    )
+  }
+
+  return { run, closeHandle }
+}
+
+/** A reservation, released once (when the call settles, or when it is cancelled). */
+class Release {
+  readonly #account: Accounts.Account
+  #cost: Accounts.Cost | undefined
+  constructor(account: Accounts.Account, cost: Accounts.Cost) {
+    this.#account = account
+    this.#cost = cost
+  }
+  release(): void {
+    const cost = this.#cost
+    if (cost === undefined) return
+    this.#cost = undefined
+    Accounts.release(this.#account, cost)
+  }
+}
