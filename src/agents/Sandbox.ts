@@ -1,27 +1,35 @@
 /**
- * Runs untrusted agent logic, given as JavaScript source, as a kernel process whose code lives in its own worker
- * thread and reaches the world only through an allow-listed, mediated `sys` RPC.
+ * Runs untrusted agent logic, given as JavaScript source, as a kernel process whose code runs in a QuickJS engine
+ * (WebAssembly) on its own worker thread and reaches the world only through an allow-listed, mediated `sys` RPC.
  *
  * `Sandbox.make(code, { allow, limits, name })` returns a `Process.Image`. Its process starts a `node:worker_threads`
- * worker (its own V8 isolate and heap) that runs `code` as the body of `async (sys, args) => { … }`:
+ * worker that runs `code`, in strict mode, as the body of `async (sys, args) => { … }` in a QuickJS context:
  *
  * - `args` is the spawn argument, copied as JSON (`undefined` is `null`);
  * - `sys` has one async method per syscall in {@link CallName} (`self`, `selfCap`, `caps`, `recv`, `send`, `derive`,
  *   `revoke`, `monitor`, `waitpid`, `kill`, `lookup`, `register`, `budget`, `charge`, `open`, `read`, `write`,
  *   `log`, `yield`), with `Sys`'s arguments, caps being numbers (handles);
- * - returning ends the process `Normal` (the value is dropped: send results on a cap); throwing (or rejecting) ends it
- *   with `Fault { error: "SandboxError: the code threw: …" }`.
+ * - `this` is `undefined`; returning ends the process `Normal` (the value is dropped: send results on a cap); throwing
+ *   (or rejecting) ends it with `Fault { error: "SandboxError: the code threw: …" }`.
+ *
+ * **The code is one function body.** It is compiled as exactly that, never pasted into a wrapper that its text could
+ * close: the engine compiles it, strictly, as a function declared in a block whose first statement throws that
+ * function, so no statement of the text runs while compiling, and the compiled function must span the whole text.
+ * Source that closes the function early (`}); evil(); (function () {`) does not compile (`threw`) and runs nothing.
+ * And nothing of the code runs before the bridge: `sys` and the bridge's copies of the built-ins it uses are made
+ * first, so code that replaces `JSON`, `Map`, `Object.prototype` accessors, `Function.prototype.call`… does not
+ * change what `sys` sends.
  *
  * **A call.** Each `sys` call is posted to the sandbox process as a JSON message and decoded there with a Schema
  * ({@link Call}); a message that does not decode — an unknown call, a handle that is not an integer, an argument of
- * the wrong type — ends the process with a `Fault` (`protocol`). Arguments are copied as JSON in the worker
+ * the wrong type — ends the process with a `Fault` (`protocol`). Arguments are copied as JSON in the engine
  * (`undefined` and functions become `null`; a `BigInt` or a cycle rejects the call there). A call whose name is not
  * in `allow` is refused without being performed: the promise rejects with an `Error` carrying `{ _tag: "Denied",
  * call }`. An allowed call is made by the sandbox process through its own `Sys`, so every capability check, quota and
  * trace event applies as to any process; a syscall error rejects the promise with an `Error` carrying the error's
  * `_tag`, `message` and fields (`CapabilityError { call, reason }`…). Calls are performed one at a time, in the order
- * the code makes them (a pending `recv` holds back the calls after it). Replies are decoded with a Schema in the
- * worker too.
+ * the code makes them (a pending `recv` holds back the calls after it). Replies are JSON text made here, parsed by
+ * the bridge inside the engine.
  *
  * **Caps as handles.** Caps never cross the boundary: the process keeps a table from small integers to its `CapRef`s
  * (its start caps are `sys.caps()`, in order; caps that arrive with a message, or that `selfCap`, `derive`, `open` and
@@ -29,40 +37,54 @@
  * "invalid" }`; a number in the table is checked by the kernel like any cap (held, rights, expiry, revocation).
  * Message bodies travel as JSON (a body that is not JSON arrives as `null`); `budget()` has `null` for unlimited.
  *
- * **Limits.** `limits.heap` bounds the worker's old generation (V8's `maxOldGenerationSizeMb`); past it V8 stops the
- * worker and the process ends with `Fault` (`SandboxError: the sandbox ran out of memory…`). CPU and time are bounded
- * by the process itself: its `wall` quota, a deadline or `Sys.kill` end it, and ending the process interrupts it,
- * which terminates the worker (`Worker.terminate`, which stops even `while (true) {}`) before the interruption
- * completes. A worker that dies for another reason ends the process with `Fault` (`crashed`).
+ * **Limits.** `limits.heap` is the engine's whole memory: QuickJS runs in a WebAssembly linear memory whose maximum
+ * is `heap` MB, and everything the code can make lives there — objects, strings, `ArrayBuffer`s, typed arrays,
+ * `SharedArrayBuffer`s, resized and transferred buffers, compiled code — as do the engine's own heap and stack
+ * (about 5 MB). V8 refuses to grow that memory past the maximum, so an allocation that does not fit fails
+ * (`InternalError: out of memory` in the code) and the process ends with `Fault` (`SandboxError: the sandbox ran out
+ * of memory…`), whether or not the code catches the error: the runner sees the refused growth and stops the engine
+ * at its next step. (QuickJS's own `setMemoryLimit` is not relied on: built for Emscripten it counts allocations,
+ * not their bytes.) The worker's V8 heap, which holds only the runner and copies of one message at a time, is
+ * bounded too (`heap` × 2 + 32 MB; past it, also `heap`). `limits.stack` is the thread's stack; the engine's own
+ * check stops recursion at an eighth of it (a catchable `InternalError: stack overflow`), and recursion that still
+ * exhausts the thread's stack ends the process (`threw`). CPU and time are bounded by the process itself: its `wall`
+ * quota, a deadline or `Sys.kill` end it, and ending the process interrupts it, which terminates the worker
+ * (`Worker.terminate`, which stops even `while (true) {}` inside the engine) before the interruption completes. A
+ * worker or engine that fails for another reason ends the process with `Fault` (`crashed`).
  *
- * **Threat model.** The code is hostile. The hard boundary is the isolate: the code runs in another thread with its
- * own heap, so no object of the kernel — process table, `CapRef`s, accounts, the parent's memory — is reachable from
- * it; the only channel is a `MessagePort` carrying strings that the kernel side decodes with a Schema and checks
- * against `allow` and then the kernel's capability checks. Importing this package inside the worker would only build
- * another, unconnected kernel. A second, softer layer keeps the worker's own Node powers away from the code: it runs
- * in a `vm` context with the ECMAScript built-ins only (no `process`, `require`, `import()`, timers, `Buffer`,
- * `fetch`), with code generation from strings (`eval`, `Function`) and wasm disabled; code containing the word
- * `import` is refused (`invalid`) because a dynamic `import()` would hand it an object of the worker's realm. `vm`
- * is not a security mechanism on its own: a V8 or Node bug that escapes the context gives the code the worker's Node
- * APIs (the file system, the network, child processes — the host's powers, though still none of the kernel's state;
- * the worker's `process.env` is empty). Hostile code in production wants, in addition, an OS-level sandbox or Node's
- * permission model for the whole host. Not bounded here: the young generation (Node's default) and the bytes of
- * messages the code sends (each is decoded whole; a receiver's mailbox bounds their number, not their size).
+ * **Threat model.** The code is hostile. Two boundaries stand between it and the kernel. The first is the engine:
+ * the code runs in a QuickJS interpreter compiled to WebAssembly, in its own linear memory, so it holds no object of
+ * Node or V8 at all — it has the ECMAScript built-ins (no `process`, `require`, `import()`, timers, `Buffer`, `fetch`,
+ * `WebAssembly`), `eval` and every `Function` constructor throw `EvalError`, and its only way out is one QuickJS
+ * function of the runner that takes a string. A bug in QuickJS lets the code corrupt at most that linear memory and
+ * call the instance's imports — the clock, timers, growing its memory (up to the maximum), printing (the worker's
+ * stdout and stderr go nowhere) and that one function; WebAssembly's isolation holds it there.
+ * The second is the thread: the engine runs in a worker with its own V8 heap, so no object of the kernel — process
+ * table, `CapRef`s, accounts, the parent's memory — is reachable even from the runner; the only channel is a
+ * `MessagePort` carrying strings that the kernel side decodes with a Schema and checks against `allow` and then the
+ * kernel's capability checks. The worker's `process.env` is empty. Code containing the word `import` is refused
+ * (`invalid`): the engine has no modules. Hostile code in production still wants an OS-level sandbox or Node's
+ * permission model for the whole host, against bugs in V8 or Node themselves. Not bounded here: the bytes of
+ * messages the code sends beyond the engine's memory (each message fits in it and is decoded whole; a receiver's
+ * mailbox bounds their number).
  *
  * Options and defaults:
  *
  * - `allow`: the calls the code may make. Default: none (every call is `Denied`).
- * - `limits.heap`: the old-generation heap in MB, a number ≥ 16 (the runner itself uses about 17 MB). Default 64.
+ * - `limits.heap`: the engine's memory in MB, from 16 (its WebAssembly module starts at 16) to 2048. Default 64.
  * - `limits.stack`: the thread's stack in MB. Default 4 (Node's).
  * - `name`: the image name. Default `"sandbox"`.
  *
  * Ways the process ends: `Normal` (the code returned); `Fault` with a `SandboxError` of reason `threw` (the code
- * threw, did not compile, or returned a value that is not JSON), `protocol` (a message that does not decode),
- * `heap`, `crashed`, `invalid` (bad options, non-JSON `args`, code containing `import`, a worker that cannot start);
- * and whatever the kernel decides (`Quota`, `Killed`, `Deadline`…), which terminates the worker.
+ * threw, did not compile, closed its function body early, ran out of stack, or returned a value that is not JSON),
+ * `protocol` (a message that does not decode), `heap`, `crashed`, `invalid` (bad options, code that is not a string
+ * or contains `import`, non-JSON `args`, a worker or engine that cannot start); and whatever the kernel decides
+ * (`Quota`, `Killed`, `Deadline`…), which terminates the worker.
  *
  * @since 0.1.0
  */
+import { readFileSync } from "node:fs"
+import { createRequire } from "node:module"
 import { Worker as ThreadWorker } from "node:worker_threads"
 import { Cause, Effect, Exit, Option, Queue, Schema } from "effect"
 import { CapabilityError, type CapRef, Right } from "../services/Capability.ts"
@@ -70,6 +92,19 @@ import * as Process from "../services/Process.ts"
 import * as Sys from "../services/Sys.ts"
 
 const runnerUrl = new URL("./internal/sandboxRunner.mjs", import.meta.url)
+
+/** The one part of the WebAssembly API used here (the project's `lib` has no WebAssembly types). */
+declare const WebAssembly: { readonly Module: new (bytes: Uint8Array) => object }
+
+/** The QuickJS engine, compiled once per Node process on first use and handed to every worker (no recompiling). */
+let engine: object | undefined
+const loadEngine = (): object => {
+  if (engine === undefined) {
+    const path = createRequire(import.meta.url).resolve("@jitl/quickjs-wasmfile-release-sync/wasm")
+    engine = new WebAssembly.Module(readFileSync(path))
+  }
+  return engine
+}
 
 /**
  * The calls `sys` offers the code, each the `Sys` syscall of that name.
@@ -103,9 +138,9 @@ export type CallName = typeof CallName.Type
 
 /** @category models */
 export interface Limits {
-  /** The worker's old-generation heap in MB (≥ 16). Default 64. */
+  /** The engine's whole memory in MB, every `ArrayBuffer` included (16 to 2048). Default 64. */
   readonly heap?: number | undefined
-  /** The worker's stack in MB. Default 4. */
+  /** The thread's stack in MB; the engine stops recursion at an eighth of it. Default 4. */
   readonly stack?: number | undefined
 }
 
@@ -203,7 +238,9 @@ export type Call = typeof Call.Type
 export const Outgoing = Schema.Union([
   Call,
   Schema.Struct({ type: Schema.Literal("return"), value: Json }),
-  Schema.Struct({ type: Schema.Literal("throw"), error: Schema.String })
+  Schema.Struct({ type: Schema.Literal("throw"), error: Schema.String }),
+  Schema.Struct({ type: Schema.Literal("heap"), error: Schema.String }),
+  Schema.Struct({ type: Schema.Literal("crash"), error: Schema.String })
 ])
 
 const decodeOutgoing = Schema.decodeUnknownExit(Schema.fromJsonString(Outgoing))
@@ -223,11 +260,23 @@ let threads = 0
 export const runningThreads = (): number => threads
 
 const defaultHeap = 64
+/** The engine's memory starts at 16 MB (its WebAssembly module asks for 256 pages) and may not exceed 2 GB. */
 const minHeap = 16
+const maxHeap = 2048
 const defaultStack = 4
+const megabyte = 1024 * 1024
+/** QuickJS's own stack check, as a share of the thread's stack: its frames also use V8's stack, several times more. */
+const engineStackShare = 8
+/** The engine's stack lives in its memory (5 MB of it); its own check must stop recursion well before that. */
+const engineStackMaxBytes = 4 * megabyte
+/** What the runner needs of V8's heap besides copies of one message (its JavaScript uses about 8 MB). */
+const runnerHeap = 32
 
-/** Refuses code containing `import` (a dynamic `import()` would reach the worker's realm; see the module docs). */
+/** Refuses code containing `import`: the engine has no module loader, so say so before starting a thread. */
 const importPattern = /\bimport\b/
+
+/** What QuickJS throws when an allocation is refused. */
+const outOfMemory = "InternalError: out of memory"
 
 const invalid = (message: string) => new SandboxError({ reason: "invalid", message })
 
@@ -256,8 +305,8 @@ const encodeError = (error: unknown): { readonly _tag: string; readonly message:
 }
 
 /**
- * Makes an image that runs `code` (the body of `async (sys, args) => { … }`) in a worker thread; see the module
- * documentation.
+ * Makes an image that runs `code` (the body of `async (sys, args) => { … }`) in a QuickJS engine on a worker thread;
+ * see the module documentation.
  *
  * @example
  * ```ts
@@ -279,8 +328,8 @@ export const make = <A = unknown>(code: string, options?: Options): Process.Imag
       Effect.gen(function* () {
         if (typeof code !== "string") return yield* invalid("the code is not a string")
         if (importPattern.test(code)) return yield* invalid("the code uses `import`, which the sandbox refuses")
-        if (!(Number.isFinite(heap) && heap >= minHeap)) {
-          return yield* invalid(`limits.heap must be a number of MB ≥ ${minHeap}, got ${heap}`)
+        if (!(Number.isFinite(heap) && heap >= minHeap && heap <= maxHeap)) {
+          return yield* invalid(`limits.heap must be a number of MB from ${minHeap} to ${maxHeap}, got ${heap}`)
         }
         if (!(Number.isFinite(stack) && stack > 0)) return yield* invalid(`limits.stack must be positive, got ${stack}`)
         const argsText = JSON.stringify(toJson(args ?? null) ?? null)
@@ -305,16 +354,32 @@ export const make = <A = unknown>(code: string, options?: Options): Process.Imag
             : Effect.succeed(ref)
         }
 
+        const wasm = yield* Effect.try({
+          try: loadEngine,
+          catch: (error) => invalid(`could not load the QuickJS engine: ${Process.describeError(error)}`)
+        })
         const events = yield* Queue.unbounded<WorkerEvent>()
         const worker = yield* Effect.acquireRelease(
           Effect.try({
             try: () => {
               const thread = new ThreadWorker(runnerUrl, {
                 name: `effect-agent-os/sandbox`,
-                workerData: { code, args: argsText },
-                resourceLimits: { maxOldGenerationSizeMb: heap, stackSizeMb: stack },
-                env: {}
+                workerData: {
+                  code,
+                  args: argsText,
+                  wasm,
+                  heapPages: Math.floor((heap * megabyte) / 65536),
+                  stackBytes: Math.floor(Math.min((stack * megabyte) / engineStackShare, engineStackMaxBytes))
+                },
+                // the runner's heap holds at most a copy or two of one message, and a message fits in the engine's
+                resourceLimits: { maxOldGenerationSizeMb: runnerHeap + 2 * heap, stackSizeMb: stack },
+                env: {},
+                // the runner never prints: whatever the engine writes is read here and dropped
+                stdout: true,
+                stderr: true
               })
+              thread.stdout.resume()
+              thread.stderr.resume()
               threads++
               thread.on("message", (data: unknown) => Queue.offerUnsafe(events, { _tag: "Message", data }))
               thread.on("error", (error: Error) => Queue.offerUnsafe(events, { _tag: "Error", error }))
@@ -434,6 +499,15 @@ export const make = <A = unknown>(code: string, options?: Options): Process.Imag
           }
           const message = decoded.value
           if (message.type === "return") return
+          if (message.type === "heap" || (message.type === "throw" && message.error === outOfMemory)) {
+            return yield* new SandboxError({
+              reason: "heap",
+              message: `the sandbox ran out of memory (heap ${heap} MB): ${message.error}`
+            })
+          }
+          if (message.type === "crash") {
+            return yield* new SandboxError({ reason: "crashed", message: `the sandbox crashed: ${message.error}` })
+          }
           if (message.type === "throw") {
             return yield* new SandboxError({ reason: "threw", message: `the code threw: ${message.error}` })
           }

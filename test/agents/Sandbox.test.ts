@@ -126,7 +126,7 @@ describe("Sandbox", () => {
                const attempt = async (f) => { try { return ["ok", await f()] } catch (e) { return [e._tag ?? e.name, e.reason ?? null] } }
                const report = {
                  globals: [typeof process, typeof require, typeof globalThis.process, typeof setTimeout,
-                           typeof fetch, typeof Buffer, typeof WebAssembly?.compile],
+                           typeof fetch, typeof Buffer, typeof globalThis.WebAssembly],
                  eval: await attempt(() => eval("1 + 1")),
                  functionCtor: await attempt(() => Function("return process")()),
                  escape: await attempt(() => globalThis.constructor.constructor("return process")()),
@@ -144,7 +144,7 @@ describe("Sandbox", () => {
           })
         )
         assert.deepStrictEqual(report, {
-          globals: ["undefined", "undefined", "undefined", "undefined", "undefined", "undefined", "function"],
+          globals: ["undefined", "undefined", "undefined", "undefined", "undefined", "undefined", "undefined"],
           eval: ["EvalError", null],
           functionCtor: ["EvalError", null],
           escape: ["EvalError", null],
@@ -244,6 +244,266 @@ describe("Sandbox", () => {
         )
         assert.strictEqual(reason._tag, "Fault")
         assert.include((reason as { error: string }).error, "SandboxError: the sandbox ran out of memory (heap 32 MB)")
+      }),
+    timeoutMs
+  )
+
+  // ── the attacks of issue 8, item 9: the heap limit covers every byte, the code is strict, nothing runs first ──
+
+  it.live(
+    "bounds ArrayBuffer and typed-array memory by limits.heap: each way to allocate ends Fault heap",
+    () =>
+      Effect.gen(function* () {
+        // each tries to hoard 256 MB through one way of allocating, under a 32 MB limit
+        const mb16 = 16 * 1024 * 1024
+        const paths = [
+          `new Uint8Array(${mb16})`,
+          `new ArrayBuffer(${mb16})`,
+          `new Float64Array(${mb16 / 8})`,
+          `new DataView(new ArrayBuffer(${mb16}))`,
+          `new SharedArrayBuffer(${mb16})`,
+          `new ArrayBuffer(1).transfer(${mb16})`,
+          `((buffer) => (buffer.resize(${mb16}), buffer))(new ArrayBuffer(0, { maxByteLength: ${mb16} }))`,
+          `seed.slice()`,
+          `new Uint8Array(seed)`,
+          `seed.buffer.slice(0)`,
+          `seed.toReversed()`,
+          `seed.with(0, 1)`,
+          `"x".repeat(${mb16}) + i`
+        ]
+        // one at a time, so an implementation that lets them through holds at most 256 MB at once
+        const reasons = yield* onKernel(() =>
+          Effect.forEach(paths, (step) =>
+            Effect.flatMap(
+              Sys.spawn(
+                Sandbox.make(
+                  `const seed = new Uint8Array(${mb16 / 4}); const hoard = []
+                   for (let i = 0; i < 16; i++) hoard.push(${step})
+                   return hoard.length`,
+                  { limits: { heap: 32 } }
+                ),
+                { quota: wall }
+              ),
+              (child) => Sys.waitpid(child.cap)
+            )
+          )
+        )
+        reasons.forEach((reason, index) => {
+          assert.strictEqual(reason._tag, "Fault", `${paths[index]} ended ${reason._tag}`)
+          assert.include(
+            (reason as { error: string }).error,
+            "SandboxError: the sandbox ran out of memory (heap 32 MB)",
+            paths[index]
+          )
+        })
+      }),
+    timeoutMs
+  )
+
+  it.live(
+    "ends the process at the heap limit even when the code catches the refusal and goes on (a call, or a loop)",
+    () =>
+      Effect.gen(function* () {
+        const [reasons, received] = yield* onKernel(() =>
+          Effect.gen(function* () {
+            const reasons = yield* Effect.forEach(
+              [`await sys.send(reply, { held: hoard.length })`, `for (;;) {}`],
+              (then) =>
+                Effect.flatMap(
+                  spawnWithReply(
+                    Sandbox.make(
+                      `const [reply] = await sys.caps(); const hoard = []
+                     for (let i = 0; i < 16; i++) {
+                       try { hoard.push(new Uint8Array(16 * 1024 * 1024)) } catch (e) { /* refused: carry on */ }
+                     }
+                     ${then}`,
+                      { allow: ["caps", "send"], limits: { heap: 32 } }
+                    )
+                  ),
+                  (child) => Sys.waitpid(child.cap)
+                )
+            )
+            const received = yield* Sys.recv().pipe(Effect.timeoutOption(Duration.millis(100)))
+            return [reasons, received] as const
+          })
+        )
+        for (const reason of reasons) {
+          assert.strictEqual(reason._tag, "Fault")
+          assert.include(
+            (reason as { error: string }).error,
+            "SandboxError: the sandbox ran out of memory (heap 32 MB)"
+          )
+        }
+        assert.strictEqual(received._tag, "None")
+      }),
+    timeoutMs
+  )
+
+  it.live(
+    "runs the code in strict mode: undeclared assignment, arguments.callee and sloppy syntax fail; this is undefined",
+    () =>
+      Effect.gen(function* () {
+        const [report, compileErrors] = yield* onKernel(() =>
+          Effect.gen(function* () {
+            const child = yield* spawnWithReply(
+              Sandbox.make(
+                `const [reply] = await sys.caps()
+                 const attempt = (f) => { try { f(); return "ok" } catch (e) { return e.name } }
+                 const report = {
+                   undeclared: attempt(() => { undeclared = 1 }),
+                   callee: attempt(function () { return arguments.callee }),
+                   frozenWrite: attempt(() => { Object.freeze({ a: 1 }).a = 2 }),
+                   deletePrototype: attempt(() => { delete Object.prototype }),
+                   topThis: typeof this,
+                   functionThis: (function () { return typeof this })(),
+                   leaked: typeof undeclared
+                 }
+                 await sys.send(reply, report)`,
+                { allow: ["caps", "send"], limits: { heap: 32 } }
+              )
+            )
+            const message = yield* Sys.recv()
+            yield* Sys.waitpid(child.cap)
+            // syntax that only sloppy mode accepts does not compile
+            const compileErrors = yield* Effect.forEach(
+              [`with ({}) {}`, `return 010`, `let x = 1; delete x`, `function f(a, a) {}`, `var eval = 1`],
+              (code) =>
+                Effect.flatMap(Sys.spawn(Sandbox.make(code, { limits: { heap: 32 } }), { quota: wall }), (c) =>
+                  Sys.waitpid(c.cap)
+                )
+            )
+            return [message.body, compileErrors] as const
+          })
+        )
+        assert.deepStrictEqual(report, {
+          undeclared: "ReferenceError",
+          callee: "TypeError",
+          frozenWrite: "TypeError",
+          deletePrototype: "TypeError",
+          topThis: "undefined",
+          functionThis: "undefined",
+          leaked: "undefined"
+        })
+        for (const reason of compileErrors) {
+          assert.strictEqual(reason._tag, "Fault")
+          assert.include((reason as { error: string }).error, "SandboxError: the code threw: the code does not compile")
+        }
+      }),
+    timeoutMs
+  )
+
+  it.live(
+    "cannot break out of the function body: source text that closes the wrapper does not compile and runs nothing",
+    () =>
+      Effect.gen(function* () {
+        // each would run `escape()` outside the body (before the bridge, sloppy) if the code were pasted into a wrapper
+        const escape = `(globalThis.escaped = (function () { return this })() !== undefined ? "sloppy" : "strict")`
+        const injections = [
+          `}); ${escape}; (async function () {`,
+          `})\n${escape};\n(function () {`,
+          `}, ${escape}, async function () {`,
+          `} + ${escape} + function () {`,
+          `}/1, ${escape}, x/g, function () {`,
+          `}\n${escape}\nasync function again(sys, args) {`,
+          `} } ${escape}; { {`,
+          `*/ }); ${escape}; (function () { /*`
+        ]
+        const [reasons, after] = yield* onKernel(() =>
+          Effect.gen(function* () {
+            const reasons = yield* Effect.forEach(injections, (code) =>
+              Effect.flatMap(
+                spawnWithReply(Sandbox.make(code, { allow: ["caps", "send"], limits: { heap: 32 } })),
+                (child) => Sys.waitpid(child.cap)
+              )
+            )
+            // text that only looks like a way out is ordinary code
+            const legit = yield* spawnWithReply(
+              Sandbox.make(
+                `const [reply] = await sys.caps()
+                 const parts = ["})", /\\}\\)/.source, \`\${"})"}\`] // }); (function () {
+                 /* }); (function () { */
+                 await sys.send(reply, { parts, escaped: typeof globalThis.escaped })
+                 <!-- }); ${escape}; (function () {
+                 --> }); ${escape}; (function () {`,
+                { allow: ["caps", "send"], limits: { heap: 32 } }
+              )
+            )
+            const message = yield* Sys.recv()
+            yield* Sys.waitpid(legit.cap)
+            return [reasons, message.body] as const
+          })
+        )
+        reasons.forEach((reason, index) => {
+          assert.strictEqual(reason._tag, "Fault", `injection ${index} ended ${reason._tag}`)
+          assert.include(
+            (reason as { error: string }).error,
+            "SandboxError: the code threw: the code does not compile",
+            `injection ${index}`
+          )
+        })
+        assert.deepStrictEqual(after, { parts: ["})", "\\}\\)", "})"], escaped: "undefined" })
+      }),
+    timeoutMs
+  )
+
+  it.live(
+    "runs nothing of the code before the bridge: built-ins replaced at the top of the body do not reach sys",
+    () =>
+      Effect.gen(function* () {
+        const [body, reason] = yield* onKernel(() =>
+          Effect.gen(function* () {
+            const child = yield* spawnWithReply(
+              Sandbox.make(
+                `const caps = sys.caps
+                 const hooked = []
+                 const hook = (name) => function () { hooked.push(name); throw new Error("hooked " + name) }
+                 JSON.stringify = hook("JSON.stringify"); JSON.parse = hook("JSON.parse")
+                 Map.prototype.get = hook("Map.get"); Map.prototype.set = hook("Map.set")
+                 Object.defineProperty(Object.prototype, "id", { get: hook("get id"), set: hook("set id") })
+                 Object.defineProperty(Object.prototype, "type", { get: hook("get type"), set: hook("set type") })
+                 Array.prototype[Symbol.iterator] = hook("Array iterator")
+                 Object.prototype.toString = hook("toString"); Object.prototype.valueOf = hook("valueOf")
+                 Object.defineProperty(Symbol.prototype, Symbol.toPrimitive, { value: hook("toPrimitive") })
+                 Function.prototype.call = hook("call"); Function.prototype.apply = hook("apply")
+                 Reflect.apply = hook("Reflect.apply")
+                 const handles = await caps()
+                 await sys.send(handles[0], { hooked: hooked.length })
+                 return "done"`,
+                { allow: ["caps", "send"], limits: { heap: 32 } }
+              )
+            )
+            const message = yield* Sys.recv()
+            return [message.body, yield* Sys.waitpid(child.cap)] as const
+          })
+        )
+        assert.deepStrictEqual(body, { hooked: 0 })
+        assert.deepStrictEqual(reason, Process.normal)
+      }),
+    timeoutMs
+  )
+
+  it.live(
+    "refuses code that is not a string, without calling its toString or Symbol.toPrimitive",
+    () =>
+      Effect.gen(function* () {
+        const touched: Array<string> = []
+        const tricks: ReadonlyArray<unknown> = [
+          { toString: () => (touched.push("toString"), "return 1") },
+          { [Symbol.toPrimitive]: () => (touched.push("toPrimitive"), "return 1") },
+          new String("return 1")
+        ]
+        const reasons = yield* onKernel(() =>
+          Effect.forEach(tricks, (code) =>
+            Effect.flatMap(Sys.spawn(Sandbox.make(code as unknown as string), { quota: wall }), (child) =>
+              Sys.waitpid(child.cap)
+            )
+          )
+        )
+        for (const reason of reasons) {
+          assert.strictEqual(reason._tag, "Fault")
+          assert.include((reason as { error: string }).error, "SandboxError: the code is not a string")
+        }
+        assert.deepStrictEqual(touched, [])
       }),
     timeoutMs
   )
