@@ -4,12 +4,36 @@
  * Each scheduled driver has its own queue. A call waits until the driver has a free slot (`concurrency`), and, when
  * set, until a request (`requestsPerMinute`) and token budget (`tokensPerMinute`, counted from the costs of calls
  * that finished in the last 60 s) are available. Among waiting calls the next one is the highest *effective
- * priority* — the process's priority plus one for every `agingMs` it has waited, so nothing starves — then the
- * earliest deadline, then the earliest arrival. Time is the kernel clock, so a `TestClock` drives it exactly.
+ * priority* — the caller's priority plus one for every whole `agingMs` it has waited,
+ * `priority + floor(waitedMs / agingMs)` — then the earliest deadline, then the earliest arrival. A ticket's priority
+ * is clamped into the kernel's range `[priorityMin, priorityMax]` (`KernelConfig`; a `NaN` counts as `priorityMin`)
+ * and a `NaN` deadline counts as none, so a caller of `run` cannot step outside the rule. Time is the kernel clock, so
+ * a `TestClock` drives it exactly.
+ *
+ * **The aging bound.** Write `Δ = priorityMax − priorityMin` and `A = agingMs`. Take a call `x` that starts waiting at
+ * `t0`, and a call `y` that starts waiting after it (later in arrival order) at `t0 + D`. At any pick at time `t`
+ * while both wait, whatever their priorities within the range:
+ *
+ * - `y` is chosen over `x` only if its effective priority is at least `x`'s, and
+ *   `e(y) − e(x) = p(y) − p(x) − (floor((t − t0) / A) − floor((t − t0 − D) / A)) ≤ Δ − floor(D / A)`, because
+ *   `floor(u) − floor(u − v) ≥ floor(v)` for `v ≥ 0`;
+ * - so `y` wins on effective priority alone only if `floor(D / A) ≤ Δ − 1`, that is `D < Δ × A`;
+ * - on equal effective priority (`floor(D / A) ≤ Δ`, that is `D < (Δ + 1) × A`) the earlier deadline wins, and only
+ *   then the earlier arrival, which is `x`.
+ *
+ * Hence: **a call `x` that starts waiting at `t0` is passed over by a call that starts waiting after it only if that
+ * call started before `t0 + (Δ + 1) × agingMs`; and, when that call's deadline is not earlier than `x`'s (say, neither
+ * has one), only if it started before `t0 + Δ × agingMs`.** Both bounds are reached: a `priorityMax` call arriving at
+ * `t0 + Δ × A − 1` ms beats a `priorityMin` call at any pick whose wait `t − t0` is one millisecond short of a whole
+ * `A`, and one arriving at `t0 + (Δ + 1) × A − 1` ms ties it at such picks and wins with an earlier deadline. With the
+ * defaults (`[0, 10]`, 1000 ms) that is 10 s, or 11 s with deadlines. So a waiting call is never starved: it waits at
+ * most until the calls ahead of it and those that arrived before that point have been admitted, however long the
+ * flood of higher-priority calls after it.
  *
  * @since 0.1.0
  */
 import { Clock, Context, Effect, Layer, Schema } from "effect"
+import { KernelConfig, defaults as limitDefaults } from "./KernelConfig.ts"
 
 /**
  * Limits of one scheduled driver. Absent fields: `concurrency` 4, no rate limits, `agingMs` 1000.
@@ -41,7 +65,7 @@ export const PolicySchema = Schema.Struct({
 export const defaults = { concurrency: 4, agingMs: 1000 } as const
 
 /**
- * Who is asking to run.
+ * Who is asking to run. `priority` is clamped into the scheduler's priority range.
  *
  * @category models
  */
@@ -52,12 +76,27 @@ export interface Ticket {
   readonly deadline: number | undefined
 }
 
+/**
+ * The priorities a ticket can have, both ends included (the kernel's `priorityMin` and `priorityMax`).
+ *
+ * @category models
+ */
+export interface PriorityRange {
+  readonly min: number
+  readonly max: number
+}
+
 interface Waiter {
-  readonly ticket: Ticket
+  /** The ticket's priority, clamped into the range. */
+  readonly priority: number
+  /** The ticket's deadline; none is `Infinity`. */
+  readonly deadline: number
   readonly arrival: number
   readonly since: number
   readonly admit: () => void
 }
+
+const isPolicy = Schema.is(PolicySchema)
 
 const WINDOW_MS = 60_000
 
@@ -99,13 +138,21 @@ interface Lane {
 
 /**
  * Makes a scheduler on a clock; `wake(at)` must call `pump` again at kernel time `at` (the kernel forks a sleeper).
+ * `priorities` is the range tickets are clamped into (default: `KernelConfig.defaults`' `[priorityMin, priorityMax]`).
+ * A policy that `PolicySchema` refuses (the device table never passes one) makes `run` die.
  *
  * @category constructors
  */
 export const makeUnsafe = (
   now: () => number,
-  wakeAt: (at: number, pump: () => void) => void
+  wakeAt: (at: number, pump: () => void) => void,
+  priorities: PriorityRange = { min: limitDefaults.priorityMin, max: limitDefaults.priorityMax }
 ): InferenceSchedulerShape => {
+  if (!(priorities.min <= priorities.max)) {
+    throw new RangeError(`InferenceScheduler: priority range [${priorities.min}, ${priorities.max}] is empty`)
+  }
+  const clamp = (priority: number) =>
+    Number.isNaN(priority) ? priorities.min : Math.min(priorities.max, Math.max(priorities.min, priority))
   const lanes = new Map<string, Lane>()
   let arrivals = 0
   const laneOf = (driver: string): Lane => {
@@ -118,7 +165,7 @@ export const makeUnsafe = (
   }
 
   const effective = (waiter: Waiter, at: number, agingMs: number) =>
-    waiter.ticket.priority + Math.floor((at - waiter.since) / agingMs)
+    waiter.priority + Math.floor((at - waiter.since) / agingMs)
 
   /** The next waiter: highest effective priority, then earliest deadline, then earliest arrival. */
   const pick = (lane: Lane, at: number, agingMs: number): number => {
@@ -132,10 +179,8 @@ export const makeUnsafe = (
         if (pa > pb) best = i
         continue
       }
-      const da = a.ticket.deadline ?? Infinity
-      const db = b.ticket.deadline ?? Infinity
-      if (da !== db) {
-        if (da < db) best = i
+      if (a.deadline !== b.deadline) {
+        if (a.deadline < b.deadline) best = i
         continue
       }
       if (a.arrival < b.arrival) best = i
@@ -186,11 +231,17 @@ export const makeUnsafe = (
   return {
     run: (driver, policy, ticket, call, tokensOf) =>
       Effect.suspend(() => {
+        if (!isPolicy(policy)) return Effect.die(new RangeError(`InferenceScheduler: invalid policy for ${driver}`))
         const lane = laneOf(driver)
         let admitted = false
+        // read once, here: the order must not change under the waiter (a ticket is the caller's object)
+        const priority = clamp(Number(ticket.priority))
+        const deadline =
+          typeof ticket.deadline === "number" && !Number.isNaN(ticket.deadline) ? ticket.deadline : Infinity
         const wait = Effect.callback<void>((resume) => {
           const waiter: Waiter = {
-            ticket,
+            priority,
+            deadline,
             arrival: arrivals++,
             since: now(),
             admit: () => {
@@ -223,17 +274,23 @@ export const makeUnsafe = (
 }
 
 /**
- * A scheduler on the `Clock` of the context the layer is built in; rate-limit wake-ups run as detached sleepers.
+ * A scheduler on the `Clock` of the context the layer is built in, over the kernel's priority range
+ * (`KernelConfig`'s `priorityMin`, `priorityMax`); rate-limit wake-ups run as detached sleepers.
  *
  * @category layers
  */
-export const layer: Layer.Layer<InferenceScheduler> = Layer.effect(InferenceScheduler)(
+export const layer: Layer.Layer<InferenceScheduler, never, KernelConfig> = Layer.effect(InferenceScheduler)(
   Effect.gen(function* () {
     const clock = yield* Clock.clockWith(Effect.succeed)
+    const limits = yield* KernelConfig
     const context = yield* Effect.context<never>()
     const now = () => clock.currentTimeMillisUnsafe()
-    return makeUnsafe(now, (at, pump) => {
-      Effect.runForkWith(context)(Effect.sleep(Math.max(0, at - now())).pipe(Effect.andThen(Effect.sync(pump))))
-    })
+    return makeUnsafe(
+      now,
+      (at, pump) => {
+        Effect.runForkWith(context)(Effect.sleep(Math.max(0, at - now())).pipe(Effect.andThen(Effect.sync(pump))))
+      },
+      { min: limits.priorityMin, max: limits.priorityMax }
+    )
   })
 )
