@@ -10,6 +10,7 @@
 import { Context, Effect, Layer } from "effect"
 import { CapabilityError, type Resource } from "./Capability.ts"
 import { type CapRecord, mintRecord, recordOf } from "./internal/capRef.ts"
+import { freeze, push, SafeMap, SafeSet } from "./internal/primordials.ts"
 import { KernelConfig } from "./KernelConfig.ts"
 
 /**
@@ -49,8 +50,8 @@ export interface CapabilityTableShape {
   readonly revokeOwnedBy: (owner: number) => void
   /** Revokes every cap that designates process `pid` (its exit record was evicted). */
   readonly revokeDesignating: (pid: number) => void
-  /** The live caps `owner` holds. */
-  readonly held: (owner: number) => Iterable<CapRecord>
+  /** The live caps `owner` holds (a copy). */
+  readonly held: (owner: number) => ReadonlyArray<CapRecord>
   /** How many caps `owner` holds. */
   readonly heldBy: (owner: number) => number
   /** Live (unrevoked) caps, kernel-wide. */
@@ -64,7 +65,7 @@ export class CapabilityTable extends Context.Service<CapabilityTable, Capability
   "effect-agent-os/CapabilityTable"
 ) {}
 
-const noRecords: ReadonlyArray<CapRecord> = []
+const noRecords: ReadonlyArray<CapRecord> = freeze([])
 
 /**
  * @category constructors
@@ -76,14 +77,16 @@ export const makeUnsafe = (
   const table = {}
   let nextId = 1
   let live = 0
-  const owned = new Map<number, Set<CapRecord>>()
+  // the table's own collections call the built-ins captured at load (see `internal/primordials.ts`): a process that
+  // patched `Set.prototype.add` must not be handed the records going through them
+  const owned = new SafeMap<number, SafeSet<CapRecord>>()
   // caps designating a process, so they can be revoked once nothing can use them any more; most processes are
   // designated by one cap (their parent's), kept without a Set
-  const designating = new Map<number, CapRecord | Set<CapRecord>>()
+  const designating = new SafeMap<number, CapRecord | SafeSet<CapRecord>>()
 
   const own = (record: CapRecord) => {
     let set = owned.get(record.owner)
-    if (set === undefined) owned.set(record.owner, (set = new Set()))
+    if (set === undefined) owned.set(record.owner, (set = new SafeSet()))
     set.add(record)
   }
   const disown = (record: CapRecord) => {
@@ -120,10 +123,10 @@ export const makeUnsafe = (
     if (resource._tag === "Process") {
       const entry = designating.get(resource.pid)
       if (entry === undefined) designating.set(resource.pid, record)
-      else if (entry instanceof Set) entry.add(record)
-      else designating.set(resource.pid, new Set([entry, record]))
+      else if (entry instanceof SafeSet) entry.add(record)
+      else designating.set(resource.pid, new SafeSet<CapRecord>().add(entry).add(record))
     }
-    if (parent !== undefined) (parent.derived ??= new Set()).add(record)
+    if (parent !== undefined) (parent.derived ??= new SafeSet()).add(record)
     return record
   }
 
@@ -135,7 +138,7 @@ export const makeUnsafe = (
     if (record.resource._tag === "Process") {
       const entry = designating.get(record.resource.pid)
       if (entry === record) designating.delete(record.resource.pid)
-      else if (entry instanceof Set) {
+      else if (entry instanceof SafeSet) {
         entry.delete(record)
         if (entry.size === 0) designating.delete(record.resource.pid)
       }
@@ -145,13 +148,15 @@ export const makeUnsafe = (
   const revoke = (root: CapRecord) => {
     if (root.revoked) return
     if (root.parent !== undefined) root.parent.derived?.delete(root)
-    const stack = [root]
-    while (stack.length > 0) {
-      const record = stack.pop()!
+    // a worklist walked by index (no `Array.prototype` method sees a record)
+    const stack: Array<CapRecord> = [root]
+    for (let i = 0; i < stack.length; i++) {
+      const record = stack[i]!
       if (record.revoked) continue
       revokeOne(record)
       if (record.derived !== undefined) {
-        for (const child of record.derived) stack.push(child)
+        const derived = record.derived.toArray()
+        for (let j = 0; j < derived.length; j++) push(stack, derived[j]!)
         record.derived = undefined
       }
     }
@@ -195,17 +200,20 @@ export const makeUnsafe = (
     revokeOwnedBy(owner) {
       const set = owned.get(owner)
       if (set === undefined) return
-      for (const record of Array.from(set)) revoke(record)
+      const records = set.toArray()
+      for (let i = 0; i < records.length; i++) revoke(records[i]!)
       owned.delete(owner)
     },
     revokeDesignating(pid) {
       const entry = designating.get(pid)
       if (entry === undefined) return
-      if (entry instanceof Set) for (const record of Array.from(entry)) revoke(record)
-      else revoke(entry)
+      if (entry instanceof SafeSet) {
+        const records = entry.toArray()
+        for (let i = 0; i < records.length; i++) revoke(records[i]!)
+      } else revoke(entry)
       designating.delete(pid)
     },
-    held: (owner) => owned.get(owner) ?? noRecords,
+    held: (owner) => owned.get(owner)?.toArray() ?? noRecords,
     heldBy: (owner) => owned.get(owner)?.size ?? 0,
     size: () => live
   }

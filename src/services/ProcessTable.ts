@@ -22,6 +22,7 @@ import { EventLog } from "./EventLog.ts"
 import { makeDelivery } from "./internal/delivery.ts"
 import { type Counters, type KernelState, KILL, MONITOR, noCaps } from "./internal/kernelState.ts"
 import type { Proc } from "./internal/proc.ts"
+import { SafeMap, SafeSet } from "./internal/primordials.ts"
 import { processContext } from "./internal/processContext.ts"
 import { KernelScheduler } from "./internal/scheduler.ts"
 import { makeSpawner, type Restored } from "./internal/spawn.ts"
@@ -128,7 +129,8 @@ export const make: Effect.Effect<
   // what a process fiber starts with: Effect's runtime references and nothing else of the build context (no kernel
   // or host service, no memo map, no scope); `Sys` is added per process
   const processBase = processContext(baseContext, virtual._tag === "Some" ? virtual.value : undefined)
-  const procs = new Map<number, Proc>()
+  // process records live in collections that call the built-ins captured at load (`internal/primordials.ts`)
+  const procs = new SafeMap<number, Proc>()
   const history = new Map<number, Process.ExitReason>()
   let nextPid = 1
   let down = false
@@ -167,7 +169,7 @@ export const make: Effect.Effect<
 
   /** Init adopts an orphan: a cap to it (monitor + kill) on an `Adopted` message, while init may hold one more. */
   const adopt = (init: Proc, orphan: Proc) => {
-    ;(init.children ??= new Set()).add(orphan)
+    ;(init.children ??= new SafeSet()).add(orphan)
     if (!caps.room(init.pid, 1)) return deliver(init, { _tag: "Adopted", pid: orphan.pid })
     const cap = caps.mint(init.pid, { _tag: "Process", pid: orphan.pid }, MONITOR | KILL)
     deliver(init, { _tag: "Adopted", pid: orphan.pid }, Object.freeze([cap.ref]))
@@ -189,7 +191,10 @@ export const make: Effect.Effect<
     proc.suspended = undefined
     caps.revokeOwnedBy(proc.pid)
     // messages nobody will receive: the caps they carry are revoked with them
-    for (const message of proc.mailbox.close()) if (message.caps.length > 0) caps.revokeRefs(message.caps)
+    const undelivered = proc.mailbox.close()
+    for (let i = 0; i < undelivered.length; i++) {
+      if (undelivered[i]!.caps.length > 0) caps.revokeRefs(undelivered[i]!.caps)
+    }
     names.releaseAll(proc.pid)
     const parent = proc.parent
     if (parent !== undefined) {
@@ -199,7 +204,9 @@ export const make: Effect.Effect<
       // orphans move to init in the process tree, but their accounts stay where they were: an orphan is still bound
       // by the remaining limits of every ancestor it had, dead ones included, until it exits
       const init = procs.get(1)
-      for (const child of proc.children) {
+      const orphans = proc.children.toArray()
+      for (let i = 0; i < orphans.length; i++) {
+        const child = orphans[i]!
         child.parent = init
         if (init !== undefined && init !== proc) adopt(init, child)
       }
@@ -207,27 +214,33 @@ export const make: Effect.Effect<
     }
     const down: Process.Down = { _tag: "Down", pid: proc.pid, reason }
     if (proc.links !== undefined) {
-      for (const other of proc.links) {
+      const linked = proc.links.toArray()
+      for (let i = 0; i < linked.length; i++) {
+        const other = linked[i]!
         other.links?.delete(proc)
         deliver(other, down)
       }
       proc.links = undefined
     }
     if (proc.watchers !== undefined) {
-      for (const watcher of proc.watchers) {
+      const watchers = proc.watchers.toArray()
+      for (let i = 0; i < watchers.length; i++) {
+        const watcher = watchers[i]!
         watcher.watching?.delete(proc)
         deliver(watcher, down)
       }
       proc.watchers = undefined
     }
     if (proc.watching !== undefined) {
-      for (const target of proc.watching) target.watchers?.delete(proc)
+      const watched = proc.watching.toArray()
+      for (let i = 0; i < watched.length; i++) watched[i]!.watchers?.delete(proc)
       proc.watching = undefined
     }
     if (proc.exitWaiters !== undefined) {
       const waiters = proc.exitWaiters
       proc.exitWaiters = undefined
-      for (const wake of waiters) wake(reason)
+      const wakes = waiters.toArray()
+      for (let i = 0; i < wakes.length; i++) wakes[i]!(reason)
     }
     const fiber = proc.fiber
     if (fiber !== undefined && fiber.pollUnsafe() === undefined) fiber.interruptUnsafe()
@@ -321,7 +334,7 @@ export const make: Effect.Effect<
       }
       return Effect.callback<Process.ExitReason>((resume) => {
         const waiter = (reason: Process.ExitReason) => resume(Effect.succeed(reason))
-        ;(proc.exitWaiters ??= new Set()).add(waiter)
+        ;(proc.exitWaiters ??= new SafeSet()).add(waiter)
         return Effect.sync(() => {
           proc.exitWaiters?.delete(waiter)
         })
@@ -331,7 +344,7 @@ export const make: Effect.Effect<
   const shutdown = Effect.suspend(() => {
     down = true
     const fibers: Array<Fiber.Fiber<void, unknown>> = []
-    for (const proc of Array.from(procs.values())) {
+    for (const proc of procs.values()) {
       if (proc.fiber !== undefined) fibers.push(proc.fiber)
       terminate(proc, Process.shutdown)
     }
@@ -376,7 +389,7 @@ export const make: Effect.Effect<
       }
     },
     get: (pid) => procs.get(pid),
-    live: () => Array.from(procs.values()),
+    live: () => procs.values(),
     info,
     exitOf: (pid) => history.get(pid),
     waitExit,

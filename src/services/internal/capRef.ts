@@ -4,6 +4,7 @@
  * Private to the package: the `exports` map closes `internal/*`.
  */
 import type { Resource } from "../Capability.ts"
+import type { SafeSet } from "./primordials.ts"
 
 /** The kernel-side record behind a ref. Only the kernel sees it. */
 export interface CapRecord {
@@ -18,7 +19,7 @@ export interface CapRecord {
   /** Absolute kernel-clock millis; `Infinity` when the cap has no `Expires` caveat. */
   readonly expiresAt: number
   readonly parent: CapRecord | undefined
-  derived: Set<CapRecord> | undefined
+  derived: SafeSet<CapRecord> | undefined
   revoked: boolean
   /** Runs once when this record is revoked (a handle cap closes its handle). */
   readonly onRevoke: (() => void) | undefined

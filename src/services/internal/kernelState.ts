@@ -15,6 +15,7 @@ import type { KernelLimits } from "../KernelConfig.ts"
 import type { NameRegistryShape } from "../NameRegistry.ts"
 import type * as Process from "../Process.ts"
 import type { ArgumentError, Spawned, SpawnError, SpawnOptions } from "../Sys.ts"
+import type { SafeMap } from "./primordials.ts"
 import type { Proc } from "./proc.ts"
 import type { DriverPath } from "./syscalls.ts"
 
@@ -53,7 +54,7 @@ export interface KernelState {
   readonly caps: CapabilityTableShape
   readonly events: EventLogShape
   readonly names: NameRegistryShape
-  readonly procs: Map<number, Proc>
+  readonly procs: SafeMap<number, Proc>
   readonly counters: Counters
   readonly now: () => number
   readonly spawnChild: <A>(

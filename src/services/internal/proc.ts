@@ -12,6 +12,7 @@ import { Mailbox, type MailboxOwner, type Receiver } from "../Mailbox.ts"
 import type * as Process from "../Process.ts"
 import type { CapRecord } from "./capRef.ts"
 import type { KernelState } from "./kernelState.ts"
+import type { SafeSet } from "./primordials.ts"
 import { ProcessSys, settle } from "./syscalls.ts"
 
 /**
@@ -35,12 +36,13 @@ export class Proc implements MailboxOwner {
   /** Set once the process has ended; every later syscall is a no-op interrupt. */
   exitReason: Process.ExitReason | undefined = undefined
   /** `undefined` while running; while suspended, the callbacks of syscalls parked until `resume`. */
-  suspended: Array<() => void> | undefined = undefined
-  children: Set<Proc> | undefined = undefined
-  links: Set<Proc> | undefined = undefined
-  watchers: Set<Proc> | undefined = undefined
-  watching: Set<Proc> | undefined = undefined
-  exitWaiters: Set<(reason: Process.ExitReason) => void> | undefined = undefined
+  suspended: SafeSet<() => void> | undefined = undefined
+  // process records only ever go into collections that call the built-ins captured at load (`primordials.ts`)
+  children: SafeSet<Proc> | undefined = undefined
+  links: SafeSet<Proc> | undefined = undefined
+  watchers: SafeSet<Proc> | undefined = undefined
+  watching: SafeSet<Proc> | undefined = undefined
+  exitWaiters: SafeSet<(reason: Process.ExitReason) => void> | undefined = undefined
   timer: Fiber.Fiber<void> | undefined = undefined
   selfCap: CapRecord | undefined = undefined
   spawnCap: CapRecord | undefined = undefined

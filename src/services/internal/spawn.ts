@@ -13,6 +13,7 @@ import type { Snapshot } from "../Snapshot.ts"
 import { ArgumentError, type Spawned, SpawnError, type SpawnOptions, Sys } from "../Sys.ts"
 import type { CapRecord } from "./capRef.ts"
 import * as Inputs from "./inputs.ts"
+import { freeze, includes, map, push, SafeSet } from "./primordials.ts"
 import { CHILD_RIGHTS, type KernelState, noCaps, OPEN, SPAWN } from "./kernelState.ts"
 import { Proc } from "./proc.ts"
 import { processTokenKey } from "./syscalls.ts"
@@ -91,7 +92,9 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
     const cached = parent.spawnCap
     if (cached !== undefined && !cached.revoked && cached.owner === parent.pid && cached.expiresAt > at) return cached
     let reason: "not-held" | "missing-right" | "expired" = "not-held"
-    for (const held of caps.held(parent.pid)) {
+    const heldCaps = caps.held(parent.pid)
+    for (let i = 0; i < heldCaps.length; i++) {
+      const held = heldCaps[i]!
       if (held.resource._tag !== "Spawn") continue
       if ((held.rights & SPAWN) === 0) reason = reason === "expired" ? reason : "missing-right"
       else if (held.expiresAt <= at) reason = "expired"
@@ -145,10 +148,10 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
       for (let i = 0; i < input.caps.length; i++) {
         const record = caps.check("spawn", parent.pid, input.caps[i], 0, kernel.now)
         if (record instanceof CapabilityError) return deny(parent.pid, record)
-        if (records.includes(record)) {
+        if (includes(records, record)) {
           return deny(parent.pid, new ArgumentError({ call: "spawn", message: `${record.ref} given twice` }))
         }
-        records.push(record)
+        push(records, record)
       }
       moved = records
     }
@@ -165,20 +168,20 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
       checked.name,
       parent,
       account,
-      moved.length === 0 ? noCaps : Object.freeze(moved.map((cap) => cap.ref)),
+      moved.length === 0 ? noCaps : freeze(map(moved, (cap) => cap.ref)),
       at,
       priority,
       ceiling,
       input.deadlineMs === undefined ? undefined : at + input.deadlineMs
     )
     procs.set(pid, child)
-    for (const cap of moved) caps.transfer(cap, pid)
+    for (let i = 0; i < moved.length; i++) caps.transfer(moved[i]!, pid)
     parent.account.children++
-    ;(parent.children ??= new Set()).add(child)
+    ;(parent.children ??= new SafeSet()).add(child)
     const cap = caps.mint(parent.pid, { _tag: "Process", pid }, CHILD_RIGHTS)
     if (input.link) {
-      ;(parent.links ??= new Set()).add(child)
-      child.links = new Set([parent])
+      ;(parent.links ??= new SafeSet()).add(child)
+      child.links = new SafeSet<Proc>().add(parent)
     }
     counters.syscalls++
     events.spawn(pid, parent.pid, child.name)
@@ -215,10 +218,10 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
       const pid = deps.nextPid()
       const resources: Array<Resource> = [{ _tag: "Spawn" }]
       for (const name of devices) resources.push({ _tag: "Device", name })
-      const minted = resources.map((resource) => caps.mint(pid, resource, resource._tag === "Spawn" ? SPAWN : OPEN))
+      const minted = map(resources, (resource) => caps.mint(pid, resource, resource._tag === "Spawn" ? SPAWN : OPEN))
       const grant = {
         spawn: minted[0]!.ref,
-        devices: Object.freeze(Object.fromEntries(devices.map((name, i) => [name, minted[i + 1]!.ref])))
+        devices: freeze(Object.fromEntries(devices.map((name, i) => [name, minted[i + 1]!.ref])))
       }
       const proc = new Proc(
         kernel,
@@ -226,7 +229,7 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
         String(image.name),
         undefined,
         account,
-        Object.freeze(minted.map((cap) => cap.ref)),
+        freeze(map(minted, (cap) => cap.ref)),
         at,
         priority,
         limits.priorityMax,

@@ -45,6 +45,7 @@ import type { Receiver } from "../Mailbox.ts"
 import type { CapRecord } from "./capRef.ts"
 import { eager, type EagerSys } from "./eagerSys.ts"
 import * as Inputs from "./inputs.ts"
+import { freeze, includes, map, push, SafeSet } from "./primordials.ts"
 import { allMeters, KILL, MONITOR, OPEN, READ, SELF_RIGHTS, SEND, WRITE } from "./kernelState.ts"
 import type { Proc } from "./proc.ts"
 
@@ -77,10 +78,9 @@ const parkWhileSuspended = (proc: Proc): Effect.Effect<void> =>
     const waiters = proc.suspended
     if (waiters === undefined) return resume(Effect.void)
     const wake = () => resume(Effect.void)
-    waiters.push(wake)
+    waiters.add(wake)
     return Effect.sync(() => {
-      const at = proc.suspended?.indexOf(wake) ?? -1
-      if (at >= 0) proc.suspended!.splice(at, 1)
+      proc.suspended?.delete(wake)
     })
   })
 
@@ -192,8 +192,8 @@ export class ProcessSys implements SysShape, EagerSys {
     for (let i = 0; i < refs.length; i++) {
       const record = kernel.caps.check(call, this.#proc.pid, refs[i], 0, kernel.now)
       if (record instanceof CapabilityError) return record
-      if (records.includes(record)) return new ArgumentError({ call, message: `${record.ref} given twice` })
-      records.push(record)
+      if (includes(records, record)) return new ArgumentError({ call, message: `${record.ref} given twice` })
+      push(records, record)
     }
     return records
   }
@@ -310,13 +310,13 @@ export class ProcessSys implements SysShape, EagerSys {
     kernel.counters.messagesSent++
     if (target === undefined || target.exitReason !== undefined) {
       // a dead receiver drops the message; caps sent with it die with it
-      if (moved !== undefined) for (const cap of moved) kernel.caps.revoke(cap)
+      if (moved !== undefined) for (let i = 0; i < moved.length; i++) kernel.caps.revoke(moved[i]!)
       kernel.counters.messagesDropped++
       kernel.events.emit({ _tag: "Drop", pid: proc.pid, reason: "dead", target: targetPid })
       return Effect.void
     }
-    const refs: ReadonlyArray<CapRef> = moved === undefined ? noRefs : Object.freeze(moved.map((cap) => cap.ref))
-    if (moved !== undefined) for (const cap of moved) kernel.caps.transfer(cap, targetPid)
+    const refs: ReadonlyArray<CapRef> = moved === undefined ? noRefs : freeze(map(moved, (cap) => cap.ref))
+    if (moved !== undefined) for (let i = 0; i < moved.length; i++) kernel.caps.transfer(moved[i]!, targetPid)
     const message: Process.Message = { from: proc.pid, body: copied, caps: refs, corr: input.corr, deadline }
     if (target.mailbox.offer(message)) return Effect.void
     return Effect.callback<void>((resume) => {
@@ -324,7 +324,7 @@ export class ProcessSys implements SysShape, EagerSys {
       return Effect.sync(() => {
         cancel()
         // the sender gave up (it was killed while parked): its message is never delivered
-        if (moved !== undefined) for (const cap of moved) kernel.caps.revoke(cap)
+        if (moved !== undefined) for (let i = 0; i < moved.length; i++) kernel.caps.revoke(moved[i]!)
       })
     })
   }
@@ -367,7 +367,7 @@ export class ProcessSys implements SysShape, EagerSys {
       }
       return Effect.callback<Process.ExitReason>((resume) => {
         const waiter = (reason: Process.ExitReason) => resume(settle(proc, reason))
-        ;(target.exitWaiters ??= new Set()).add(waiter)
+        ;(target.exitWaiters ??= new SafeSet()).add(waiter)
         return Effect.sync(() => {
           target.exitWaiters?.delete(waiter)
         })
@@ -388,8 +388,8 @@ export class ProcessSys implements SysShape, EagerSys {
         kernel.deliver(proc, { _tag: "Down", pid, reason: kernel.exitOf(pid) ?? Process.fault("noproc") })
         return Effect.void
       }
-      ;(target.watchers ??= new Set()).add(proc)
-      ;(proc.watching ??= new Set()).add(target)
+      ;(target.watchers ??= new SafeSet()).add(proc)
+      ;(proc.watching ??= new SafeSet()).add(target)
       return Effect.void
     })
   }
@@ -429,7 +429,7 @@ export class ProcessSys implements SysShape, EagerSys {
   suspend(cap: CapRef): Effect.Effect<void, CapabilityError> {
     return enter(this.#proc, () =>
       this.#signal("suspend", cap, (target) => {
-        target.suspended ??= []
+        target.suspended ??= new SafeSet()
       })
     )
   }
@@ -439,7 +439,10 @@ export class ProcessSys implements SysShape, EagerSys {
       this.#signal("resume", cap, (target) => {
         const waiters = target.suspended
         target.suspended = undefined
-        if (waiters !== undefined) for (const wake of waiters) wake()
+        if (waiters !== undefined) {
+          const wakes = waiters.toArray()
+          for (let i = 0; i < wakes.length; i++) wakes[i]!()
+        }
       })
     )
   }
@@ -841,8 +844,8 @@ export class ProcessSys implements SysShape, EagerSys {
   }
 }
 
-const noRefs: ReadonlyArray<CapRef> = Object.freeze([])
-const noCost: Accounts.Cost = Object.freeze({})
+const noRefs: ReadonlyArray<CapRef> = freeze([])
+const noCost: Accounts.Cost = freeze({})
 
 /**
  * Charges a (validated) cost to `proc` and its ancestors, records the `Charge` event, and ends the process past a

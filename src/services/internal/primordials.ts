@@ -1,0 +1,132 @@
+/**
+ * Keeps the kernel's records out of reach of patched JavaScript built-ins.
+ *
+ * Image code runs in the kernel's realm and may replace `Set.prototype.add`, `Map.prototype.get`, the iterators'
+ * `next`, `Array.prototype.push` or `Object.freeze` with functions that record what they see. Kernel code that put
+ * a process record or a capability record into a plain `Set` would hand it to such a function. So the collections
+ * that hold kernel records are these wrappers, which call the built-ins captured when this module loaded (before any
+ * image runs) through a captured `Reflect.apply`, and never the prototype methods in place at call time.
+ *
+ * Private to the package.
+ */
+
+const apply = Reflect.apply
+const defineProperty = Reflect.defineProperty
+const freezeObject = Object.freeze
+const SetConstructor = Set
+const MapConstructor = Map
+const setAdd = Set.prototype.add
+const setHas = Set.prototype.has
+const setDelete = Set.prototype.delete
+const setValues = Set.prototype.values
+const setSize = Object.getOwnPropertyDescriptor(Set.prototype, "size")!.get!
+const mapGet = Map.prototype.get
+const mapSet = Map.prototype.set
+const mapHas = Map.prototype.has
+const mapDelete = Map.prototype.delete
+const mapValues = Map.prototype.values
+const mapKeys = Map.prototype.keys
+const mapSize = Object.getOwnPropertyDescriptor(Map.prototype, "size")!.get!
+const setIteratorNext = Object.getPrototypeOf(new Set().values()).next as (
+  this: Iterator<unknown>
+) => IteratorResult<unknown>
+const mapIteratorNext = Object.getPrototypeOf(new Map().values()).next as (
+  this: Iterator<unknown>
+) => IteratorResult<unknown>
+
+/** Drains a built-in iterator with a captured `next` into an array (indexed writes only). */
+const drain = <A>(iterator: Iterator<A>, next: (this: Iterator<unknown>) => IteratorResult<unknown>): Array<A> => {
+  const out: Array<A> = []
+  for (;;) {
+    const step = apply(next, iterator, []) as IteratorResult<A>
+    if (step.done === true) return out
+    push(out, step.value)
+  }
+}
+
+/** `Object.freeze` as it was at load. */
+export const freeze = <A>(value: A): Readonly<A> => freezeObject(value)
+
+/** A `Set` whose operations are the built-ins captured at load. */
+export class SafeSet<A> {
+  readonly #set: Set<A>
+  constructor() {
+    this.#set = new SetConstructor<A>()
+  }
+  add(value: A): this {
+    apply(setAdd, this.#set, [value])
+    return this
+  }
+  has(value: A): boolean {
+    return apply(setHas, this.#set, [value]) as boolean
+  }
+  delete(value: A): boolean {
+    return apply(setDelete, this.#set, [value]) as boolean
+  }
+  get size(): number {
+    return apply(setSize, this.#set, []) as number
+  }
+  /** The members, in insertion order, as an array (a copy: safe to change the set while looping over it). */
+  toArray(): Array<A> {
+    return drain(apply(setValues, this.#set, []) as Iterator<A>, setIteratorNext)
+  }
+}
+
+/** A `Map` whose operations are the built-ins captured at load. */
+export class SafeMap<K, V> {
+  readonly #map: Map<K, V>
+  constructor() {
+    this.#map = new MapConstructor<K, V>()
+  }
+  get(key: K): V | undefined {
+    return apply(mapGet, this.#map, [key]) as V | undefined
+  }
+  set(key: K, value: V): this {
+    apply(mapSet, this.#map, [key, value])
+    return this
+  }
+  has(key: K): boolean {
+    return apply(mapHas, this.#map, [key]) as boolean
+  }
+  delete(key: K): boolean {
+    return apply(mapDelete, this.#map, [key]) as boolean
+  }
+  get size(): number {
+    return apply(mapSize, this.#map, []) as number
+  }
+  values(): Array<V> {
+    return drain(apply(mapValues, this.#map, []) as Iterator<V>, mapIteratorNext)
+  }
+  /** The first key in insertion order. */
+  firstKey(): K | undefined {
+    const step = apply(mapIteratorNext, apply(mapKeys, this.#map, []), []) as IteratorResult<K>
+    return step.done === true ? undefined : step.value
+  }
+}
+
+/** `array.includes(value)` without `Array.prototype`. */
+export const includes = <A>(array: ReadonlyArray<A>, value: A): boolean => {
+  for (let i = 0; i < array.length; i++) if (array[i] === value) return true
+  return false
+}
+
+/**
+ * `array.push(value)` without `Array.prototype`, and as a definition rather than an assignment (an assignment to a
+ * new index would run a setter that image code defined on `Array.prototype`).
+ */
+export const push = <A>(array: Array<A>, value: A): void => {
+  defineProperty(array, array.length, {
+    __proto__: null,
+    value,
+    writable: true,
+    enumerable: true,
+    configurable: true
+  } as PropertyDescriptor)
+}
+
+/** `array.map(f)` without `Array.prototype`. */
+export const map = <A, B>(array: ReadonlyArray<A>, f: (a: A) => B): Array<B> => {
+  const out: Array<B> = []
+  for (let i = 0; i < array.length; i++) push(out, f(array[i]!))
+  return out
+}
