@@ -6,6 +6,7 @@
  */
 import { type Effect, Layer, type Scope } from "effect"
 import type * as Device from "../services/Device.ts"
+import type { DriverInput, DriversError, DriversServices, KernelOptions } from "../services/Kernel.ts"
 import * as DeviceTable from "../services/DeviceTable.ts"
 import * as Journal from "../services/Journal.ts"
 import * as CapabilityTable from "../services/CapabilityTable.ts"
@@ -19,39 +20,6 @@ import * as ProcessTable from "../services/ProcessTable.ts"
 import * as VirtualTime from "../services/VirtualTime.ts"
 
 export * from "../services/Kernel.ts"
-
-/**
- * Options of `Kernel.layer`:
- *
- * - `limits`: the limits to change from `KernelConfig.defaults`;
- * - `drivers`: device drivers, or effects building them from the host app's services (their requirements become the
- *   layer's); each name may appear once;
- * - `journal`: the journal mode (default `live`), over the `Journal.JournalStoreService` in context, or in memory;
- * - `memory`: the context-memory recaller factory and pager (default BM25 and a marker pager);
- * - `virtualTime`: run every process on a virtual clock that jumps to the next timer whenever all processes are
- *   blocked (see `VirtualTime`).
- *
- * @category models
- */
-export interface KernelOptions<Drivers extends ReadonlyArray<DriverInput> = ReadonlyArray<DriverInput>> {
-  readonly limits?: Partial<KernelConfig.KernelLimits> | undefined
-  readonly drivers?: Drivers | undefined
-  readonly journal?: Journal.Mode | undefined
-  readonly virtualTime?: boolean | undefined
-  readonly memory?: Partial<ContextMemory.MemoryOptions> | undefined
-}
-
-/** A driver, or an effect that builds one from the host app's services. */
-export type DriverInput = Device.Driver | Effect.Effect<Device.Driver, any, any>
-
-/** What building the given drivers can fail with. */
-export type DriversError<D> = D extends Effect.Effect<Device.Driver, infer E, any> ? E : never
-
-/** What building the given drivers requires of the host (the kernel layer gives them its scope and its limits). */
-export type DriversServices<D> = Exclude<
-  D extends Effect.Effect<Device.Driver, any, infer R> ? R : never,
-  Scope.Scope | KernelConfig.KernelConfig
->
 
 /**
  * The kernel with all its services. Fails to build with `KernelConfigError` on an invalid limit or two drivers with

@@ -9,6 +9,7 @@
  */
 import { Clock, Context, Effect, Layer, Schema } from "effect"
 import { KernelConfig } from "./KernelConfig.ts"
+import { makeEventRing } from "./internal/eventRing.ts"
 import { ExitReason } from "./Process.ts"
 
 const base = { seq: Schema.Number, at: Schema.Number, pid: Schema.Number }
@@ -126,83 +127,6 @@ export interface EventLogShape {
 export class EventLog extends Context.Service<EventLog, EventLogShape>()("effect-agent-os/EventLog") {}
 
 /**
- * Makes a log over a clock function (kernel-clock millis).
- *
- * The ring is columnar: `Syscall` and `Spawn` events, by far the most frequent, are stored in typed arrays and only
- * turned into objects when `trace` reads them; other events are stored as the objects they were emitted as.
- *
- * @category constructors
- */
-export const makeUnsafe = (ringMax: number, now: () => number): EventLogShape => {
-  const at = new Float64Array(ringMax)
-  const pids = new Float64Array(ringMax)
-  const targets = new Float64Array(ringMax)
-  // what a columnar slot holds: the syscall name (Syscall) or the process name (Spawn)
-  const texts = new Array<string | undefined>(ringMax)
-  const spawns = new Uint8Array(ringMax)
-  const objects = new Array<KernelEvent | undefined>(ringMax)
-  let seq = 0
-  const counts: Record<KernelEventTag, number> = {
-    Spawn: 0,
-    Exit: 0,
-    Fault: 0,
-    Syscall: 0,
-    Denied: 0,
-    Charge: 0,
-    Signal: 0,
-    Drop: 0,
-    Log: 0
-  }
-  const column = (pid: number, text: string, target: number, spawn: 0 | 1) => {
-    seq++
-    const i = seq % ringMax
-    at[i] = now()
-    pids[i] = pid
-    texts[i] = text
-    targets[i] = target
-    spawns[i] = spawn
-    objects[i] = undefined
-  }
-  const materialize = (s: number): KernelEvent => {
-    const i = s % ringMax
-    const object = objects[i]
-    if (object !== undefined) return object
-    const target = targets[i]!
-    if (spawns[i] === 1) return { _tag: "Spawn", seq: s, at: at[i]!, pid: pids[i]!, parent: target, name: texts[i]! }
-    return target < 0
-      ? { _tag: "Syscall", seq: s, at: at[i]!, pid: pids[i]!, call: texts[i]! }
-      : { _tag: "Syscall", seq: s, at: at[i]!, pid: pids[i]!, call: texts[i]!, target }
-  }
-  return {
-    emit(event) {
-      seq++
-      const stamped = event as unknown as { seq: number; at: number }
-      stamped.seq = seq
-      stamped.at = now()
-      objects[seq % ringMax] = event as KernelEvent
-      counts[event._tag]++
-    },
-    syscall(pid, call, target) {
-      counts.Syscall++
-      column(pid, call, target, 0)
-    },
-    spawn(pid, parent, name) {
-      counts.Spawn++
-      column(pid, name, parent, 1)
-    },
-    trace(n) {
-      const kept = Math.min(seq, ringMax)
-      const take = n === undefined ? kept : Math.max(0, Math.min(Math.floor(n), kept))
-      const out: Array<KernelEvent> = []
-      for (let s = seq - take + 1; s <= seq; s++) out.push(materialize(s))
-      return out
-    },
-    counts: () => ({ ...counts }),
-    lastSeq: () => seq
-  }
-}
-
-/**
  * Reads the limit from `KernelConfig` and stamps events with the `Clock` in the context the layer is built in.
  *
  * @category layers
@@ -211,6 +135,6 @@ export const layer: Layer.Layer<EventLog, never, KernelConfig> = Layer.effect(Ev
   Effect.gen(function* () {
     const config = yield* KernelConfig
     const clock = yield* Clock.clockWith(Effect.succeed)
-    return makeUnsafe(config.eventRingMax, () => clock.currentTimeMillisUnsafe())
+    return makeEventRing(config.eventRingMax, () => clock.currentTimeMillisUnsafe())
   })
 )

@@ -8,6 +8,10 @@
  * @since 0.1.0
  */
 import { Context, Effect, Layer, Schema, type Scope } from "effect"
+import type * as ContextMemory from "./ContextMemory.ts"
+import type * as Device from "./Device.ts"
+import type * as Journal from "./Journal.ts"
+import type * as KernelConfig from "./KernelConfig.ts"
 import type { Quota, QuotaError } from "./Accounts.ts"
 import type { CapRef } from "./Capability.ts"
 import { CapabilityTable } from "./CapabilityTable.ts"
@@ -275,3 +279,36 @@ export const layerWithoutDependencies: Layer.Layer<
   never,
   ProcessTable | EventLog | CapabilityTable | NameRegistry | DeviceTable
 > = Layer.effect(Kernel)(make)
+
+/**
+ * Options of `Kernel.layer`:
+ *
+ * - `limits`: the limits to change from `KernelConfig.defaults`;
+ * - `drivers`: device drivers, or effects building them from the host app's services (their requirements become the
+ *   layer's); each name may appear once;
+ * - `journal`: the journal mode (default `live`), over the `Journal.JournalStoreService` in context, or in memory;
+ * - `memory`: the context-memory recaller factory and pager (default BM25 and a marker pager);
+ * - `virtualTime`: run every process on a virtual clock that jumps to the next timer whenever all processes are
+ *   blocked (see `VirtualTime`).
+ *
+ * @category models
+ */
+export interface KernelOptions<Drivers extends ReadonlyArray<DriverInput> = ReadonlyArray<DriverInput>> {
+  readonly limits?: Partial<KernelConfig.KernelLimits> | undefined
+  readonly drivers?: Drivers | undefined
+  readonly journal?: Journal.Mode | undefined
+  readonly virtualTime?: boolean | undefined
+  readonly memory?: Partial<ContextMemory.MemoryOptions> | undefined
+}
+
+/** A driver, or an effect that builds one from the host app's services. */
+export type DriverInput = Device.Driver | Effect.Effect<Device.Driver, any, any>
+
+/** What building the given drivers can fail with. */
+export type DriversError<D> = D extends Effect.Effect<Device.Driver, infer E, any> ? E : never
+
+/** What building the given drivers requires of the host (the kernel layer gives them its scope and its limits). */
+export type DriversServices<D> = Exclude<
+  D extends Effect.Effect<Device.Driver, any, infer R> ? R : never,
+  Scope.Scope | KernelConfig.KernelConfig
+>

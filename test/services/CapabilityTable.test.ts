@@ -1,5 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Capability, CapabilityTable } from "effect-agent-os"
+import { Capability } from "effect-agent-os"
+// the table is kernel-internal: unit-tested by its source path, not exported from the package
+import * as CapabilityTable from "../../src/services/CapabilityTable.ts"
 
 const SEND = Capability.rightBit("send")
 const MONITOR = Capability.rightBit("monitor")

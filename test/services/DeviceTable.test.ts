@@ -1,7 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import { Capability, Device, DeviceTable, Journal, Kernel, Process, Sys } from "effect-agent-os"
+import { Capability, Device, Journal, Kernel, Process, Sys } from "effect-agent-os"
+// the table is kernel-internal: unit-tested by its source path, not exported from the package
+import * as DeviceTable from "../../src/services/DeviceTable.ts"
 import * as TestKernel from "effect-agent-os/testing"
 
 interface Probe {

@@ -1,11 +1,13 @@
 import { assert, describe, it } from "@effect/vitest"
-import { EventLog } from "effect-agent-os"
+// the event ring is kernel-internal: tested here by its source path, not through the package
+import type * as EventLog from "../../src/services/EventLog.ts"
+import { makeEventRing } from "../../src/services/internal/eventRing.ts"
 
 /** A log over a clock that advances by 10 ms on every read, starting at 1000. */
 const makeLog = (ringMax: number) => {
   let clock = 990
   let reads = 0
-  const log = EventLog.makeUnsafe(ringMax, () => {
+  const log = makeEventRing(ringMax, () => {
     reads++
     return (clock += 10)
   })

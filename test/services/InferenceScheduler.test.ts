@@ -1,7 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Deferred, type Duration, Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import { Device, InferenceScheduler, Kernel, KernelConfig, Process, Sys } from "effect-agent-os"
+import { Device, Kernel, KernelConfig, Process, Sys } from "effect-agent-os"
+// the scheduler is kernel-internal (drivers opt in with `scheduled`): its own unit tests use its source path
+import * as InferenceScheduler from "../../src/services/InferenceScheduler.ts"
 import * as TestKernel from "effect-agent-os/testing"
 
 interface Started {

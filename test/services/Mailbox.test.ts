@@ -1,7 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import type { Process } from "effect-agent-os"
-import { Mailbox as MailboxModule } from "effect-agent-os"
+// the mailbox is kernel-internal: unit-tested by its source path, not exported from the package
+import * as MailboxModule from "../../src/services/Mailbox.ts"
 
 const { Mailbox } = MailboxModule
 type Mailbox = MailboxModule.Mailbox

@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { NameRegistry } from "effect-agent-os"
+// the registry is kernel-internal: unit-tested by its source path, not exported from the package
+import * as NameRegistry from "../../src/services/NameRegistry.ts"
 
 const make = (namesMax = 10, nameLengthMax = 8) => NameRegistry.makeUnsafe({ namesMax, nameLengthMax })
 

@@ -1,6 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { Kernel, Process, Sys, VirtualTime } from "effect-agent-os"
+import { Kernel, Process, Sys } from "effect-agent-os"
+// the virtual clock is kernel-internal (users ask for `Kernel.layer({ virtualTime: true })`)
+import * as VirtualTime from "../../src/services/VirtualTime.ts"
 import * as TestKernel from "effect-agent-os/testing"
 
 const HOUR = 3_600_000
