@@ -10,10 +10,8 @@
  */
 import { Console, Effect, Layer, Logger } from "effect"
 import { FetchHttpClient } from "effect/http"
-import { Kernel, Llm, Process, Sys } from "effect-agent-os"
+import { Kernel, Llm, OpenAiLanguageModel, Process, Sys } from "effect-agent-os"
 import { OpenAiServer } from "effect-agent-os/testing"
-// not yet re-exported from the package root
-import * as OpenAiLanguageModel from "../src/drivers/OpenAiLanguageModel.ts"
 
 const live = process.env.OPENAI_BASE_URL !== undefined || process.env.OPENAI_API_KEY !== undefined
 

@@ -2,10 +2,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Schema, Stream } from "effect"
 import { AiError, LanguageModel, Tool, Toolkit } from "effect/ai"
 import { FetchHttpClient } from "effect/http"
-import { type Device, Llm } from "effect-agent-os"
+import { type Device, Llm, OpenAiLanguageModel } from "effect-agent-os"
 import { OpenAiServer } from "effect-agent-os/testing"
-// not in the package root yet
-import * as OpenAiLanguageModel from "../../src/drivers/OpenAiLanguageModel.ts"
 
 const context: Device.CallContext = { pid: 1, op: 1, priority: 0, deadline: undefined }
 
