@@ -271,6 +271,29 @@ export const rememberOptionsOf = (
 
 const isCapRef = (u: object, capRefClass: Function): boolean => u instanceof capRefClass
 
+const typedArrayPrototype = Object.getPrototypeOf(Uint8Array.prototype) as object
+const typedArraySlice = Reflect.get(typedArrayPrototype, "slice") as (this: unknown) => ArrayBufferView
+const viewPrototypes: ReadonlySet<object> = new Set([
+  Int8Array.prototype,
+  Uint8Array.prototype,
+  Uint8ClampedArray.prototype,
+  Int16Array.prototype,
+  Uint16Array.prototype,
+  Int32Array.prototype,
+  Uint32Array.prototype,
+  Float32Array.prototype,
+  Float64Array.prototype,
+  BigInt64Array.prototype,
+  BigUint64Array.prototype
+])
+const viewSetHas = Set.prototype.has
+
+/** A copy of a built-in typed array (not a subclass, not a DataView), made by the captured built-in `slice`. */
+const copyView = (value: ArrayBufferView): ArrayBufferView | undefined =>
+  Reflect.apply(viewSetHas, viewPrototypes, [Object.getPrototypeOf(value)])
+    ? Reflect.apply(typedArraySlice, value, [])
+    : undefined
+
 /**
  * Copies a message body. Plain data is copied deeply — arrays, plain objects (own enumerable string keys, each read
  * once), `Map`s, `Set`s, typed arrays and `Date`s — so nothing the sender does with its objects later reaches the
@@ -336,9 +359,13 @@ export const bodyOf = (
             return out
           }
           if (ArrayBuffer.isView(value)) {
-            bytes += value.byteLength
+            // the length and the copy come from built-ins captured at load, never from the value's own (possibly
+            // overridden) methods
+            const copied = copyView(value)
+            if (copied === undefined) throw new Unreadable(`${field}: not plain data (a view subclass)`)
+            bytes += copied.byteLength
             if (bytes > bytesMax) throw new Unreadable(`${field} is larger than ${bytesMax} bytes`)
-            return value instanceof DataView ? new DataView(value.buffer.slice(0)) : (value as Uint8Array).slice()
+            return copied
           }
           // any other class instance (an Effect data type, a Schema class, an error) is a value the sender hands
           // over as it is: it is not copied, so give immutable ones

@@ -126,7 +126,9 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
       if (tag !== "Image" || typeof main !== "function") {
         return new Inputs.Unreadable("not a process image (use Process.make)")
       }
-      return { main, name: String(name) }
+      // a name is bounded like a registered one: it goes into `ps` and every trace
+      const text = typeof name === "string" ? name : String(name)
+      return { main, name: text.length > limits.nameLengthMax ? text.slice(0, limits.nameLengthMax) : text }
     })
     if (checked instanceof ArgumentError) return deny(parent.pid, checked)
     // capabilities
@@ -226,7 +228,7 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
       const proc = new Proc(
         kernel,
         pid,
-        String(image.name),
+        String(image.name).slice(0, limits.nameLengthMax),
         undefined,
         account,
         freeze(map(minted, (cap) => cap.ref)),
