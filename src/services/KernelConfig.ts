@@ -31,7 +31,7 @@ export interface KernelLimits {
   /**
    * Caps one process may hold at once. A syscall that would give it one more (derive, attenuate, selfCap, lookup, open,
    * spawn's cap to the child, a message or spawn carrying caps to it) fails with `CapabilityError { reason: "limit" }`
-   * and changes nothing. Default 10 000.
+   * and changes nothing. Default 100 000 (a parent holds one cap per child, and `processesMax` is 100 000).
    */
   readonly capsPerProcessMax: number
   /**
@@ -89,7 +89,7 @@ export const defaults: KernelLimits = {
   exitHistoryMax: 10_000,
   spawnDepthMax: 64,
   capsPerMessageMax: 64,
-  capsPerProcessMax: 10_000,
+  capsPerProcessMax: 100_000,
   messageBytesMax: 1_048_576,
   logFieldsBytesMax: 4096,
   readAllRequestsMax: 1024,

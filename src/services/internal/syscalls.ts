@@ -953,8 +953,11 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
     return Effect.fail(new DeviceError({ device, reason: "unsupported", message: `${device} has no write` }))
   }
 
+  const nothingReserved = Release.none
   const run: DriverPath["run"] = (proc, entry, call, request, op, reservation) =>
     Effect.suspend(() => {
+      // nothing reserved (a driver without `reserve`): nothing to release, and no finalizer on the hot path
+      if (reservation === noCost) return runReserved(proc, entry, call, request, op, nothingReserved)
       const reserved = new Release(proc.account, reservation)
       return Effect.ensuring(
         runReserved(proc, entry, call, request, op, reserved),
@@ -1071,15 +1074,16 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
 
 /** A reservation, released once (when the call settles, or when it is cancelled). */
 class Release {
-  readonly #account: Accounts.Account
+  static readonly none: Release = new Release(undefined, noCost)
+  readonly #account: Accounts.Account | undefined
   #cost: Accounts.Cost | undefined
-  constructor(account: Accounts.Account, cost: Accounts.Cost) {
+  constructor(account: Accounts.Account | undefined, cost: Accounts.Cost) {
     this.#account = account
     this.#cost = cost
   }
   release(): void {
     const cost = this.#cost
-    if (cost === undefined) return
+    if (cost === undefined || this.#account === undefined) return
     this.#cost = undefined
     Accounts.release(this.#account, cost)
   }
