@@ -25,14 +25,13 @@ import type { Proc } from "./internal/proc.ts"
 import { SafeMap, SafeSet } from "./internal/primordials.ts"
 import { processContext } from "./internal/processContext.ts"
 import { KernelScheduler } from "./internal/scheduler.ts"
-import { makeSpawner, type Restored } from "./internal/spawn.ts"
+import { makeSpawner, type Spawner } from "./internal/spawn.ts"
 import { makeDriverPath } from "./internal/syscalls.ts"
 import { InferenceScheduler } from "./InferenceScheduler.ts"
 import { Journal } from "./Journal.ts"
 import { KernelConfig } from "./KernelConfig.ts"
 import { NameRegistry } from "./NameRegistry.ts"
 import * as Process from "./Process.ts"
-import type { ArgumentError, SpawnError } from "./Sys.ts"
 import { ExitUnknownError } from "./Sys.ts"
 import { abi, limitOf, type Snapshot } from "./Snapshot.ts"
 import { VirtualTime } from "./VirtualTime.ts"
@@ -66,13 +65,7 @@ export interface ProcessInfo {
  */
 export interface ProcessTableShape {
   /** Starts a root process (init is the first), with a spawn cap and the given device caps as its start caps. */
-  readonly boot: <A>(
-    image: Process.Image<A>,
-    args: (grant: { readonly spawn: CapRef; readonly devices: Record<string, CapRef> }) => A,
-    devices: ReadonlyArray<string>,
-    quota: Accounts.Quota | undefined,
-    restored?: Restored | undefined
-  ) => Effect.Effect<number, Accounts.QuotaError | SpawnError | ArgumentError>
+  readonly boot: Spawner["boot"]
   /** A JSON-safe image of a live process's state (see `Snapshot`), or `undefined` if it is not running. */
   readonly snapshot: (pid: number) => Snapshot | undefined
   readonly get: (pid: number) => Proc | undefined
