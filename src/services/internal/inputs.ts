@@ -81,26 +81,28 @@ export const costOf = (field: string, input: unknown): Accounts.Cost | Unreadabl
   return Object.freeze(cost)
 }
 
+const quotaFields: ReadonlyArray<keyof Accounts.Quota> = [
+  "tokens",
+  "toolCalls",
+  "usd",
+  "children",
+  "wall",
+  "mem",
+  "mailbox"
+]
+
 /** A quota, copied field by field (its values are validated when the account is carved). */
 export const quotaOf = (input: unknown): Accounts.Quota | undefined | Unreadable => {
   const options = optionsOf("quota", input)
   if (options === undefined || options instanceof Unreadable) return options
-  const quota: { -readonly [K in keyof Accounts.Quota]: Accounts.Quota[K] } = {}
-  const tokens = options.tokens
-  if (tokens !== undefined) quota.tokens = tokens as number
-  const toolCalls = options.toolCalls
-  if (toolCalls !== undefined) quota.toolCalls = toolCalls as number
-  const usd = options.usd
-  if (usd !== undefined) quota.usd = usd as number
-  const children = options.children
-  if (children !== undefined) quota.children = children as number
-  const wall = options.wall
-  if (wall !== undefined) quota.wall = wall as number
-  const mem = options.mem
-  if (mem !== undefined) quota.mem = mem as number
-  const mailbox = options.mailbox
-  if (mailbox !== undefined) quota.mailbox = mailbox as number
-  return quota
+  const quota: Record<string, unknown> = {}
+  // each field read once, in a fixed order (the values are checked when the account is carved)
+  for (let i = 0; i < quotaFields.length; i++) {
+    const field = quotaFields[i]!
+    const value = options[field]
+    if (value !== undefined) quota[field] = value
+  }
+  return quota as Accounts.Quota
 }
 
 /** A duration in millis (`undefined` stays `undefined`): a `Duration.Input` read once, ≥ 0. */
