@@ -5,9 +5,16 @@
 // 1. the app type-checks under `nodenext` and under `bundler` resolution, with strict consumer flags
 //    (`exactOptionalPropertyTypes`, `noUncheckedIndexedAccess`, `verbatimModuleSyntax`, `skipLibCheck: false`, …);
 // 2. its program runs with plain `node` (no loader): a kernel boots, a process makes driver calls (a scripted LLM,
-//    the Worker driver's threads) and a Sandbox runs, so the runner files found through `import.meta.url` resolve
-//    from node_modules;
-// 3. one `@effect/vitest` test runs on `effect-agent-os/testing`.
+//    the Worker driver's threads) and a Sandbox runs QuickJS on a worker thread, from node_modules;
+// 3. the same program runs with tsx (`tsx src/main.ts`);
+// 4. the same program bundled by esbuild into one file (`esbuild src/main.ts --bundle --platform=node --format=esm`,
+//    nothing external) runs with plain `node` from a directory outside the app, with no node_modules in reach: the
+//    package, effect and the workers' runners and QuickJS engine (inlined by the build) are all in the bundle;
+// 5. one `@effect/vitest` test runs on `effect-agent-os/testing`;
+// 6. (in the repo, during the install) the Sandbox, Worker and Wasm suites pass on the dist/ just packed, whose
+//    worker threads run the runners the build inlined (scripts/vitest.dist.config.mjs).
+//
+// The type checks and the bundling run at once, then the four runs at once: one npm install serves them all.
 //
 // Any failing step fails the check (exit 1) and keeps the directory for a look; on success it is removed. The app's
 // files are in scripts/package-check/. Installs use the npm cache first (`--prefer-offline`).
@@ -23,6 +30,8 @@ const repo = join(dirname(fileURLToPath(import.meta.url)), "..")
 const templates = join(repo, "scripts", "package-check")
 const work = mkdtempSync(join(tmpdir(), "effect-agent-os-package-check-"))
 const app = join(work, "app")
+/** Where the bundle runs: outside the app, so nothing resolves from its node_modules. */
+const bundleDir = join(work, "bundle")
 const started = performance.now()
 
 /** The environment for the child commands: npm's per-script variables of the repo's own run are dropped. */
@@ -71,6 +80,8 @@ try {
 
   mkdirSync(join(app, "src"), { recursive: true })
   mkdirSync(join(app, "test"))
+  mkdirSync(bundleDir)
+  copyFileSync(join(templates, "tasks.mjs"), join(bundleDir, "tasks.mjs"))
   const manifest = {
     name: "package-check-app",
     private: true,
@@ -83,12 +94,14 @@ try {
     devDependencies: {
       "@effect/vitest": locked("@effect/vitest"),
       "@types/node": locked("@types/node"),
+      esbuild: locked("esbuild"),
       node: locked("node"),
+      tsx: locked("tsx"),
       typescript: locked("typescript"),
       vitest: locked("vitest")
     },
-    // the `node` package installs its binary in a preinstall script
-    allowScripts: { node: true }
+    // the `node` package installs its binary in a preinstall script; esbuild checks its own in a postinstall one
+    allowScripts: { esbuild: true, node: true }
   }
   writeFileSync(join(app, "package.json"), JSON.stringify(manifest, null, 2) + "\n")
   for (const [file, to] of [
@@ -102,12 +115,21 @@ try {
     copyFileSync(join(templates, file), join(app, to))
   }
 
-  await run(
-    "npm install (registry dependencies + the tarball)",
-    "npm",
-    ["install", "--prefer-offline", "--no-audit", "--no-fund", "--no-package-lock"],
-    { cwd: app, env: baseEnv }
-  )
+  await Promise.all([
+    run(
+      "npm install (registry dependencies + the tarball)",
+      "npm",
+      ["install", "--prefer-offline", "--no-audit", "--no-fund", "--no-package-lock"],
+      { cwd: app, env: baseEnv }
+    ),
+    // meanwhile, in the repo: the thread-starting suites on the dist/ just packed, whose runners the build inlined
+    run(
+      "vitest: Sandbox, Worker and Wasm suites on the built dist/ (inlined runners)",
+      join(repo, "node_modules", ".bin", "vitest"),
+      ["run", "--config", join(repo, "scripts", "vitest.dist.config.mjs")],
+      { cwd: repo, env: baseEnv }
+    )
+  ])
 
   // From here on the app's own tools, on the app's own Node 22.
   const env = { ...baseEnv, PATH: `${join(app, "node_modules", ".bin")}${delimiter}${baseEnv.PATH ?? ""}` }
@@ -116,17 +138,34 @@ try {
   if (installed.dependencies?.effect !== undefined) {
     throw new Error("effect must be a peer dependency of the package, not a dependency")
   }
+  if (!readdirSync(join(app, "node_modules", "effect-agent-os")).includes("LICENSE")) {
+    throw new Error("the package ships no LICENSE")
+  }
 
+  const bundle = join(bundleDir, "app.mjs")
   await Promise.all([
     run("tsc, nodenext resolution (and emit)", bin("tsc"), ["-p", "tsconfig.nodenext.json"], { cwd: app, env }),
-    run("tsc, bundler resolution", bin("tsc"), ["-p", "tsconfig.bundler.json"], { cwd: app, env })
+    run("tsc, bundler resolution", bin("tsc"), ["-p", "tsconfig.bundler.json"], { cwd: app, env }),
+    run(
+      "esbuild src/main.ts --bundle --platform=node --format=esm (nothing external)",
+      bin("esbuild"),
+      ["src/main.ts", "--bundle", "--platform=node", "--format=esm", `--outfile=${bundle}`, "--log-level=warning"],
+      { cwd: app, env }
+    )
   ])
-  const ran = await run("node out/src/main.js (plain node, no loader)", bin("node"), ["out/src/main.js"], {
-    cwd: app,
-    env
-  })
-  if (!ran.includes("ran from the installed package")) throw new Error(`the program did not report its run:\n${ran}`)
-  await run("vitest: a test on effect-agent-os/testing", bin("vitest"), ["run", "--dir", "test"], { cwd: app, env })
+  /** Runs the program one way and checks it reported its run. */
+  const program = async (label, command, args, cwd) => {
+    const ran = await run(label, command, args, { cwd, env })
+    if (!ran.includes("ran from the installed package")) {
+      throw new Error(`${label}: the program did not report its run:\n${ran}`)
+    }
+  }
+  await Promise.all([
+    program("node out/src/main.js (plain node, no loader)", bin("node"), ["out/src/main.js"], app),
+    program("tsx src/main.ts", bin("tsx"), ["src/main.ts"], app),
+    program("node app.mjs (the esbuild bundle, outside the app)", bin("node"), [bundle], bundleDir),
+    run("vitest: a test on effect-agent-os/testing", bin("vitest"), ["run", "--dir", "test"], { cwd: app, env })
+  ])
 
   rmSync(work, { recursive: true, force: true })
   console.log(`package check: passed in ${((performance.now() - started) / 1000).toFixed(1)} s`)

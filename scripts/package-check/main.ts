@@ -1,6 +1,7 @@
-// The package check's program, run with plain `node` from the installed tarball: it boots a kernel, spawns a process
-// that makes driver calls (a scripted LLM from the test kit, the Worker driver's thread pool), and runs a Sandbox
-// (its runner is found through `import.meta.url` inside the installed package). It exits non-zero on any surprise.
+// The package check's program, run from the installed tarball with plain `node` (compiled by tsc), with tsx, and as
+// one esbuild bundle run where no node_modules is in reach: it boots a kernel, spawns a process that makes driver
+// calls (a scripted LLM from the test kit, the Worker driver's thread pool), and runs a Sandbox (QuickJS on a worker
+// thread, from the runner and engine the package inlines). It exits non-zero on any surprise.
 import { Effect } from "effect"
 import { Kernel, type Llm, Process, Sandbox, Sys, Worker } from "effect-agent-os"
 import { ScriptedLlm } from "effect-agent-os/testing"

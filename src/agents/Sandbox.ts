@@ -83,6 +83,7 @@
  *
  * @since 0.1.0
  */
+import { Buffer } from "node:buffer"
 import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { Worker as ThreadWorker } from "node:worker_threads"
@@ -91,20 +92,38 @@ import { CapabilityError, type CapRef, Right } from "../services/Capability.ts"
 import * as Process from "../services/Process.ts"
 import * as Sys from "../services/Sys.ts"
 
-const runnerUrl = new URL("./internal/sandboxRunner.mjs", import.meta.url)
-
 /** The one part of the WebAssembly API used here (the project's `lib` has no WebAssembly types). */
 declare const WebAssembly: { readonly Module: new (bytes: Uint8Array) => object }
 
-/** The QuickJS engine, compiled once per Node process on first use and handed to every worker (no recompiling). */
-let engine: object | undefined
-const loadEngine = (): object => {
-  if (engine === undefined) {
-    const path = createRequire(import.meta.url).resolve("@jitl/quickjs-wasmfile-release-sync/wasm")
-    engine = new WebAssembly.Module(readFileSync(path))
-  }
-  return engine
+interface Engine {
+  /** What the worker runs: the runner's code (`eval: true`) in the built package, its file in the sources. */
+  readonly runner: { readonly code: string } | { readonly url: URL }
+  /** The compiled QuickJS module, handed to every worker (no recompiling). */
+  readonly wasm: object
 }
+
+/**
+ * The runner and the QuickJS engine, loaded once per Node process on first use: inlined in the built package (so a
+ * bundle of an app needs no file of the package beside it; see `internal/sandboxInline.ts`), files in the sources.
+ */
+let engine: Promise<Engine> | undefined
+const loadEngine = (): Promise<Engine> =>
+  (engine ??= import("./internal/sandboxInline.ts").then((inline): Engine => {
+    const bytes =
+      inline.wasm === undefined
+        ? readFileSync(createRequire(import.meta.url).resolve("@jitl/quickjs-wasmfile-release-sync/wasm"))
+        : Buffer.from(inline.wasm, "base64")
+    return {
+      runner:
+        inline.runner === undefined
+          ? { url: new URL("./internal/sandboxRunner.mjs", import.meta.url) }
+          : { code: inline.runner },
+      wasm: new WebAssembly.Module(bytes)
+    }
+  })).catch((error: unknown) => {
+    engine = undefined
+    throw error
+  })
 
 /**
  * The calls `sys` offers the code, each the `Sys` syscall of that name.
@@ -354,7 +373,7 @@ export const make = <A = unknown>(code: string, options?: Options): Process.Imag
             : Effect.succeed(ref)
         }
 
-        const wasm = yield* Effect.try({
+        const { runner, wasm } = yield* Effect.tryPromise({
           try: loadEngine,
           catch: (error) => invalid(`could not load the QuickJS engine: ${Process.describeError(error)}`)
         })
@@ -362,7 +381,8 @@ export const make = <A = unknown>(code: string, options?: Options): Process.Imag
         const worker = yield* Effect.acquireRelease(
           Effect.try({
             try: () => {
-              const thread = new ThreadWorker(runnerUrl, {
+              const thread = new ThreadWorker("code" in runner ? runner.code : runner.url, {
+                eval: "code" in runner,
                 name: `effect-agent-os/sandbox`,
                 workerData: {
                   code,

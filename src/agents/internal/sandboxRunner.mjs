@@ -3,6 +3,8 @@
  * `sys`.
  *
  * Plain JavaScript on purpose: a worker runs its entry file as Node loads it, with no test-runner transform. The
+ * sources start this file; the built package starts it as text (`eval: true`), bundled by `scripts/build.mjs` with
+ * the QuickJS glue it imports into `sandboxInline.js`, so nothing here may depend on the file's own location. The
  * parent (`Sandbox.ts`) passes `workerData` `{ code, args, wasm, heapPages, stackBytes }`: the code, the spawn
  * argument as JSON text, the compiled QuickJS module, the most pages (64 KiB) the engine's memory may grow to, and
  * the engine's stack limit. The protocol, every message a string of JSON so no object of either side is handed over:

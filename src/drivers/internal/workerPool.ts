@@ -20,8 +20,10 @@
 import { Worker as ThreadWorker, type ResourceLimits } from "node:worker_threads"
 import { Data, Duration, Effect, Semaphore, type Scope } from "effect"
 import { DeviceError } from "../../services/Device.ts"
+import { source as inlineRunner } from "./workerRunnerInline.ts"
 
-const runnerUrl = new URL("./workerRunner.mjs", import.meta.url)
+/** What a worker runs: the runner's code (`eval: true`) in the built package, its file in the sources. */
+const runner: string | URL = inlineRunner ?? new URL("./workerRunner.mjs", import.meta.url)
 
 /** How long a starting pool waits for its workers to load their code. */
 const startTimeout = Duration.seconds(30)
@@ -108,7 +110,8 @@ export const make = (options: Options): Effect.Effect<Pool, PoolStartError, Scop
     const spawn = (): Slot => {
       let worker: ThreadWorker
       try {
-        worker = new ThreadWorker(runnerUrl, {
+        worker = new ThreadWorker(runner, {
+          eval: typeof runner === "string",
           name: `effect-agent-os/${device}`,
           workerData: options.data,
           resourceLimits: options.resourceLimits

@@ -2,7 +2,9 @@
  * Answers the jobs of one pool worker: `{ id, task, input }` in, `{ id, ok, value | error }` out, one at a time.
  *
  * Plain JavaScript on purpose: a worker runs its entry file as Node loads it, with no test-runner transform. The
- * parent (`workerPool.ts`) passes `workerData`, one of:
+ * sources start this file; the built package starts it as text (`eval: true`, inlined into `workerRunnerInline.js`
+ * by `scripts/build.mjs`), so nothing here may depend on the file's own location. The parent (`workerPool.ts`)
+ * passes `workerData`, one of:
  *
  * - `{ mode: "module", url }`: imports the ES module at `url`; a task is one of its exported functions, called with
  *   `input` (it may return a Promise);
