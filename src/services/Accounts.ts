@@ -12,6 +12,7 @@
  */
 import { type Duration, Schema } from "effect"
 import { durationMillis } from "./internal/duration.ts"
+import { own } from "./internal/primordials.ts"
 
 /**
  * A resource a quota bounds; `Quota` exits name one.
@@ -200,9 +201,9 @@ export const remaining = (account: Account, meter: Meter): number => {
  * @category charging
  */
 export const reserve = (account: Account, cost: Cost): Meter | undefined => {
-  const tokens = cost.tokens ?? 0
-  const toolCalls = cost.toolCalls ?? 0
-  const usd = cost.usd ?? 0
+  const tokens = own(cost, "tokens") ?? 0
+  const toolCalls = own(cost, "toolCalls") ?? 0
+  const usd = own(cost, "usd") ?? 0
   if (tokens === 0 && toolCalls === 0 && usd === 0) return undefined
   for (let a: Account | undefined = account; a !== undefined; a = a.parent) {
     if (tokens > 0 && a.tokens + a.tokensReserved + tokens > a.tokensMax) return "tokens"
@@ -223,15 +224,28 @@ export const reserve = (account: Account, cost: Cost): Meter | undefined => {
  * @category charging
  */
 export const release = (account: Account, cost: Cost): void => {
-  const tokens = cost.tokens ?? 0
-  const toolCalls = cost.toolCalls ?? 0
-  const usd = cost.usd ?? 0
+  const tokens = own(cost, "tokens") ?? 0
+  const toolCalls = own(cost, "toolCalls") ?? 0
+  const usd = own(cost, "usd") ?? 0
   if (tokens === 0 && toolCalls === 0 && usd === 0) return
   for (let a: Account | undefined = account; a !== undefined; a = a.parent) {
     a.tokensReserved -= tokens
     a.toolCallsReserved -= toolCalls
     a.usdReserved -= usd
   }
+}
+
+const quotaKeys = QuotaResource.literals
+
+/** A quota's own fields, each read once, or `undefined` when it names none (everything inherited). */
+const quotaFieldsOf = (quota: Quota): Quota | undefined => {
+  let out: { -readonly [K in keyof Quota]: Quota[K] } | undefined
+  for (let i = 0; i < quotaKeys.length; i++) {
+    const key = quotaKeys[i]!
+    const value = own(quota, key)
+    if (value !== undefined) (out ??= { __proto__: null } as never)[key] = value as never
+  }
+  return out
 }
 
 /**
@@ -249,7 +263,9 @@ export const carve = (
   // from it (a subtree never holds more live processes per level than its root allows)
   const childrenLeft = parent === undefined ? Infinity : parent.childrenMax - parent.children - 1
   const mailboxCeiling = parent === undefined ? mailboxDefault : Math.min(mailboxDefault, parent.mailboxMax)
-  if (quota === undefined || Object.keys(quota).length === 0) {
+  // the quota's own fields only, read once: a field it leaves out is never answered by a prototype
+  const q = quota === undefined ? undefined : quotaFieldsOf(quota)
+  if (q === undefined) {
     if (parent === undefined) return new Account(undefined, unlimited(Infinity, mailboxDefault, Infinity))
     if (childrenLeft !== Infinity) {
       return new Account(
@@ -266,7 +282,6 @@ export const carve = (
         : (parent.inherited = unlimited(parent.memMax, mailboxCeiling, parent.wallEndsAt))
     return new Account(parent, inherited)
   }
-  const q = quota
   const meter = (resource: Meter): number | QuotaError => {
     const asked = q[resource]
     const available = parent === undefined ? Infinity : remaining(parent, resource)
@@ -336,9 +351,9 @@ export const carve = (
  * @category guards
  */
 export const isValidCost = (cost: Cost): boolean =>
-  (cost.tokens === undefined || isAmount(cost.tokens)) &&
-  (cost.toolCalls === undefined || isAmount(cost.toolCalls)) &&
-  (cost.usd === undefined || isAmount(cost.usd))
+  isMeter(own(cost, "tokens")) && isMeter(own(cost, "toolCalls")) && isMeter(own(cost, "usd"))
+
+const isMeter = (amount: unknown): boolean => amount === undefined || isAmount(amount)
 
 /**
  * Keeps only the meters a cost actually names (for storing it).
@@ -346,11 +361,14 @@ export const isValidCost = (cost: Cost): boolean =>
  * @category constructors
  */
 export const normalize = (cost: Cost): { tokens?: number; toolCalls?: number; usd?: number } => {
-  const out: { tokens?: number; toolCalls?: number; usd?: number } = {}
-  if (cost.tokens !== undefined) out.tokens = cost.tokens
-  if (cost.toolCalls !== undefined) out.toolCalls = cost.toolCalls
-  if (cost.usd !== undefined) out.usd = cost.usd
-  return out
+  const tokens = own(cost, "tokens")
+  const toolCalls = own(cost, "toolCalls")
+  const usd = own(cost, "usd")
+  return {
+    ...(tokens === undefined ? {} : { tokens }),
+    ...(toolCalls === undefined ? {} : { toolCalls }),
+    ...(usd === undefined ? {} : { usd })
+  }
 }
 
 /**
@@ -361,9 +379,9 @@ export const normalize = (cost: Cost): { tokens?: number; toolCalls?: number; us
  * @category charging
  */
 export const charge = (account: Account, cost: Cost): Meter | undefined => {
-  const tokens = cost.tokens ?? 0
-  const toolCalls = cost.toolCalls ?? 0
-  const usd = cost.usd ?? 0
+  const tokens = own(cost, "tokens") ?? 0
+  const toolCalls = own(cost, "toolCalls") ?? 0
+  const usd = own(cost, "usd") ?? 0
   let breach: Meter | undefined
   for (let a: Account | undefined = account; a !== undefined; a = a.parent) {
     a.tokens += tokens

@@ -9,6 +9,7 @@
  * @since 0.1.0
  */
 import type { Effect } from "effect"
+import { filled, push } from "./internal/primordials.ts"
 import type { Message } from "./Process.ts"
 
 /**
@@ -38,7 +39,8 @@ class Ring<A> {
   private head = 0
   size = 0
   constructor(capacity: number) {
-    this.items = new Array(capacity)
+    // own slots from the start: a write never reaches a setter image code put on Array.prototype
+    this.items = filled(capacity)
   }
   push(item: A): void {
     if (this.size === this.items.length) this.grow()
@@ -72,11 +74,11 @@ class Ring<A> {
   }
   drain(): Array<A> {
     const out: Array<A> = []
-    for (let item = this.shift(); item !== undefined; item = this.shift()) out.push(item)
+    for (let item = this.shift(); item !== undefined; item = this.shift()) push(out, item)
     return out
   }
   private grow(): void {
-    const next: Array<A | undefined> = new Array(this.items.length * 2)
+    const next = filled<A>(this.items.length * 2)
     for (let i = 0; i < this.size; i++) next[i] = this.items[(this.head + i) & (this.items.length - 1)]
     this.items = next
     this.head = 0
@@ -232,8 +234,10 @@ export class Mailbox {
     this.kernelQueued = 0
     const dropped = this.queue?.drain() ?? []
     if (this.senders !== undefined) {
-      for (const parked of this.senders.drain()) {
-        dropped.push(parked.message)
+      const parkedSenders = this.senders.drain()
+      for (let i = 0; i < parkedSenders.length; i++) {
+        const parked = parkedSenders[i]!
+        push(dropped, parked.message)
         parked.admitted()
       }
     }
@@ -248,9 +252,9 @@ export class Mailbox {
     const queue = this.queue
     if (queue === undefined) return out
     const items = queue.drain()
-    for (const item of items) {
-      queue.push(item)
-      out.push(item)
+    for (let i = 0; i < items.length; i++) {
+      queue.push(items[i]!)
+      push(out, items[i]!)
     }
     return out
   }

@@ -82,39 +82,39 @@ describe("message bodies are data, copied at send", () => {
     )
   )
 
-  it.effect(
-    "mutable containers (Map, Set, typed arrays) are copied; a class instance is handed over as the value it is",
-    () =>
-      run(() =>
-        Effect.gen(function* () {
-          class Point {
-            readonly x: number
-            constructor(x: number) {
-              this.x = x
-            }
+  it.effect("mutable containers (Map, Set, typed arrays) and class instances are copied", () =>
+    run(() =>
+      Effect.gen(function* () {
+        class Point {
+          readonly x: number
+          constructor(x: number) {
+            this.x = x
           }
-          const me = yield* Sys.selfCap()
-          const point = new Point(1)
-          const map = new Map([["k", { v: 1 }]])
-          const set = new Set([1, 2])
-          const bytes = new Uint8Array([1, 2, 3])
-          yield* Sys.send(me, { point, map, set, bytes })
-          map.get("k")!.v = 99
-          map.set("other", { v: 2 })
-          set.add(3)
-          bytes[0] = 42
-          const body = (yield* Sys.recv<{
-            point: Point
-            map: Map<string, { v: number }>
-            set: Set<number>
-            bytes: Uint8Array
-          }>()).body
-          assert.strictEqual(body.point, point, "a class instance arrives as the value it is")
-          assert.deepStrictEqual(Array.from(body.map.entries()), [["k", { v: 1 }]])
-          assert.deepStrictEqual(Array.from(body.set), [1, 2])
-          assert.deepStrictEqual(Array.from(body.bytes), [1, 2, 3])
-        })
-      )
+        }
+        const me = yield* Sys.selfCap()
+        const point = new Point(1)
+        const map = new Map([["k", { v: 1 }]])
+        const set = new Set([1, 2])
+        const bytes = new Uint8Array([1, 2, 3])
+        yield* Sys.send(me, { point, map, set, bytes })
+        map.get("k")!.v = 99
+        map.set("other", { v: 2 })
+        set.add(3)
+        bytes[0] = 42
+        const body = (yield* Sys.recv<{
+          point: Point
+          map: Map<string, { v: number }>
+          set: Set<number>
+          bytes: Uint8Array
+        }>()).body
+        assert.notStrictEqual(body.point, point, "the receiver got the sender's very instance")
+        assert.instanceOf(body.point, Point, "the copy keeps its class")
+        assert.strictEqual(body.point.x, 1)
+        assert.deepStrictEqual(Array.from(body.map.entries()), [["k", { v: 1 }]])
+        assert.deepStrictEqual(Array.from(body.set), [1, 2])
+        assert.deepStrictEqual(Array.from(body.bytes), [1, 2, 3])
+      })
+    )
   )
 
   it.effect("a cycle in a body is an ArgumentError of send", () =>

@@ -4,6 +4,7 @@
  * Private to the package.
  */
 import type { EventLogShape, KernelEvent, KernelEventTag } from "../EventLog.ts"
+import { filled, push, put } from "./primordials.ts"
 
 /**
  * Makes a log over a clock function (kernel-clock millis).
@@ -18,9 +19,10 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
   const pids = new Float64Array(ringMax)
   const targets = new Float64Array(ringMax)
   // what a columnar slot holds: the syscall name (Syscall) or the process name (Spawn)
-  const texts = new Array<string | undefined>(ringMax)
+  // own slots from the start: a write never reaches a setter image code put on Array.prototype
+  const texts = filled<string>(ringMax)
   const spawns = new Uint8Array(ringMax)
-  const objects = new Array<KernelEvent | undefined>(ringMax)
+  const objects = filled<KernelEvent>(ringMax)
   let seq = 0
   const counts: Record<KernelEventTag, number> = {
     Spawn: 0,
@@ -56,9 +58,9 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
   return {
     emit(event) {
       seq++
-      const stamped = event as unknown as { seq: number; at: number }
-      stamped.seq = seq
-      stamped.at = now()
+      // defined, not assigned: a setter image code put on Object.prototype never sees the event
+      put(event, "seq", seq)
+      put(event, "at", now())
       objects[seq % ringMax] = event as KernelEvent
       counts[event._tag]++
     },
@@ -74,7 +76,7 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
       const kept = Math.min(seq, ringMax)
       const take = n === undefined ? kept : Math.max(0, Math.min(Math.floor(n), kept))
       const out: Array<KernelEvent> = []
-      for (let s = seq - take + 1; s <= seq; s++) out.push(materialize(s))
+      for (let s = seq - take + 1; s <= seq; s++) push(out, materialize(s))
       return out
     },
     counts: () => ({ ...counts }),

@@ -14,6 +14,13 @@ import { rightsMaskOf } from "../Capability.ts"
 import * as Process from "../Process.ts"
 import { ArgumentError } from "../Sys.ts"
 import { durationMillis } from "./duration.ts"
+import { freeze, push } from "./primordials.ts"
+
+// captured at load: image code that replaces them later is never asked about a kernel input
+const isArray = Array.isArray
+const isInteger = Number.isInteger
+const isFiniteNumber = Number.isFinite
+const isNotANumber = Number.isNaN
 
 /** A syscall input that could not be read: the reason, for the `ArgumentError` message. */
 class Unreadable {
@@ -41,44 +48,46 @@ const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "obj
 const optionsOf = (field: string, input: unknown): Record<string, unknown> | undefined | Unreadable =>
   input === undefined
     ? undefined
-    : isObject(input) && !Array.isArray(input)
+    : isObject(input) && !isArray(input)
       ? input
       : new Unreadable(`${field} must be an object`)
 
 /** Copies an array's elements by index (the length read once), bounded by `max`; never calls its iterator. */
 const arrayOf = (field: string, input: unknown, max: number): Array<unknown> | Unreadable => {
-  if (!Array.isArray(input)) return new Unreadable(`${field} must be an array`)
+  if (!isArray(input)) return new Unreadable(`${field} must be an array`)
   const length: unknown = input.length
-  if (typeof length !== "number" || !Number.isInteger(length) || length < 0) {
+  if (typeof length !== "number" || !isInteger(length) || length < 0) {
     return new Unreadable(`${field} has no valid length`)
   }
   if (length > max) return new Unreadable(`${field}: more than ${max} entries`)
-  const out: Array<unknown> = new Array(length)
-  for (let i = 0; i < length; i++) out[i] = input[i]
+  const out: Array<unknown> = []
+  // defined, not assigned: an index setter image code put on Array.prototype never sees or swallows an element
+  for (let i = 0; i < length; i++) push(out, input[i])
   return out
 }
 
 const amount = (field: string, value: unknown): number | undefined | Unreadable =>
   value === undefined
     ? undefined
-    : typeof value === "number" && Number.isFinite(value) && value >= 0
+    : typeof value === "number" && isFiniteNumber(value) && value >= 0
       ? value
       : new Unreadable(`${field} must be a finite number ≥ 0`)
 
 /** A cost: `tokens`, `toolCalls`, `usd`, each absent or a finite number ≥ 0. */
 export const costOf = (field: string, input: unknown): Accounts.Cost | Unreadable => {
-  if (!isObject(input) || Array.isArray(input)) return new Unreadable(`${field} must be an object`)
+  if (!isObject(input) || isArray(input)) return new Unreadable(`${field} must be an object`)
   const tokens = amount(`${field}.tokens`, input.tokens)
   if (tokens instanceof Unreadable) return tokens
   const toolCalls = amount(`${field}.toolCalls`, input.toolCalls)
   if (toolCalls instanceof Unreadable) return toolCalls
   const usd = amount(`${field}.usd`, input.usd)
   if (usd instanceof Unreadable) return usd
-  const cost: { tokens?: number; toolCalls?: number; usd?: number } = {}
-  if (tokens !== undefined) cost.tokens = tokens
-  if (toolCalls !== undefined) cost.toolCalls = toolCalls
-  if (usd !== undefined) cost.usd = usd
-  return Object.freeze(cost)
+  // defined, not assigned (an assignment would run a setter image code put on Object.prototype)
+  return freeze({
+    ...(tokens === undefined ? {} : { tokens }),
+    ...(toolCalls === undefined ? {} : { toolCalls }),
+    ...(usd === undefined ? {} : { usd })
+  })
 }
 
 const quotaFields: ReadonlyArray<keyof Accounts.Quota> = [
@@ -95,7 +104,8 @@ const quotaFields: ReadonlyArray<keyof Accounts.Quota> = [
 export const quotaOf = (input: unknown): Accounts.Quota | undefined | Unreadable => {
   const options = optionsOf("quota", input)
   if (options === undefined || options instanceof Unreadable) return options
-  const quota: Record<string, unknown> = {}
+  // no prototype: a write never runs a setter image code put on Object.prototype, a read never reaches one
+  const quota: Record<string, unknown> = { __proto__: null } as never
   // each field read once, in a fixed order (the values are checked when the account is carved)
   for (let i = 0; i < quotaFields.length; i++) {
     const field = quotaFields[i]!
@@ -109,7 +119,7 @@ export const quotaOf = (input: unknown): Accounts.Quota | undefined | Unreadable
 export const millisOf = (field: string, input: unknown): number | undefined | Unreadable => {
   if (input === undefined) return undefined
   const ms = durationMillis(input as never)
-  return Number.isNaN(ms) ? new Unreadable(`${field} is not a duration ≥ 0`) : ms
+  return isNotANumber(ms) ? new Unreadable(`${field} is not a duration ≥ 0`) : ms
 }
 
 /** A rights list as the kernel's bit mask; an unknown name (`"constructor"`, `"__proto__"`) is refused. */
@@ -134,7 +144,7 @@ export const nameOf = (input: unknown): string | Unreadable =>
 export const integerIn = (field: string, input: unknown, min: number, max: number): number | undefined | Unreadable =>
   input === undefined
     ? undefined
-    : typeof input === "number" && Number.isInteger(input) && input >= min && input <= max
+    : typeof input === "number" && isInteger(input) && input >= min && input <= max
       ? input
       : new Unreadable(`${field} must be an integer in [${min}, ${max}]`)
 
@@ -184,7 +194,7 @@ export const sendOptionsOf = (input: unknown, capsMax: number): SendInput | Unre
   return { caps: caps?.length === 0 ? undefined : caps, corr, deadlineMs }
 }
 
-const noSendOptions: SendInput = Object.freeze({ caps: undefined, corr: undefined, deadlineMs: undefined })
+const noSendOptions: SendInput = freeze({ caps: undefined, corr: undefined, deadlineMs: undefined })
 
 /** Spawn options, copied (`args` is handed to the child's image as given). */
 export interface SpawnInput {
@@ -231,7 +241,7 @@ export const spawnOptionsOf = (
   }
 }
 
-const noSpawnOptions: SpawnInput = Object.freeze({
+const noSpawnOptions: SpawnInput = freeze({
   args: undefined,
   caps: undefined,
   quota: undefined,
@@ -271,11 +281,42 @@ export const rememberOptionsOf = (
   return { tokens, pin: pin === true }
 }
 
-const isCapRef = (u: object, capRefClass: Function): boolean => u instanceof capRefClass
-
-const typedArrayPrototype = Object.getPrototypeOf(Uint8Array.prototype) as object
+// Built-ins the body copy calls, captured when this module loads (before any image runs): image code that replaces
+// `Object.keys`, `Map.prototype.set` or an iterator's `next` never sees another process's message through them.
+const apply = Reflect.apply
+const getPrototypeOf = Reflect.getPrototypeOf
+const ownKeys = Reflect.ownKeys
+const getOwnPropertyDescriptor = Reflect.getOwnPropertyDescriptor
+const hasOwn = Object.hasOwn
+const objectKeys = Object.keys
+const objectCreate = Object.create as (proto: object | null) => Record<PropertyKey, unknown>
+const isView = ArrayBuffer.isView
+const MapConstructor = Map
+const SetConstructor = Set
+const DateConstructor = Date
+const ObjectPrototype = Object.prototype
+const ArrayPrototype = Array.prototype
+const MapPrototype = Map.prototype
+const SetPrototype = Set.prototype
+const DatePrototype = Date.prototype
+const ArrayBufferPrototype = ArrayBuffer.prototype
+const ErrorPrototype = Error.prototype
+const dateGetTime = Date.prototype.getTime
+const arrayBufferSlice = ArrayBuffer.prototype.slice
+const mapEntries = Map.prototype.entries
+const mapSet = Map.prototype.set
+const setValues = Set.prototype.values
+const setAdd = Set.prototype.add
+const mapIteratorNext = (getPrototypeOf(new Map().entries()) as { next: unknown }).next as (
+  this: unknown
+) => IteratorResult<unknown>
+const setIteratorNext = (getPrototypeOf(new Set().values()) as { next: unknown }).next as (
+  this: unknown
+) => IteratorResult<unknown>
+const defineProperty = Reflect.defineProperty
+const typedArrayPrototype = getPrototypeOf(Uint8Array.prototype) as object
 const typedArraySlice = Reflect.get(typedArrayPrototype, "slice") as (this: unknown) => ArrayBufferView
-const viewPrototypes: ReadonlySet<object> = new Set([
+const viewPrototypes: ReadonlyArray<object> = [
   Int8Array.prototype,
   Uint8Array.prototype,
   Uint8ClampedArray.prototype,
@@ -287,105 +328,187 @@ const viewPrototypes: ReadonlySet<object> = new Set([
   Float64Array.prototype,
   BigInt64Array.prototype,
   BigUint64Array.prototype
-])
-const viewSetHas = Set.prototype.has
+]
+/** Built-ins whose state lives in internal slots a copy cannot carry: a body holding one is refused. */
+const slotted: ReadonlyArray<readonly [object, string]> = [
+  [Promise.prototype, "a Promise"],
+  [WeakMap.prototype, "a WeakMap"],
+  [WeakSet.prototype, "a WeakSet"],
+  [WeakRef.prototype, "a WeakRef"],
+  [FinalizationRegistry.prototype, "a FinalizationRegistry"],
+  [RegExp.prototype, "a RegExp"],
+  [SharedArrayBuffer.prototype, "a SharedArrayBuffer"],
+  [DataView.prototype, "a DataView"],
+  [Boolean.prototype, "a Boolean object"],
+  [Number.prototype, "a Number object"],
+  [String.prototype, "a String object"],
+  [Symbol.prototype, "a Symbol object"],
+  [BigInt.prototype, "a BigInt object"],
+  [Function.prototype, "a function"]
+]
 
-/** A copy of a built-in typed array (not a subclass, not a DataView), made by the captured built-in `slice`. */
-const copyView = (value: ArrayBufferView): ArrayBufferView | undefined =>
-  Reflect.apply(viewSetHas, viewPrototypes, [Object.getPrototypeOf(value)])
-    ? Reflect.apply(typedArraySlice, value, [])
-    : undefined
+/** A data property, defined (an assignment would run a setter image code put on a prototype). */
+const put = (target: object, key: PropertyKey, value: unknown, enumerable = true): void => {
+  defineProperty(target, key, { __proto__: null, value, writable: true, enumerable, configurable: true } as never)
+}
+
+const indexOf = (list: ReadonlyArray<object>, value: object): number => {
+  for (let i = 0; i < list.length; i++) if (list[i] === value) return i
+  return -1
+}
+
+/** What a non-plain object is, from its prototype chain (bounded: a proxy may answer forever). */
+type Kind = "map" | "set" | "date" | "view" | "buffer" | "instance" | string
+const kindOf = (proto: object): Kind => {
+  let p: object | null = proto
+  for (let steps = 0; p !== null && steps < 64; steps++) {
+    if (p === MapPrototype) return "map"
+    if (p === SetPrototype) return "set"
+    if (p === DatePrototype) return "date"
+    if (p === typedArrayPrototype) return "view"
+    if (p === ArrayBufferPrototype) return "buffer"
+    if (p === ObjectPrototype || p === ErrorPrototype) return "instance"
+    for (let i = 0; i < slotted.length; i++) if (slotted[i]![0] === p) return slotted[i]![1]
+    p = getPrototypeOf(p)
+  }
+  return "instance"
+}
 
 /**
- * Copies a message body. Plain data is copied deeply — arrays, plain objects (own enumerable string keys, each read
- * once), `Map`s, `Set`s, typed arrays and `Date`s — so nothing the sender does with its objects later reaches the
- * receiver. Primitives cost nothing. A `CapRef` is kept as it is (a ref in a body grants nothing; only `caps` move
- * authority), and so is any other class instance (an Effect data type such as `Exit` or `Option`, a Schema class, an
- * error: values meant to be immutable). A function, a symbol, a cycle, an array subclass, nesting deeper than
- * `depthMax`, or a body whose size (strings at two bytes a code unit, typed arrays by their bytes, eight bytes for
- * anything else) passes `bytesMax` is refused.
+ * Copies a message body. Everything is copied, deeply, so nothing the sender does with its objects later reaches the
+ * receiver and nothing the receiver does reaches the sender; primitives cost nothing. Arrays and plain objects (own
+ * enumerable string keys) become fresh arrays and objects; `Map`s, `Set`s, `Date`s, `ArrayBuffer`s and typed arrays
+ * fresh built-ins. Any other object — a class instance, an Effect data type such as `Option` or `Exit`, a Schema
+ * class, an error — is copied as its own properties (every own key, each read once) on a fresh object with the same
+ * prototype: the prototype is the type (its code), shared; the state is the copy. A `CapRef` is kept as it is (a ref
+ * in a body grants nothing; only `caps` move authority). A function, a symbol, a cycle, an array or typed-array
+ * subclass, a built-in whose state a copy cannot carry (Promise, WeakMap, RegExp, …), nesting deeper than
+ * `depthMax`, or a body whose size (strings at two bytes a code unit, buffers by their bytes, eight bytes for
+ * anything else) passes `bytesMax` is refused. Every built-in the copy calls was captured when the kernel loaded.
  */
 export const bodyOf = (
   field: string,
   body: unknown,
   bytesMax: number,
-  capRefClass: Function,
+  isCapRef: (value: object) => boolean,
   depthMax = 64
 ): { readonly value: unknown; readonly bytes: number } | Unreadable => {
   let bytes = 0
   const path: Array<object> = []
+  const count = (n: number) => {
+    bytes += n
+    if (bytes > bytesMax) throw new Unreadable(`${field} is larger than ${bytesMax} bytes`)
+  }
+  const enter = (value: object, depth: number) => {
+    if (depth >= depthMax) throw new Unreadable(`${field} is nested deeper than ${depthMax}`)
+    if (indexOf(path, value) !== -1) throw new Unreadable(`${field} has a cycle`)
+    push(path, value)
+  }
+  const leave = () => {
+    path.length--
+  }
   const copy = (value: unknown, depth: number): unknown => {
     switch (typeof value) {
       case "string":
-        bytes += 2 * value.length
-        if (bytes > bytesMax) throw new Unreadable(`${field} is larger than ${bytesMax} bytes`)
+        count(2 * value.length)
         return value
       case "number":
       case "boolean":
       case "undefined":
       case "bigint":
-        bytes += 8
-        if (bytes > bytesMax) throw new Unreadable(`${field} is larger than ${bytesMax} bytes`)
+        count(8)
         return value
       case "object": {
         if (value === null) return null
-        bytes += 8
-        if (bytes > bytesMax) throw new Unreadable(`${field} is larger than ${bytesMax} bytes`)
-        if (isCapRef(value, capRefClass)) return value
-        if (depth >= depthMax) throw new Unreadable(`${field} is nested deeper than ${depthMax}`)
-        if (path.includes(value)) throw new Unreadable(`${field} has a cycle`)
-        if (value instanceof Date) return new Date(value.getTime())
-        const proto = Object.getPrototypeOf(value)
-        if (Array.isArray(value)) {
-          if (proto !== Array.prototype) throw new Unreadable(`${field}: not plain data (an array subclass)`)
+        count(8)
+        if (isCapRef(value)) return value
+        const proto = getPrototypeOf(value)
+        if (isArray(value)) {
+          if (proto !== ArrayPrototype) throw new Unreadable(`${field}: not plain data (an array subclass)`)
           const items = arrayOf(field, value, Infinity)
           if (items instanceof Unreadable) throw items
-          path.push(value)
+          enter(value, depth)
           for (let i = 0; i < items.length; i++) items[i] = copy(items[i], depth + 1)
-          path.pop()
+          leave()
           return items
         }
-        if (proto !== Object.prototype && proto !== null) {
-          if (value instanceof Map) {
-            const out = new Map<unknown, unknown>()
-            path.push(value)
-            for (const [key, item] of value) out.set(copy(key, depth + 1), copy(item, depth + 1))
-            path.pop()
+        if (proto === ObjectPrototype || proto === null) {
+          const keys = objectKeys(value)
+          const out = proto === null ? objectCreate(null) : {}
+          enter(value, depth)
+          for (let i = 0; i < keys.length; i++) {
+            const key = keys[i]!
+            count(2 * key.length)
+            put(out, key, copy((value as Record<string, unknown>)[key], depth + 1))
+          }
+          leave()
+          return out
+        }
+        const kind = kindOf(proto)
+        switch (kind) {
+          case "map": {
+            // a brand check as much as a read: the captured built-ins throw on anything that is not a Map
+            const iterator = apply(mapEntries, value, [])
+            const out = new MapConstructor<unknown, unknown>()
+            enter(value, depth)
+            for (;;) {
+              const step = apply(mapIteratorNext, iterator, []) as IteratorResult<readonly [unknown, unknown]>
+              if (step.done === true) break
+              apply(mapSet, out, [copy(step.value[0], depth + 1), copy(step.value[1], depth + 1)])
+            }
+            leave()
             return out
           }
-          if (value instanceof Set) {
-            const out = new Set<unknown>()
-            path.push(value)
-            for (const item of value) out.add(copy(item, depth + 1))
-            path.pop()
+          case "set": {
+            const iterator = apply(setValues, value, [])
+            const out = new SetConstructor<unknown>()
+            enter(value, depth)
+            for (;;) {
+              const step = apply(setIteratorNext, iterator, []) as IteratorResult<unknown>
+              if (step.done === true) break
+              apply(setAdd, out, [copy(step.value, depth + 1)])
+            }
+            leave()
             return out
           }
-          if (ArrayBuffer.isView(value)) {
+          case "date":
+            return new DateConstructor(apply(dateGetTime, value, []) as number)
+          case "view": {
             // the length and the copy come from built-ins captured at load, never from the value's own (possibly
             // overridden) methods
-            const copied = copyView(value)
-            if (copied === undefined) throw new Unreadable(`${field}: not plain data (a view subclass)`)
-            bytes += copied.byteLength
-            if (bytes > bytesMax) throw new Unreadable(`${field} is larger than ${bytesMax} bytes`)
+            if (!isView(value) || indexOf(viewPrototypes, proto) === -1) {
+              throw new Unreadable(`${field}: not plain data (a typed-array subclass)`)
+            }
+            const copied = apply(typedArraySlice, value, []) as ArrayBufferView
+            count(copied.byteLength)
             return copied
           }
-          // any other class instance (an Effect data type, a Schema class, an error) is a value the sender hands
-          // over as it is: it is not copied, so give immutable ones
-          return value
+          case "buffer": {
+            if (proto !== ArrayBufferPrototype)
+              throw new Unreadable(`${field}: not plain data (an ArrayBuffer subclass)`)
+            const copied = apply(arrayBufferSlice, value, [0]) as ArrayBuffer
+            count(copied.byteLength)
+            return copied
+          }
+          case "instance": {
+            const keys = ownKeys(value)
+            const out = objectCreate(proto)
+            enter(value, depth)
+            for (let i = 0; i < keys.length; i++) {
+              const key = keys[i]!
+              const descriptor = getOwnPropertyDescriptor(value, key)
+              if (descriptor === undefined) continue
+              count(typeof key === "string" ? 2 * key.length : 8)
+              // one read: a data property's value, or what an own getter answers once
+              const item = hasOwn(descriptor, "value") ? descriptor.value : (value as Record<PropertyKey, unknown>)[key]
+              put(out, key, copy(item, depth + 1), descriptor.enumerable === true)
+            }
+            leave()
+            return out
+          }
+          default:
+            throw new Unreadable(`${field}: not plain data (${kind})`)
         }
-        const keys = Object.keys(value)
-        const out: Record<string, unknown> = {}
-        path.push(value)
-        for (let i = 0; i < keys.length; i++) {
-          const key = keys[i]!
-          bytes += 2 * key.length
-          const item = copy((value as Record<string, unknown>)[key], depth + 1)
-          if (key === "__proto__")
-            Object.defineProperty(out, key, { value: item, enumerable: true, writable: true, configurable: true })
-          else out[key] = item
-        }
-        path.pop()
-        return out
       }
       default:
         throw new Unreadable(`${field}: not plain data (a ${typeof value})`)
@@ -407,12 +530,12 @@ export const bodyOf = (
 export const logFieldsOf = (
   input: unknown,
   bytesMax: number,
-  capRefClass: Function
+  isCapRef: (value: object) => boolean
 ): Record<string, unknown> | undefined => {
   if (input === undefined) return undefined
   try {
-    if (!isObject(input) || Array.isArray(input)) return { dropped: "fields must be a record" }
-    const copied = bodyOf("fields", input, bytesMax, capRefClass, 16)
+    if (!isObject(input) || isArray(input)) return { dropped: "fields must be a record" }
+    const copied = bodyOf("fields", input, bytesMax, isCapRef, 16)
     return copied instanceof Unreadable ? { dropped: copied.message } : (copied.value as Record<string, unknown>)
   } catch (error) {
     return { dropped: `unreadable: ${describe(error)}` }

@@ -11,6 +11,7 @@
  */
 
 const apply = Reflect.apply
+const hasOwn = Object.hasOwn
 const defineProperty = Reflect.defineProperty
 const freezeObject = Object.freeze
 const SetConstructor = Set
@@ -43,6 +44,13 @@ const drain = <A>(iterator: Iterator<A>, next: (this: Iterator<unknown>) => Iter
     push(out, step.value)
   }
 }
+
+/**
+ * `record[key]` if `record` has it as an own property, else `undefined`: a read that never reaches a prototype, so a
+ * getter image code defined on `Object.prototype` cannot answer for a field a kernel record leaves out.
+ */
+export const own = <R extends object, K extends keyof R>(record: R, key: K): R[K] | undefined =>
+  hasOwn(record, key) ? record[key] : undefined
 
 /** `Object.freeze` as it was at load. */
 export const freeze = <A>(value: A): Readonly<A> => freezeObject(value)
@@ -116,6 +124,27 @@ export const includes = <A>(array: ReadonlyArray<A>, value: A): boolean => {
  */
 export const push = <A>(array: Array<A>, value: A): void => {
   defineProperty(array, array.length, {
+    __proto__: null,
+    value,
+    writable: true,
+    enumerable: true,
+    configurable: true
+  } as PropertyDescriptor)
+}
+
+/**
+ * An array of `length` own `undefined` elements: later writes to its indexes are writes to own properties, which
+ * never run a setter image code put on `Array.prototype` (a write to a hole of `new Array(n)` would).
+ */
+export const filled = <A>(length: number): Array<A | undefined> => {
+  const out: Array<A | undefined> = []
+  for (let i = 0; i < length; i++) push(out, undefined)
+  return out
+}
+
+/** Defines `record[key] = value` as an own data property (an assignment could run a setter on a prototype). */
+export const put = (record: object, key: PropertyKey, value: unknown): void => {
+  defineProperty(record, key, {
     __proto__: null,
     value,
     writable: true,

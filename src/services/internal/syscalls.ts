@@ -21,7 +21,7 @@
 import type { Fiber } from "effect"
 import { Cause, Context, Effect, Exit, Option } from "effect"
 import * as Accounts from "../Accounts.ts"
-import { type CapRef, CapabilityError, CapRef as CapRefClass } from "../Capability.ts"
+import { type CapRef, CapabilityError, isCapRef } from "../Capability.ts"
 import { estimateTokens, Memory, MemoryError, type Segment, textOf } from "../ContextMemory.ts"
 import { type CallContext, DeviceError, type DeviceResult, type Handle } from "../Device.ts"
 import type { HandleEntry } from "../DeviceTable.ts"
@@ -45,7 +45,7 @@ import type { Receiver } from "../Mailbox.ts"
 import type { CapRecord } from "./capRef.ts"
 import { eager, type EagerSys } from "./eagerSys.ts"
 import * as Inputs from "./inputs.ts"
-import { freeze, includes, map, push, SafeSet } from "./primordials.ts"
+import { freeze, includes, map, own, push, SafeSet } from "./primordials.ts"
 import { allMeters, KILL, MONITOR, OPEN, READ, SELF_RIGHTS, SEND, WRITE } from "./kernelState.ts"
 import type { Proc } from "./proc.ts"
 
@@ -275,7 +275,7 @@ export class ProcessSys implements SysShape, EagerSys {
     if (input instanceof ArgumentError) return this.#argument("send", input)
     let copied: unknown = body
     if (typeof body === "object" && body !== null) {
-      const copy = Inputs.read("send", () => Inputs.bodyOf("body", body, kernel.limits.messageBytesMax, CapRefClass))
+      const copy = Inputs.read("send", () => Inputs.bodyOf("body", body, kernel.limits.messageBytesMax, isCapRef))
       if (copy instanceof ArgumentError) return this.#argument("send", copy)
       copied = copy.value
     } else if (typeof body === "string" && 2 * body.length > kernel.limits.messageBytesMax) {
@@ -629,7 +629,7 @@ export class ProcessSys implements SysShape, EagerSys {
       })
       const text = copied instanceof ArgumentError ? "(unreadable log message)" : copied
       const severity = level === "debug" ? "Debug" : level === "warn" ? "Warn" : level === "error" ? "Error" : "Info"
-      const copiedFields = Inputs.logFieldsOf(fields, limits.logFieldsBytesMax, CapRefClass)
+      const copiedFields = Inputs.logFieldsOf(fields, limits.logFieldsBytesMax, isCapRef)
       proc.kernel.counters.syscalls++
       proc.kernel.events.emit(
         copiedFields === undefined
@@ -852,9 +852,9 @@ const noCost: Accounts.Cost = freeze({})
  * limit; `true` when it still runs. The work was done, so it is charged even to a process ended meanwhile.
  */
 export const chargeProcess = (proc: Proc, cost: Accounts.Cost): boolean => {
-  const tokens = cost.tokens ?? 0
-  const toolCalls = cost.toolCalls ?? 0
-  const usd = cost.usd ?? 0
+  const tokens = own(cost, "tokens") ?? 0
+  const toolCalls = own(cost, "toolCalls") ?? 0
+  const usd = own(cost, "usd") ?? 0
   if (tokens !== 0 || toolCalls !== 0 || usd !== 0) {
     proc.kernel.events.emit({ _tag: "Charge", pid: proc.pid, tokens, toolCalls, usd })
     const breach = Accounts.charge(proc.account, cost)
@@ -1027,7 +1027,7 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
             policy === true ? {} : policy,
             { pid: proc.pid, priority, deadline: proc.deadlineAt },
             live,
-            (result) => result.cost?.tokens ?? 0
+            (result) => (result.cost === undefined ? 0 : (own(result.cost, "tokens") ?? 0))
           )
     if (journal.mode === "live") {
       // nothing to record: settle straight from the driver's result
