@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, Schema } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, Schema } from "effect"
 import * as Kernel from "./layers/Kernel.ts"
 import * as Process from "./services/Process.ts"
 import type { Sys } from "./services/Sys.ts"
@@ -13,29 +13,8 @@ import * as ClockWatch from "./testing/internal/clockWatch.ts"
 export * as OpenAiServer from "./testing/OpenAiServer.ts"
 export * as ScriptedLlm from "./testing/ScriptedLlm.ts"
 
-/** The watch of each test kernel built on a `TestClock`, for `runProcess`. */
-const watches = new WeakMap<object, ClockWatch.ClockWatch>()
-
-/**
- * The kernel for tests: `Kernel.layer` with the same options. Built inside `it.effect`, it runs on the `TestClock`:
- * move time with `TestClock.adjust`, or pass `virtualTime: true` to let the kernel jump to its next timer whenever
- * every process waits. On the `TestClock` it also counts the kernel's pending sleeps and driver calls in flight, so
- * that `runProcess` can tell a test that waits for time nobody moves.
- *
- * @category layers
- */
-export const layer: typeof Kernel.layer = (options) =>
-  Layer.unwrap(
-    Effect.gen(function* () {
-      const watch = ClockWatch.make(yield* Clock.clockWith(Effect.succeed))
-      if (watch === undefined || options?.virtualTime === true) return Kernel.layer(options)
-      const drivers = options?.drivers?.map(watch.driver)
-      return Kernel.layer({ ...options, drivers } as typeof options).pipe(
-        Layer.tap((context) => Effect.sync(() => watches.set(Context.get(context, Kernel.Kernel), watch))),
-        Layer.provide(Layer.succeed(Clock.Clock)(watch.clock))
-      )
-    })
-  )
+/** The kernel for tests (see `layers/KernelTest.ts`): `Kernel.layer`'s options, on the `TestClock` under `it.effect`. */
+export { layer } from "./layers/KernelTest.ts"
 
 /**
  * The process running a `runProcess` body ended before the body returned (killed, out of quota, past its deadline).
@@ -112,7 +91,7 @@ export const runProcess = <A, E>(
     const baseline = ClockWatch.resources()
     const pid = yield* kernel.boot(image, options)
     const exited = kernel.waitExit(pid).pipe(Effect.orDie)
-    const watch = watches.get(kernel)
+    const watch = ClockWatch.watchOf(kernel)
     const stallTimeout = Duration.fromInputUnsafe(options?.stallTimeout ?? defaultStallTimeout)
     const reason =
       watch === undefined || !Duration.isFinite(stallTimeout)

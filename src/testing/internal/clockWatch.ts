@@ -108,3 +108,14 @@ export const moreResources = (baseline: ReadonlyMap<string, number>): boolean =>
   for (const [type, count] of resources()) if (count > (baseline.get(type) ?? 0)) return true
   return false
 }
+
+/** The watch of each test kernel built on a `TestClock` (keyed by its `Kernel` service), for `runProcess`. */
+const watches = new WeakMap<object, ClockWatch>()
+
+/** Records the watch a test kernel was built with. */
+export const register = (kernel: object, watch: ClockWatch): void => {
+  watches.set(kernel, watch)
+}
+
+/** The watch `kernel` was built with, if it runs on a `TestClock` without virtual time. */
+export const watchOf = (kernel: object): ClockWatch | undefined => watches.get(kernel)
