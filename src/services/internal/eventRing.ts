@@ -4,7 +4,7 @@
  * Private to the package.
  */
 import type { EventLogShape, KernelEvent, KernelEventTag } from "../EventLog.ts"
-import { filled, push, put } from "./primordials.ts"
+import { filled, push } from "./primordials.ts"
 
 /**
  * Makes a log over a clock function (kernel-clock millis).
@@ -48,7 +48,9 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
   const materialize = (s: number): KernelEvent => {
     const i = s % ringMax
     const object = objects[i]
-    if (object !== undefined) return object
+    // stamped on the way out, as a fresh object: the one in the ring is never written to (a write could run a
+    // setter image code put on Object.prototype)
+    if (object !== undefined) return { ...object, seq: s, at: at[i]! } as KernelEvent
     const target = targets[i]!
     if (spawns[i] === 1) return { _tag: "Spawn", seq: s, at: at[i]!, pid: pids[i]!, parent: target, name: texts[i]! }
     return target < 0
@@ -58,10 +60,9 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
   return {
     emit(event) {
       seq++
-      // defined, not assigned: a setter image code put on Object.prototype never sees the event
-      put(event, "seq", seq)
-      put(event, "at", now())
-      objects[seq % ringMax] = event as KernelEvent
+      const i = seq % ringMax
+      at[i] = now()
+      objects[i] = event as KernelEvent
       counts[event._tag]++
     },
     syscall(pid, call, target) {

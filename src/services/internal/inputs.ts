@@ -82,12 +82,9 @@ export const costOf = (field: string, input: unknown): Accounts.Cost | Unreadabl
   if (toolCalls instanceof Unreadable) return toolCalls
   const usd = amount(`${field}.usd`, input.usd)
   if (usd instanceof Unreadable) return usd
-  // defined, not assigned (an assignment would run a setter image code put on Object.prototype)
-  return freeze({
-    ...(tokens === undefined ? {} : { tokens }),
-    ...(toolCalls === undefined ? {} : { toolCalls }),
-    ...(usd === undefined ? {} : { usd })
-  })
+  // one shape for every cost (a meter not named is an own `undefined`), defined by a literal: no assignment that
+  // could run a setter image code put on Object.prototype, no read that could reach one
+  return freeze({ tokens, toolCalls, usd })
 }
 
 const quotaFields: ReadonlyArray<keyof Accounts.Quota> = [

@@ -12,6 +12,7 @@
 
 const apply = Reflect.apply
 const hasOwn = Object.hasOwn
+const arrayFrom = Array.from
 const defineProperty = Reflect.defineProperty
 const freezeObject = Object.freeze
 const SetConstructor = Set
@@ -123,23 +124,28 @@ export const includes = <A>(array: ReadonlyArray<A>, value: A): boolean => {
  * new index would run a setter that image code defined on `Array.prototype`).
  */
 export const push = <A>(array: Array<A>, value: A): void => {
-  defineProperty(array, array.length, {
-    __proto__: null,
-    value,
-    writable: true,
-    enumerable: true,
-    configurable: true
-  } as PropertyDescriptor)
+  // one descriptor, reused (it has no prototype, so setting its `value` runs no setter); cleared after use so it
+  // keeps no value alive
+  element.value = value
+  defineProperty(array, array.length, element)
+  element.value = undefined
 }
+
+const element: PropertyDescriptor = {
+  __proto__: null,
+  value: undefined,
+  writable: true,
+  enumerable: true,
+  configurable: true
+} as PropertyDescriptor
 
 /**
  * An array of `length` own `undefined` elements: later writes to its indexes are writes to own properties, which
  * never run a setter image code put on `Array.prototype` (a write to a hole of `new Array(n)` would).
  */
 export const filled = <A>(length: number): Array<A | undefined> => {
-  const out: Array<A | undefined> = []
-  for (let i = 0; i < length; i++) push(out, undefined)
-  return out
+  // `Array.from` defines each element; the array-like has no prototype, so no iterator or index getter is looked up
+  return arrayFrom({ __proto__: null, length } as unknown as ArrayLike<A | undefined>)
 }
 
 /** Defines `record[key] = value` as an own data property (an assignment could run a setter on a prototype). */

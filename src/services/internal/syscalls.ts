@@ -799,37 +799,39 @@ export class ProcessSys implements SysShape, EagerSys {
       kernel.terminate(proc, Process.quota(dry))
       return Effect.interrupt
     }
-    const reservations: Array<Accounts.Cost> = new Array(requests.length)
+    // (a driver that declares no reservation reserves nothing: no per-call work here)
+    let reservations: Array<Accounts.Cost> | undefined
     const reserve = entry.driver.reserve
-    for (let i = 0; i < requests.length; i++) {
-      let cost: Accounts.Cost = noCost
-      if (reserve !== undefined) {
+    if (reserve !== undefined) {
+      // filled by definition: a hole written to would reach an index setter image code put on Array.prototype
+      const made: Array<Accounts.Cost> = []
+      for (let i = 0; i < requests.length; i++) {
         const declared = Inputs.read(call, () => Inputs.costOf("reservation", reserve(requests[i])))
         if (declared instanceof ArgumentError) {
-          for (let j = 0; j < i; j++) Accounts.release(proc.account, reservations[j]!)
+          for (let j = 0; j < i; j++) Accounts.release(proc.account, made[j]!)
           return Effect.fail(
             new DeviceError({ device: entry.driver.name, reason: "driver-error", message: declared.message })
           )
         }
-        cost = declared
+        const short = Accounts.reserve(proc.account, declared)
+        if (short !== undefined) {
+          for (let j = 0; j < i; j++) Accounts.release(proc.account, made[j]!)
+          kernel.terminate(proc, Process.quota(short))
+          return Effect.interrupt
+        }
+        push(made, declared)
       }
-      const short = Accounts.reserve(proc.account, cost)
-      if (short !== undefined) {
-        for (let j = 0; j < i; j++) Accounts.release(proc.account, reservations[j]!)
-        kernel.terminate(proc, Process.quota(short))
-        return Effect.interrupt
-      }
-      reservations[i] = cost
+      reservations = made
     }
     const first = proc.ops + 1
     proc.ops += requests.length
     // 6. the syscall event (the charges follow as each call settles)
     this.#syscall(call, entry.id)
     const path = kernel.driverPath
-    if (!many) return path.run(proc, entry, call, requests[0], first, reservations[0]!)
+    if (!many) return path.run(proc, entry, call, requests[0], first, reservations?.[0] ?? noCost)
     return Effect.forEach(
       requests,
-      (request, i) => Effect.exit(path.run(proc, entry, call, request, first + i, reservations[i]!)),
+      (request, i) => Effect.exit(path.run(proc, entry, call, request, first + i, reservations?.[i] ?? noCost)),
       { concurrency: "unbounded" }
     ).pipe(
       Effect.flatMap((exits) => {
@@ -920,13 +922,17 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
     )
   }
 
+  const invalidCost = (device: string): JournalRecord["result"] => ({
+    _tag: "Failure",
+    reason: "driver-error",
+    message: `${device} reported an invalid cost`
+  })
+
   /** What a finished live call is, as it is journaled and replayed. */
   const asRecorded = (device: string, exit: Exit.Exit<DeviceResult, unknown>): JournalRecord["result"] => {
     if (Exit.isSuccess(exit)) {
       const cost = Inputs.read("read", () => Inputs.costOf("cost", exit.value.cost ?? noCost))
-      if (cost instanceof ArgumentError) {
-        return { _tag: "Failure", reason: "driver-error", message: `${device} reported an invalid cost` }
-      }
+      if (cost instanceof ArgumentError) return invalidCost(device)
       const value = exit.value.value
       const stored = Accounts.normalize(cost)
       return value === undefined ? { _tag: "Success", cost: stored } : { _tag: "Success", value, cost: stored }
@@ -1033,7 +1039,12 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
       // nothing to record: settle straight from the driver's result
       return delivery.track(
         Effect.matchCauseEffect(admitted, {
-          onSuccess: (result) => settle(proc, device, asRecorded(device, Exit.succeed(result)), reserved),
+          onSuccess: (result) => {
+            const cost = Inputs.read("read", () => Inputs.costOf("cost", result.cost ?? noCost))
+            return cost instanceof ArgumentError
+              ? settle(proc, device, invalidCost(device), reserved)
+              : settleValue(proc, result.value, cost, reserved)
+          },
           onFailure: (cause) =>
             Cause.hasInterruptsOnly(cause)
               ? Effect.failCause(cause)
