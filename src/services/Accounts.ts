@@ -378,10 +378,15 @@ export const normalize = (cost: Cost): { tokens?: number; toolCalls?: number; us
  *
  * @category charging
  */
-export const charge = (account: Account, cost: Cost): Meter | undefined => {
-  const tokens = own(cost, "tokens") ?? 0
-  const toolCalls = own(cost, "toolCalls") ?? 0
-  const usd = own(cost, "usd") ?? 0
+export const charge = (account: Account, cost: Cost): Meter | undefined =>
+  chargeMeters(account, own(cost, "tokens") ?? 0, own(cost, "toolCalls") ?? 0, own(cost, "usd") ?? 0)
+
+/**
+ * `charge` with the three meters given as numbers (each a finite number ≥ 0).
+ *
+ * @category charging
+ */
+export const chargeMeters = (account: Account, tokens: number, toolCalls: number, usd: number): Meter | undefined => {
   let breach: Meter | undefined
   for (let a: Account | undefined = account; a !== undefined; a = a.parent) {
     a.tokens += tokens

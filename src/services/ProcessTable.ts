@@ -337,7 +337,7 @@ export const make: Effect.Effect<
   const shutdown = Effect.suspend(() => {
     down = true
     const fibers: Array<Fiber.Fiber<void, unknown>> = []
-    for (const proc of procs.values()) {
+    for (const proc of procs.toValues()) {
       if (proc.fiber !== undefined) fibers.push(proc.fiber)
       terminate(proc, Process.shutdown)
     }
@@ -382,7 +382,7 @@ export const make: Effect.Effect<
       }
     },
     get: (pid) => procs.get(pid),
-    live: () => procs.values(),
+    live: () => procs.toValues(),
     info,
     exitOf: (pid) => history.get(pid),
     waitExit,

@@ -87,6 +87,26 @@ export const costOf = (field: string, input: unknown): Accounts.Cost | Unreadabl
   return freeze({ tokens, toolCalls, usd })
 }
 
+/**
+ * A driver's reported cost, copied (each meter read once) and validated, for the hot path of a settled driver call:
+ * `undefined` when it is not a valid cost (or throws while read). The copy stays inside the kernel, so it is not
+ * frozen.
+ */
+export const driverCostOf = (input: unknown): Accounts.Cost | undefined => {
+  try {
+    if (!isObject(input) || isArray(input)) return undefined
+    const tokens = input.tokens
+    const toolCalls = input.toolCalls
+    const usd = input.usd
+    return isMeter(tokens) && isMeter(toolCalls) && isMeter(usd) ? { tokens, toolCalls, usd } : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const isMeter = (value: unknown): value is number | undefined =>
+  value === undefined || (typeof value === "number" && isFiniteNumber(value) && value >= 0)
+
 const quotaFields: ReadonlyArray<keyof Accounts.Quota> = [
   "tokens",
   "toolCalls",

@@ -56,62 +56,46 @@ export const own = <R extends object, K extends keyof R>(record: R, key: K): R[K
 /** `Object.freeze` as it was at load. */
 export const freeze = <A>(value: A): Readonly<A> => freezeObject(value)
 
-/** A `Set` whose operations are the built-ins captured at load. */
-export class SafeSet<A> {
-  readonly #set: Set<A>
-  constructor() {
-    this.#set = new SetConstructor<A>()
-  }
-  add(value: A): this {
-    apply(setAdd, this.#set, [value])
-    return this
-  }
-  has(value: A): boolean {
-    return apply(setHas, this.#set, [value]) as boolean
-  }
-  delete(value: A): boolean {
-    return apply(setDelete, this.#set, [value]) as boolean
-  }
-  get size(): number {
-    return apply(setSize, this.#set, []) as number
-  }
+/**
+ * A `Set` whose operations are the built-ins captured at load: its own prototype holds them (as Node's primordials
+ * do), so a patched `Set.prototype` is never consulted, and calls stay direct (no wrapper, no `Reflect.apply`).
+ * Instances never leave the kernel, so image code cannot reach `SafeSet.prototype`.
+ */
+export class SafeSet<A> extends SetConstructor<A> {
   /** The members, in insertion order, as an array (a copy: safe to change the set while looping over it). */
   toArray(): Array<A> {
-    return drain(apply(setValues, this.#set, []) as Iterator<A>, setIteratorNext)
+    return drain(apply(setValues, this, []) as Iterator<A>, setIteratorNext)
   }
 }
 
-/** A `Map` whose operations are the built-ins captured at load. */
-export class SafeMap<K, V> {
-  readonly #map: Map<K, V>
-  constructor() {
-    this.#map = new MapConstructor<K, V>()
-  }
-  get(key: K): V | undefined {
-    return apply(mapGet, this.#map, [key]) as V | undefined
-  }
-  set(key: K, value: V): this {
-    apply(mapSet, this.#map, [key, value])
-    return this
-  }
-  has(key: K): boolean {
-    return apply(mapHas, this.#map, [key]) as boolean
-  }
-  delete(key: K): boolean {
-    return apply(mapDelete, this.#map, [key]) as boolean
-  }
-  get size(): number {
-    return apply(mapSize, this.#map, []) as number
-  }
-  values(): Array<V> {
-    return drain(apply(mapValues, this.#map, []) as Iterator<V>, mapIteratorNext)
+/** A `Map` whose operations are the built-ins captured at load (see `SafeSet`). */
+export class SafeMap<K, V> extends MapConstructor<K, V> {
+  /** The values, in insertion order, as an array. */
+  toValues(): Array<V> {
+    return drain(apply(mapValues, this, []) as Iterator<V>, mapIteratorNext)
   }
   /** The first key in insertion order. */
   firstKey(): K | undefined {
-    const step = apply(mapIteratorNext, apply(mapKeys, this.#map, []), []) as IteratorResult<K>
+    const step = apply(mapIteratorNext, apply(mapKeys, this, []), []) as IteratorResult<K>
     return step.done === true ? undefined : step.value
   }
 }
+
+const method = (value: unknown): PropertyDescriptor =>
+  ({ __proto__: null, value, writable: false, enumerable: false, configurable: false }) as PropertyDescriptor
+const getter = (get: () => unknown): PropertyDescriptor =>
+  ({ __proto__: null, get, enumerable: false, configurable: false }) as PropertyDescriptor
+defineProperty(SafeSet.prototype, "add", method(setAdd))
+defineProperty(SafeSet.prototype, "has", method(setHas))
+defineProperty(SafeSet.prototype, "delete", method(setDelete))
+defineProperty(SafeSet.prototype, "size", getter(setSize))
+defineProperty(SafeMap.prototype, "get", method(mapGet))
+defineProperty(SafeMap.prototype, "set", method(mapSet))
+defineProperty(SafeMap.prototype, "has", method(mapHas))
+defineProperty(SafeMap.prototype, "delete", method(mapDelete))
+defineProperty(SafeMap.prototype, "size", getter(mapSize))
+freezeObject(SafeSet.prototype)
+freezeObject(SafeMap.prototype)
 
 /** `array.includes(value)` without `Array.prototype`. */
 export const includes = <A>(array: ReadonlyArray<A>, value: A): boolean => {

@@ -859,7 +859,7 @@ export const chargeProcess = (proc: Proc, cost: Accounts.Cost): boolean => {
   const usd = own(cost, "usd") ?? 0
   if (tokens !== 0 || toolCalls !== 0 || usd !== 0) {
     proc.kernel.events.emit({ _tag: "Charge", pid: proc.pid, tokens, toolCalls, usd })
-    const breach = Accounts.charge(proc.account, cost)
+    const breach = Accounts.chargeMeters(proc.account, tokens, toolCalls, usd)
     if (breach !== undefined) proc.kernel.terminate(proc, Process.quota(breach))
   }
   return proc.exitReason === undefined
@@ -1040,8 +1040,8 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
       return delivery.track(
         Effect.matchCauseEffect(admitted, {
           onSuccess: (result) => {
-            const cost = Inputs.read("read", () => Inputs.costOf("cost", result.cost ?? noCost))
-            return cost instanceof ArgumentError
+            const cost = result.cost === undefined ? noCost : Inputs.driverCostOf(result.cost)
+            return cost === undefined
               ? settle(proc, device, invalidCost(device), reserved)
               : settleValue(proc, result.value, cost, reserved)
           },
