@@ -59,7 +59,8 @@ export const freeze = <A>(value: A): Readonly<A> => freezeObject(value)
 /**
  * A `Set` whose operations are the built-ins captured at load: its own prototype holds them (as Node's primordials
  * do), so a patched `Set.prototype` is never consulted, and calls stay direct (no wrapper, no `Reflect.apply`).
- * Instances never leave the kernel, so image code cannot reach `SafeSet.prototype`.
+ * Instances never leave the kernel, so image code cannot reach `SafeSet.prototype`. Iterate with `toArray` only: a
+ * `for…of`, `forEach` or `values()` would reach the (patchable) `Set.prototype` and its iterator.
  */
 export class SafeSet<A> extends SetConstructor<A> {
   /** The members, in insertion order, as an array (a copy: safe to change the set while looping over it). */
