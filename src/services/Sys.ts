@@ -363,7 +363,10 @@ export const sched = (options: {
 export const open = (device: CapRef): Effect.Effect<CapRef, CapabilityError, Sys> => Sys.use((sys) => sys.open(device))
 /** @category accessors */
 export const read = <A = unknown>(handle: CapRef, request: unknown): Effect.Effect<A, DeviceCallError, Sys> =>
-  Sys.use((sys) => sys.read<A>(handle, request))
+  Effect.withFiber((fiber) => {
+    const sys = sysOf(fiber)
+    return eagerOf(sys)?.readNow<A>(fiber, handle, request) ?? sys.read<A>(handle, request)
+  })
 /** @category accessors */
 export const readAll = <A = unknown>(
   handle: CapRef,

@@ -7,9 +7,9 @@
  * Another implementation of `Sys` (a test double) simply lacks the symbol and is called the ordinary way.
  */
 import type { Effect, Fiber } from "effect"
-import type { CapabilityError } from "../Capability.ts"
+import type { CapabilityError, CapRef } from "../Capability.ts"
 import type { Message } from "../Process.ts"
-import type { ArgumentError, SendOptions } from "../Sys.ts"
+import type { ArgumentError, DeviceCallError, SendOptions } from "../Sys.ts"
 
 export const eager: unique symbol = Symbol.for("effect-agent-os/Sys/eager")
 
@@ -26,6 +26,11 @@ export interface EagerSys {
   ) => Effect.Effect<void, CapabilityError | ArgumentError>
   readonly recvNow: <T>(fiber: Fiber.Fiber<unknown, unknown>) => Effect.Effect<Message<T>>
   readonly yieldNow: (fiber: Fiber.Fiber<unknown, unknown>) => Effect.Effect<void>
+  readonly readNow: <A>(
+    fiber: Fiber.Fiber<unknown, unknown>,
+    handle: CapRef,
+    request: unknown
+  ) => Effect.Effect<A, DeviceCallError>
 }
 
 export const eagerOf = (sys: object): EagerSys | undefined => (sys as { readonly [eager]?: EagerSys })[eager]

@@ -749,7 +749,18 @@ export class ProcessSys implements SysShape, EagerSys {
   }
 
   read<A = unknown>(handle: CapRef, request: unknown): Effect.Effect<A, DeviceCallError> {
-    return enter(this.#proc, () => this.#call("read", handle, [request], false) as Effect.Effect<A, DeviceCallError>)
+    return Effect.withFiber((fiber) => this.readNow<A>(fiber, handle, request))
+  }
+
+  readNow<A>(
+    fiber: Fiber.Fiber<unknown, unknown>,
+    handle: CapRef,
+    request: unknown
+  ): Effect.Effect<A, DeviceCallError> {
+    const proc = this.#proc
+    const refused = admit(proc, fiber)
+    if (refused !== undefined) return enterFrom(proc, fiber, () => this.readNow<A>(fiber, handle, request))
+    return this.#call("read", handle, [request], false) as Effect.Effect<A, DeviceCallError>
   }
 
   readAll<A = unknown>(
