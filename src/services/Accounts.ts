@@ -408,7 +408,9 @@ export const chargeMeters = (account: Account, tokens: number, toolCalls: number
  * @category charging
  */
 export const exhausted = (account: Account, meters: ReadonlyArray<Meter>): Meter | undefined => {
-  for (const meter of meters) if (remaining(account, meter) <= 0) return meter
+  // by index: a patched array iterator cannot hide a used-up meter
+  for (let i = 0; i < meters.length; i++) if (remaining(account, meters[i]!) <= 0) return meters[i]
+
   return undefined
 }
 

@@ -13,11 +13,13 @@ import type * as Accounts from "../Accounts.ts"
 import { rightsMaskOf } from "../Capability.ts"
 import * as Process from "../Process.ts"
 import { ArgumentError } from "../Sys.ts"
+import { types } from "node:util"
 import { durationMillis } from "./duration.ts"
 import { freeze, push } from "./primordials.ts"
 
 // captured at load: image code that replaces them later is never asked about a kernel input
 const isArray = Array.isArray
+const isProxy = types.isProxy
 const isInteger = Number.isInteger
 const isFiniteNumber = Number.isFinite
 const isNotANumber = Number.isNaN
@@ -319,7 +321,6 @@ const DatePrototype = Date.prototype
 const ArrayBufferPrototype = ArrayBuffer.prototype
 const ErrorPrototype = Error.prototype
 const dateGetTime = Date.prototype.getTime
-const arrayBufferSlice = ArrayBuffer.prototype.slice
 const mapEntries = Map.prototype.entries
 const mapSet = Map.prototype.set
 const setValues = Set.prototype.values
@@ -332,20 +333,33 @@ const setIteratorNext = (getPrototypeOf(new Set().values()) as { next: unknown }
 ) => IteratorResult<unknown>
 const defineProperty = Reflect.defineProperty
 const typedArrayPrototype = getPrototypeOf(Uint8Array.prototype) as object
-const typedArraySlice = Reflect.get(typedArrayPrototype, "slice") as (this: unknown) => ArrayBufferView
-const viewPrototypes: ReadonlyArray<object> = [
-  Int8Array.prototype,
-  Uint8Array.prototype,
-  Uint8ClampedArray.prototype,
-  Int16Array.prototype,
-  Uint16Array.prototype,
-  Int32Array.prototype,
-  Uint32Array.prototype,
-  Float32Array.prototype,
-  Float64Array.prototype,
-  BigInt64Array.prototype,
-  BigUint64Array.prototype
+const viewConstructors: ReadonlyArray<new (length: number) => ArrayBufferView> = [
+  Int8Array,
+  Uint8Array,
+  Uint8ClampedArray,
+  Int16Array,
+  Uint16Array,
+  Int32Array,
+  Uint32Array,
+  Float32Array,
+  Float64Array,
+  BigInt64Array,
+  BigUint64Array
 ]
+const viewPrototypes: ReadonlyArray<object> = viewConstructors.map((constructor) => constructor.prototype as object)
+// the copies are made without `slice` (which asks the value's `constructor[Symbol.species]` what to build) and
+// measured by the captured getters (never a `byteLength` image code redefined)
+const typedArrayLength = (Reflect.getOwnPropertyDescriptor(typedArrayPrototype, "length") as PropertyDescriptor)
+  .get as () => number
+const typedArrayByteLength = (Reflect.getOwnPropertyDescriptor(typedArrayPrototype, "byteLength") as PropertyDescriptor)
+  .get as () => number
+const typedArraySet = Reflect.get(typedArrayPrototype, "set") as (this: unknown, source: unknown) => void
+const arrayBufferByteLength = (
+  Reflect.getOwnPropertyDescriptor(ArrayBuffer.prototype, "byteLength") as PropertyDescriptor
+).get as () => number
+const ArrayBufferConstructor = ArrayBuffer
+const Uint8ArrayConstructor = Uint8Array
+
 /** Built-ins whose state lives in internal slots a copy cannot carry: a body holding one is refused. */
 const slotted: ReadonlyArray<readonly [object, string]> = [
   [Promise.prototype, "a Promise"],
@@ -379,6 +393,8 @@ type Kind = "map" | "set" | "date" | "view" | "buffer" | "instance" | string
 const kindOf = (proto: object): Kind => {
   let p: object | null = proto
   for (let steps = 0; p !== null && steps < 64; steps++) {
+    // a copy keeps its prototype; a proxy there would run the sender's traps on every read the receiver makes
+    if (isProxy(p)) return "an object whose prototype is a proxy"
     if (p === MapPrototype) return "map"
     if (p === SetPrototype) return "set"
     if (p === DatePrototype) return "date"
@@ -442,7 +458,9 @@ export const bodyOf = (
         const proto = getPrototypeOf(value)
         if (isArray(value)) {
           if (proto !== ArrayPrototype) throw new Unreadable(`${field}: not plain data (an array subclass)`)
-          const items = arrayOf(field, value, Infinity)
+          // bounded before any element is read: each costs at least 8 bytes, so a length past what is left of
+          // `bytesMax` is refused from the length alone (a sparse array of length 1e9 is never walked)
+          const items = arrayOf(field, value, Math.floor((bytesMax - bytes) / 8))
           if (items instanceof Unreadable) throw items
           enter(value, depth)
           for (let i = 0; i < items.length; i++) items[i] = copy(items[i], depth + 1)
@@ -496,15 +514,19 @@ export const bodyOf = (
             if (!isView(value) || indexOf(viewPrototypes, proto) === -1) {
               throw new Unreadable(`${field}: not plain data (a typed-array subclass)`)
             }
-            const copied = apply(typedArraySlice, value, []) as ArrayBufferView
-            count(copied.byteLength)
+            const Constructor = viewConstructors[indexOf(viewPrototypes, proto)]!
+            count(apply(typedArrayByteLength, value, []) as number)
+            const copied = new Constructor(apply(typedArrayLength, value, []) as number)
+            apply(typedArraySet, copied, [value])
             return copied
           }
           case "buffer": {
             if (proto !== ArrayBufferPrototype)
               throw new Unreadable(`${field}: not plain data (an ArrayBuffer subclass)`)
-            const copied = apply(arrayBufferSlice, value, [0]) as ArrayBuffer
-            count(copied.byteLength)
+            const length = apply(arrayBufferByteLength, value, []) as number
+            count(length)
+            const copied = new ArrayBufferConstructor(length)
+            apply(typedArraySet, new Uint8ArrayConstructor(copied), [new Uint8ArrayConstructor(value as ArrayBuffer)])
             return copied
           }
           case "instance": {

@@ -847,9 +847,11 @@ export class ProcessSys implements SysShape, EagerSys {
     ).pipe(
       Effect.flatMap((exits) => {
         const values: Array<unknown> = []
-        for (const exit of exits) {
+        // by index and by definition: a patched array iterator or push never sees the results
+        for (let i = 0; i < exits.length; i++) {
+          const exit = exits[i]!
           if (Exit.isFailure(exit)) return exit
-          values.push(exit.value)
+          push(values, exit.value)
         }
         return Effect.succeed(values)
       })
