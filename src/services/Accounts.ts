@@ -235,7 +235,8 @@ export const release = (account: Account, cost: Cost): void => {
   }
 }
 
-const quotaKeys = QuotaResource.literals
+// a private frozen copy: `QuotaResource.literals` is reachable from the package root, this list is not
+const quotaKeys: ReadonlyArray<QuotaResource> = Object.freeze([...QuotaResource.literals])
 
 /** A quota's own fields, each read once, or `undefined` when it names none (everything inherited). */
 const quotaFieldsOf = (quota: Quota): Quota | undefined => {
