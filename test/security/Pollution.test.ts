@@ -8,7 +8,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Data, Effect, Equal, Exit, Option, Schema } from "effect"
 import { Process, Sys } from "effect-agent-os"
-import { assertArgumentError, outcome, run } from "./harness.ts"
+import { assertArgumentError, outcome, pollute, run } from "./harness.ts"
 
 const SECRET = "pw-7f3a9c"
 
@@ -25,16 +25,6 @@ const holds = (value: unknown, depth = 0): boolean => {
     })
   } catch {
     return false
-  }
-}
-
-/** Defines `key` as an accessor on `target` for the test, and puts back what was there. */
-const pollute = (target: object, key: PropertyKey, descriptor: PropertyDescriptor): (() => void) => {
-  const before = Reflect.getOwnPropertyDescriptor(target, key)
-  Reflect.defineProperty(target, key, { configurable: true, ...descriptor })
-  return () => {
-    if (before === undefined) Reflect.deleteProperty(target, key)
-    else Reflect.defineProperty(target, key, before)
   }
 }
 

@@ -11,19 +11,9 @@ import { Effect, Exit, Fiber } from "effect"
 import { Device, Process, Sys } from "effect-agent-os"
 import type { Capability } from "effect-agent-os"
 import * as TestKernel from "effect-agent-os/testing"
-import { assertArgumentError, attempt, idle, isAlive, outcome, run, runOn, show, tagOf } from "./harness.ts"
+import { assertArgumentError, attempt, idle, isAlive, outcome, pollute, run, runOn, show, tagOf } from "./harness.ts"
 
 type CapRef = Capability.CapRef
-
-/** Defines `key` on `target` for the test, and puts back what was there. */
-const pollute = (target: object, key: PropertyKey, descriptor: PropertyDescriptor): (() => void) => {
-  const before = Reflect.getOwnPropertyDescriptor(target, key)
-  Reflect.defineProperty(target, key, { configurable: true, ...descriptor })
-  return () => {
-    if (before === undefined) Reflect.deleteProperty(target, key)
-    else Reflect.defineProperty(target, key, before)
-  }
-}
 
 const small = TestKernel.layer({ limits: { messageBytesMax: 1000 } })
 

@@ -284,3 +284,13 @@ export const patchBuiltins = (): Recorder => {
     }
   }
 }
+
+/** Defines `key` on `target` for a test (a getter, a setter, a value), and returns what puts back what was there. */
+export const pollute = (target: object, key: PropertyKey, descriptor: PropertyDescriptor): (() => void) => {
+  const before = Reflect.getOwnPropertyDescriptor(target, key)
+  Reflect.defineProperty(target, key, { configurable: true, ...descriptor })
+  return () => {
+    if (before === undefined) Reflect.deleteProperty(target, key)
+    else Reflect.defineProperty(target, key, before)
+  }
+}

@@ -15,7 +15,7 @@ import * as Process from "../Process.ts"
 import { ArgumentError } from "../Sys.ts"
 import { types } from "node:util"
 import { durationMillis } from "./duration.ts"
-import { freeze, push } from "./primordials.ts"
+import { freeze, push, put } from "./primordials.ts"
 
 // captured at load: image code that replaces them later is never asked about a kernel input
 const isArray = Array.isArray
@@ -331,7 +331,6 @@ const mapIteratorNext = (getPrototypeOf(new Map().entries()) as { next: unknown 
 const setIteratorNext = (getPrototypeOf(new Set().values()) as { next: unknown }).next as (
   this: unknown
 ) => IteratorResult<unknown>
-const defineProperty = Reflect.defineProperty
 const typedArrayPrototype = getPrototypeOf(Uint8Array.prototype) as object
 const viewConstructors: ReadonlyArray<new (length: number) => ArrayBufferView> = [
   Int8Array,
@@ -377,11 +376,6 @@ const slotted: ReadonlyArray<readonly [object, string]> = [
   [BigInt.prototype, "a BigInt object"],
   [Function.prototype, "a function"]
 ]
-
-/** A data property, defined (an assignment would run a setter image code put on a prototype). */
-const put = (target: object, key: PropertyKey, value: unknown, enumerable = true): void => {
-  defineProperty(target, key, { __proto__: null, value, writable: true, enumerable, configurable: true } as never)
-}
 
 const indexOf = (list: ReadonlyArray<object>, value: object): number => {
   for (let i = 0; i < list.length; i++) if (list[i] === value) return i

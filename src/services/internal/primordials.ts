@@ -134,12 +134,12 @@ export const filled = <A>(length: number): Array<A | undefined> => {
 }
 
 /** Defines `record[key] = value` as an own data property (an assignment could run a setter on a prototype). */
-export const put = (record: object, key: PropertyKey, value: unknown): void => {
+export const put = (record: object, key: PropertyKey, value: unknown, enumerable = true): void => {
   defineProperty(record, key, {
     __proto__: null,
     value,
     writable: true,
-    enumerable: true,
+    enumerable,
     configurable: true
   } as PropertyDescriptor)
 }
