@@ -4,6 +4,7 @@ import { defineConfig } from "vitest/config"
 export default defineConfig({
   resolve: {
     alias: {
+      "effect-agent-os/hardened": fileURLToPath(new URL("./src/hardened.ts", import.meta.url)),
       "effect-agent-os/testing": fileURLToPath(new URL("./src/testing.ts", import.meta.url)),
       "effect-agent-os": fileURLToPath(new URL("./src/index.ts", import.meta.url))
     }

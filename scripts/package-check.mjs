@@ -6,7 +6,8 @@
 //    (`exactOptionalPropertyTypes`, `noUncheckedIndexedAccess`, `verbatimModuleSyntax`, `skipLibCheck: false`, …);
 // 2. its program runs with plain `node` (no loader): a kernel boots, a process makes driver calls (a scripted LLM,
 //    the Worker driver's threads) and a Sandbox runs QuickJS on a worker thread, from node_modules;
-// 3. the same program runs with tsx (`tsx src/main.ts`);
+// 3. the same program runs with tsx (`tsx src/main.ts`), and with plain `node` in a hardened realm
+//    (`--import effect-agent-os/hardened`: `ses` lockdown before anything else loads);
 // 4. the same program bundled by esbuild into one file (`esbuild src/main.ts --bundle --platform=node --format=esm`,
 //    nothing external) runs with plain `node` from a directory outside the app, with no node_modules in reach: the
 //    package, effect and the workers' runners and QuickJS engine (inlined by the build) are all in the bundle;
@@ -14,7 +15,7 @@
 // 6. (in the repo, during the install) the Sandbox, Worker and Wasm suites pass on the dist/ just packed, whose
 //    worker threads run the runners the build inlined (scripts/vitest.dist.config.mjs).
 //
-// The type checks and the bundling run at once, then the four runs at once: one npm install serves them all.
+// The type checks and the bundling run at once, then the five runs at once: one npm install serves them all.
 //
 // Any failing step fails the check (exit 1) and keeps the directory for a look; on success it is removed. The app's
 // files are in scripts/package-check/. Installs use the npm cache first (`--prefer-offline`).
@@ -89,7 +90,8 @@ try {
     dependencies: {
       "@effect/platform-node": locked("@effect/platform-node"),
       effect: locked("effect"),
-      "effect-agent-os": `file:../${tarball}`
+      "effect-agent-os": `file:../${tarball}`,
+      ses: locked("ses")
     },
     devDependencies: {
       "@effect/vitest": locked("@effect/vitest"),
@@ -154,15 +156,22 @@ try {
     )
   ])
   /** Runs the program one way and checks it reported its run. */
-  const program = async (label, command, args, cwd) => {
+  const program = async (label, command, args, cwd, realm = "realm: open") => {
     const ran = await run(label, command, args, { cwd, env })
-    if (!ran.includes("ran from the installed package")) {
+    if (!ran.includes("ran from the installed package") || !ran.includes(realm)) {
       throw new Error(`${label}: the program did not report its run:\n${ran}`)
     }
   }
   await Promise.all([
     program("node out/src/main.js (plain node, no loader)", bin("node"), ["out/src/main.js"], app),
     program("tsx src/main.ts", bin("tsx"), ["src/main.ts"], app),
+    program(
+      "node --import effect-agent-os/hardened out/src/main.js (a realm under ses lockdown)",
+      bin("node"),
+      ["--import", "effect-agent-os/hardened", "out/src/main.js"],
+      app,
+      "realm: hardened"
+    ),
     program("node app.mjs (the esbuild bundle, outside the app)", bin("node"), [bundle], bundleDir),
     run("vitest: a test on effect-agent-os/testing", bin("vitest"), ["run", "--dir", "test"], { cwd: app, env })
   ])

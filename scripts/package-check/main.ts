@@ -60,7 +60,8 @@ const program = Effect.gen(function* () {
   if (reason._tag !== "Normal" || JSON.stringify(logs) !== JSON.stringify(expected)) {
     return yield* Effect.die(`unexpected run: ${JSON.stringify({ reason, logs })}`)
   }
-  console.log(`ran from the installed package: ${logs.join("; ")}`)
+  const realm = Object.isFrozen(Object.prototype) && Object.isFrozen(Array.prototype) ? "hardened" : "open"
+  console.log(`ran from the installed package: ${logs.join("; ")} (realm: ${realm})`)
 })
 
 const drivers = [ScriptedLlm.make([{ text: "hello from the model" }]), Worker.driver({ module: "tasks.mjs" })] as const

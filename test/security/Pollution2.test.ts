@@ -88,9 +88,9 @@ describe("running inside another process's fiber", () => {
     })
   )
 
-  // open (issue 8, part 2): a getter image code put on Object.prototype runs on whichever fiber reads the property
-  // it shadows, another process's included, and can take that fiber's context with it; in one realm only a
-  // hardened (lockdown) mode would close this
+  // open realm only: a getter image code put on Object.prototype runs on whichever fiber reads the property it
+  // shadows, another process's included, and can take that fiber's context with it; hardened mode (ses lockdown)
+  // closes it, and test/hardened/Hardened.test.ts runs this attack there
   it.effect.skip("a getter on Object.prototype, reached by another's syscall, cannot act as that process", () =>
     run((_, kernel) =>
       Effect.gen(function* () {
@@ -267,8 +267,8 @@ describe("shared prototypes", () => {
     })
   )
 
-  // open (issue 8, part 8): a copied instance keeps its prototype, shared as code; a prototype that holds data the
-  // sender changes later is seen changed by the receiver
+  // by design (README, "Trust model"): a copied instance keeps its prototype, its type, shared as code; a prototype
+  // that holds data the sender changes later is seen changed by the receiver, in a hardened realm too
   it.effect.skip("a body over a data prototype: the receiver never observes the sender's later mutation", () =>
     run(() =>
       Effect.gen(function* () {
@@ -718,8 +718,8 @@ describe("kernel messages, budget and trace under pollution", () => {
     })
   )
 
-  // beyond the trust model: a `then` on Object.prototype makes every object a thenable, so the host's own promises
-  // (vitest's included) never settle; an in-realm image can disrupt its realm (README, "Trust model")
+  // open realm only: a `then` on Object.prototype makes every object a thenable, so the host's own promises
+  // (vitest's included) never settle; hardened mode refuses the patch (test/hardened/Hardened.test.ts)
   it.effect.skip(
     "Object.prototype.then, Object.prototype[Symbol.iterator] and index getters do not break Down, Term, budget, trace",
     () =>
@@ -844,8 +844,9 @@ describe("patched array iteration in device calls", () => {
     ).pipe(Effect.provide(TestKernel.layer({ drivers: [meter] })))
   )
 
-  // open (issue 8, part 2): readAll runs its calls with Effect.forEach, whose own loops use the realm's array
-  // iterator, so a patched one sees the exits on their way back
+  // open realm only: readAll runs its calls with Effect.forEach, whose own loops use the realm's array iterator (and
+  // every Effect.gen the generator prototype's next), so a patched one sees the exits on their way back; hardened
+  // mode refuses the patch (test/hardened/Hardened.test.ts)
   it.effect.skip("a patched array iterator / push never sees another process's readAll results", () =>
     runOn(
       (grant) =>
