@@ -37,6 +37,12 @@ export type SyscallName =
   | "attenuate"
   | "revoke"
   | "monitor"
+  | "demonitor"
+  | "link"
+  | "unlink"
+  | "trapExit"
+  | "exitSignal"
+  | "started"
   | "waitpid"
   | "register"
   | "unregister"
@@ -75,7 +81,7 @@ export const KernelEvent = Schema.Union([
   Schema.TaggedStruct("Charge", { ...base, tokens: Schema.Number, toolCalls: Schema.Number, usd: Schema.Number }),
   Schema.TaggedStruct("Signal", {
     ...base,
-    signal: Schema.Literals(["kill", "suspend", "resume", "term"]),
+    signal: Schema.Literals(["kill", "suspend", "resume", "term", "exit"]),
     target: Schema.Number
   }),
   Schema.TaggedStruct("Drop", {

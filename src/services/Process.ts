@@ -57,7 +57,8 @@ export { QuotaResource } from "./Accounts.ts"
  * - `Quota { resource }`: a metered charge or its `wall` lifetime went past its quota;
  * - `Fault { error }`: its main effect failed or died; `error` is the message;
  * - `Deadline`: its scheduling deadline passed;
- * - `Shutdown`: the kernel shut down;
+ * - `Shutdown { reason? }`: an orderly stop — the kernel shut down, a supervisor stopped it, or it stopped itself;
+ *   `reason` is an optional payload (OTP's `{shutdown, Term}`), e.g. a supervisor's `"reached_max_restart_intensity"`;
  * - `Policy { rule }`: a kernel policy ended it.
  *
  * @category models
@@ -68,7 +69,7 @@ export const ExitReason = Schema.Union([
   Schema.TaggedStruct("Quota", { resource: QuotaResource }),
   Schema.TaggedStruct("Fault", { error: Schema.String }),
   Schema.TaggedStruct("Deadline", {}),
-  Schema.TaggedStruct("Shutdown", {}),
+  Schema.TaggedStruct("Shutdown", { reason: Schema.optionalKey(Schema.String) }),
   Schema.TaggedStruct("Policy", { rule: Schema.String })
 ])
 export type ExitReason = typeof ExitReason.Type
@@ -96,18 +97,32 @@ export const fault = (error: string): Extract<ExitReason, { readonly _tag: "Faul
 export const deadline: ExitReason = Object.freeze({ _tag: "Deadline" })
 /** @category constructors */
 export const shutdown: Extract<ExitReason, { readonly _tag: "Shutdown" }> = Object.freeze({ _tag: "Shutdown" })
+/** `Shutdown` with a payload (OTP's `{shutdown, Term}`): an orderly stop that says why. @category constructors */
+export const shutdownWith = (reason: string): Extract<ExitReason, { readonly _tag: "Shutdown" }> =>
+  Object.freeze({ _tag: "Shutdown", reason })
 /** @category constructors */
 export const policy = (rule: string): ExitReason => Object.freeze({ _tag: "Policy", rule })
 
 /**
- * True for every reason but `Normal` (OTP's "abnormal exit").
+ * True for every reason but `Normal` and `Shutdown` (with or without a payload): OTP's "abnormal exit", the one a
+ * `transient` child is restarted after and a supervisor counts. (An exit *signal* is another matter: every reason
+ * but `Normal` ends a linked process that does not trap exits, `Shutdown` included, as in OTP.)
  *
  * @category guards
  */
-export const isAbnormal = (reason: ExitReason): boolean => reason._tag !== "Normal"
+export const isAbnormal = (reason: ExitReason): boolean => reason._tag !== "Normal" && reason._tag !== "Shutdown"
 
 /**
- * Sent by the kernel to monitors and links when a process ends.
+ * A monitor, as `Sys.monitor` returns it: a kernel-wide counter, so traces stay deterministic. It names one monitor
+ * of the process that made it; `Sys.demonitor` of a ref the caller did not make does nothing.
+ *
+ * @category models
+ */
+export type MonitorRef = number
+
+/**
+ * Sent by the kernel to a monitor when the process it watches ends (or at once, when it had already ended): one
+ * `Down` per `Sys.monitor` call, carrying that call's `ref`.
  *
  * @category messages
  */
@@ -115,6 +130,31 @@ export interface Down {
   readonly _tag: "Down"
   readonly pid: number
   readonly reason: ExitReason
+  readonly ref: MonitorRef
+}
+
+/**
+ * An exit signal turned into a message: a process that traps exits (`Sys.trapExit(true)`) receives one when a linked
+ * process ends (`pid` is the one that ended, `reason` why) or when a holder of a `kill` cap sends it an exit signal
+ * (`Sys.exitSignal`; `pid` is the sender).
+ *
+ * @category messages
+ */
+export interface Exit {
+  readonly _tag: "Exit"
+  readonly pid: number
+  readonly reason: ExitReason
+}
+
+/**
+ * Sent to a process's parent when the process calls `Sys.started()` (once): its start handshake (OTP's
+ * `init_ack`), which a supervisor waits for before it starts the next child.
+ *
+ * @category messages
+ */
+export interface Started {
+  readonly _tag: "Started"
+  readonly pid: number
 }
 
 /**
@@ -139,7 +179,7 @@ export interface Adopted {
 }
 
 /** @category messages */
-export type KernelMessage = Down | Term | Adopted
+export type KernelMessage = Down | Exit | Term | Adopted | Started
 
 /**
  * A received message. `from` is the sender's pid (0 for the kernel); `caps` moved to the receiver with it; `corr` is
@@ -157,7 +197,7 @@ export interface Message<T = unknown> {
 }
 
 /**
- * Did the kernel send this message (a `Down`, a `Term` or an `Adopted`)? Checks the sender (`from` 0, set by the kernel and not by
+ * Did the kernel send this message (a `Down`, an `Exit`, a `Term`, an `Adopted` or a `Started`)? Checks the sender (`from` 0, set by the kernel and not by
  * the sender), so a process cannot forge one by sending a body shaped like it.
  *
  * @category guards
@@ -165,7 +205,7 @@ export interface Message<T = unknown> {
 export const isKernelMessage = (message: Message): message is Message<KernelMessage> => {
   if (message.from !== 0 || typeof message.body !== "object" || message.body === null) return false
   const tag = (message.body as { readonly _tag?: unknown })._tag
-  return tag === "Down" || tag === "Term" || tag === "Adopted"
+  return tag === "Down" || tag === "Exit" || tag === "Term" || tag === "Adopted" || tag === "Started"
 }
 
 /**

@@ -22,7 +22,7 @@ import { EventLog } from "./EventLog.ts"
 import { makeDelivery } from "./internal/delivery.ts"
 import { type Counters, type KernelState, KILL, MONITOR, noCaps } from "./internal/kernelState.ts"
 import type { Proc } from "./internal/proc.ts"
-import { SafeMap, SafeSet } from "./internal/primordials.ts"
+import { push, SafeMap, SafeSet } from "./internal/primordials.ts"
 import { processContext } from "./internal/processContext.ts"
 import { KernelScheduler } from "./internal/scheduler.ts"
 import { makeSpawner, type Spawner } from "./internal/spawn.ts"
@@ -126,6 +126,7 @@ export const make: Effect.Effect<
   const procs = new SafeMap<number, Proc>()
   const history = new Map<number, Process.ExitReason>()
   let nextPid = 1
+  let monitorRefs = 0
   let down = false
   const counters: Counters = {
     spawned: 0,
@@ -148,12 +149,18 @@ export const make: Effect.Effect<
     }
   }
 
-  const deliver = (to: Proc, body: Process.KernelMessage, carried: ReadonlyArray<CapRef> = noCaps) => {
+  const deliver = (
+    to: Proc,
+    body: Process.KernelMessage,
+    carried: ReadonlyArray<CapRef> = noCaps,
+    bounded = body._tag === "Term"
+  ) => {
     if (to.exitReason !== undefined) return
     const message = { from: 0, body, caps: carried }
-    // a `Term` is a request a flood of which says nothing more than one: kernel messages that may be dropped have a
-    // bound of their own (the mailbox's), so signals cannot pile up in a mailbox that is not read
-    if (body._tag !== "Term") return to.mailbox.push(message)
+    // a `Term` (or an exit signal another process sent) is a request a flood of which says nothing more than one:
+    // kernel messages that may be dropped have a bound of their own (the mailbox's), so signals cannot pile up in a
+    // mailbox that is not read; a `Down`, an `Adopted` or a link's `Exit` comes once per event and is never dropped
+    if (!bounded) return to.mailbox.push(message)
     if (!to.mailbox.pushBounded(message)) {
       counters.messagesDropped++
       events.emit({ _tag: "Drop", pid: 0, reason: "overflow", target: to.pid })
@@ -168,7 +175,43 @@ export const make: Effect.Effect<
     deliver(init, { _tag: "Adopted", pid: orphan.pid }, Object.freeze([cap.ref]))
   }
 
+  /**
+   * An exit signal from `from` (a pid) to `to` (OTP's semantics): a process that traps exits gets it as an `Exit`
+   * message; one that does not ignores `Normal` and ends with any other reason, the same reason. Ending it is queued
+   * (`ending`), not recursive, so a long chain of links unwinds in a loop.
+   */
+  const signal = (from: number, to: Proc, reason: Process.ExitReason, bounded = false): void => {
+    if (to.exitReason !== undefined) return
+    if (to.trapExit) return deliver(to, { _tag: "Exit", pid: from, reason }, noCaps, bounded)
+    if (reason._tag === "Normal") return
+    push(ending, to)
+    push(ending, reason)
+    if (!unwinding) unwind()
+  }
+
+  /** Processes an exit signal ended, waiting for `terminate` (pairs: process, reason). */
+  const ending: Array<Proc | Process.ExitReason> = []
+  let unwinding = false
+  const unwind = () => {
+    unwinding = true
+    try {
+      for (let i = 0; i < ending.length; i += 2) {
+        endNow(ending[i] as Proc, ending[i + 1] as Process.ExitReason)
+      }
+    } finally {
+      ending.length = 0
+      unwinding = false
+    }
+  }
+
   const terminate = (proc: Proc, reason: Process.ExitReason): void => {
+    if (proc.exitReason !== undefined) return
+    push(ending, proc)
+    push(ending, reason)
+    if (!unwinding) unwind()
+  }
+
+  const endNow = (proc: Proc, reason: Process.ExitReason): void => {
     if (proc.exitReason !== undefined) return
     proc.exitReason = reason
     // recorded first: the notifications below wake other processes synchronously, and what they do comes after
@@ -205,29 +248,29 @@ export const make: Effect.Effect<
       }
       proc.children = undefined
     }
-    const down: Process.Down = { _tag: "Down", pid: proc.pid, reason }
+    // monitors first (each `Down` with its ref), then exit signals to the linked processes, which may end them
+    if (proc.monitoredBy !== undefined) {
+      const monitors = proc.monitoredBy.toValues()
+      proc.monitoredBy = undefined
+      for (let i = 0; i < monitors.length; i++) {
+        const { ref, watcher } = monitors[i]!
+        watcher.monitors?.delete(ref)
+        deliver(watcher, { _tag: "Down", pid: proc.pid, reason, ref })
+      }
+    }
+    if (proc.monitors !== undefined) {
+      const watched = proc.monitors.toValues()
+      proc.monitors = undefined
+      for (let i = 0; i < watched.length; i++) watched[i]!.target.monitoredBy?.delete(watched[i]!.ref)
+    }
     if (proc.links !== undefined) {
       const linked = proc.links.toArray()
+      proc.links = undefined
       for (let i = 0; i < linked.length; i++) {
         const other = linked[i]!
         other.links?.delete(proc)
-        deliver(other, down)
+        signal(proc.pid, other, reason)
       }
-      proc.links = undefined
-    }
-    if (proc.watchers !== undefined) {
-      const watchers = proc.watchers.toArray()
-      for (let i = 0; i < watchers.length; i++) {
-        const watcher = watchers[i]!
-        watcher.watching?.delete(proc)
-        deliver(watcher, down)
-      }
-      proc.watchers = undefined
-    }
-    if (proc.watching !== undefined) {
-      const watched = proc.watching.toArray()
-      for (let i = 0; i < watched.length; i++) watched[i]!.watchers?.delete(proc)
-      proc.watching = undefined
     }
     if (proc.exitWaiters !== undefined) {
       const waiters = proc.exitWaiters
@@ -297,6 +340,8 @@ export const make: Effect.Effect<
     journal,
     driverPath,
     terminate,
+    signal,
+    nextMonitorRef: () => ++monitorRefs,
     exitOf: (pid) => history.get(pid),
     armTimer,
     expire,

@@ -18,7 +18,7 @@ import type { MemoryError, Segment } from "./ContextMemory.ts"
 import type { DeviceError } from "./Device.ts"
 import type { JournalError } from "./Journal.ts"
 import type { NameError } from "./NameRegistry.ts"
-import type { ExitReason, Image, Message, StatedReason } from "./Process.ts"
+import type { ExitReason, Image, Message, MonitorRef, StatedReason } from "./Process.ts"
 import type { Option } from "effect"
 import { eagerOf } from "./internal/eagerSys.ts"
 
@@ -43,7 +43,7 @@ export interface SendOptions {
  * - `args`: the image's argument;
  * - `caps`: caps moved to the child (it holds exactly these, readable with `Sys.caps()`); derive first to keep one;
  * - `quota`: the child's quota, carved from the caller's (see `Accounts`);
- * - `link`: link caller and child (each gets `Down` when the other ends);
+ * - `link`: link caller and child (as `Sys.link`: an exit signal goes each way when one of them ends);
  * - `priority`: scheduling priority, an integer in `[KernelConfig.priorityMin, priorityMax]` (default the caller's,
  *   or the child's ceiling if that is lower); read by the inference scheduler;
  * - `priorityMax`: the child's priority ceiling (default the caller's own ceiling, which it may not exceed): the
@@ -174,8 +174,41 @@ export interface SysShape {
   ) => Effect.Effect<CapRef, CapabilityError | ArgumentError>
   /** Revokes a held cap and everything derived from it. */
   readonly revoke: (cap: CapRef) => Effect.Effect<void, CapabilityError>
-  /** Asks for a `Down` message when the target ends (immediately, if it already has). Right `monitor`. */
-  readonly monitor: (cap: CapRef) => Effect.Effect<void, CapabilityError>
+  /**
+   * Makes a monitor: a `Down { pid, reason, ref }` message when the target ends (at once, with its recorded reason,
+   * if it already has). Every call is a monitor of its own, with its own ref and its own `Down`. Right `monitor`.
+   */
+  readonly monitor: (cap: CapRef) => Effect.Effect<MonitorRef, CapabilityError>
+  /**
+   * Ends a monitor the caller made: no `Down` for it comes after this (one already in the mailbox stays). `false`
+   * when the ref names no active monitor of the caller's (ended, already delivered, someone else's).
+   */
+  readonly demonitor: (ref: MonitorRef) => Effect.Effect<boolean, ArgumentError>
+  /**
+   * Links the caller and the target (rights `monitor` and `kill`): when either ends, the other gets an exit signal
+   * with its reason. A process that does not trap exits ends with that reason (a `Normal` one is ignored); one that
+   * traps them gets an `Exit { pid, reason }` message. Linking to a process that has ended sends the caller its exit
+   * signal at once (its recorded reason). Linking twice is one link; linking to oneself does nothing.
+   */
+  readonly link: (cap: CapRef) => Effect.Effect<void, CapabilityError>
+  /** Removes the link between the caller and the target (right `monitor`); `false` when there was none. */
+  readonly unlink: (cap: CapRef) => Effect.Effect<boolean, CapabilityError>
+  /**
+   * Traps exit signals (`on`) or not: while trapping, exit signals arrive as `Exit` messages instead of ending the
+   * caller. `Sys.kill` is never trapped. Returns the previous setting.
+   */
+  readonly trapExit: (on: boolean) => Effect.Effect<boolean, ArgumentError>
+  /**
+   * Sends the target an exit signal with `reason` (right `kill`; OTP's `exit/2`): a target that traps exits gets an
+   * `Exit { pid: caller, reason }` message; one that does not ends with `reason`, except that it ignores `Normal`. The
+   * reason is one a process may state (`Normal`, `Shutdown`, `Fault`). Signals to a mailbox that is full are dropped.
+   */
+  readonly exitSignal: (cap: CapRef, reason: ExitReason) => Effect.Effect<void, CapabilityError | ArgumentError>
+  /**
+   * Reports the caller started (OTP's `init_ack`): a `Started { pid }` message to its parent, once (a second call does
+   * nothing). A supervisor waits for it from a child whose spec has a `startTimeout`.
+   */
+  readonly started: () => Effect.Effect<void>
   /** Waits for the target to end and returns why (works after its death too). Right `monitor`. */
   readonly waitpid: (cap: CapRef) => Effect.Effect<ExitReason, CapabilityError | ExitUnknownError>
   /**
@@ -320,7 +353,29 @@ export const attenuate = (
 /** @category accessors */
 export const revoke = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> => Sys.use((sys) => sys.revoke(cap))
 /** @category accessors */
-export const monitor = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> => Sys.use((sys) => sys.monitor(cap))
+export const monitor = (cap: CapRef): Effect.Effect<MonitorRef, CapabilityError, Sys> =>
+  Sys.use((sys) => sys.monitor(cap))
+/** @category accessors */
+export const demonitor = (ref: MonitorRef): Effect.Effect<boolean, ArgumentError, Sys> =>
+  Sys.use((sys) => sys.demonitor(ref))
+/** @category accessors */
+export const link = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> => Sys.use((sys) => sys.link(cap))
+/** @category accessors */
+export const unlink = (cap: CapRef): Effect.Effect<boolean, CapabilityError, Sys> => Sys.use((sys) => sys.unlink(cap))
+/** @category accessors */
+export const trapExit = (on: boolean): Effect.Effect<boolean, ArgumentError, Sys> => Sys.use((sys) => sys.trapExit(on))
+/**
+ * Sends an exit signal (right `kill`): trapped as an `Exit` message, else the target ends with `reason` (`Normal` is
+ * ignored). A stated reason may only be `Normal`, `Shutdown` or `Fault` (else `ArgumentError`).
+ *
+ * @category accessors
+ */
+export const exitSignal = (
+  cap: CapRef,
+  reason: ExitReason
+): Effect.Effect<void, CapabilityError | ArgumentError, Sys> => Sys.use((sys) => sys.exitSignal(cap, reason))
+/** @category accessors */
+export const started = (): Effect.Effect<void, never, Sys> => Sys.use((sys) => sys.started())
 /** @category accessors */
 export const waitpid = (cap: CapRef): Effect.Effect<ExitReason, CapabilityError | ExitUnknownError, Sys> =>
   Sys.use((sys) => sys.waitpid(cap))

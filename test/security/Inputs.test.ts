@@ -407,13 +407,13 @@ describe("Sys.exit gives only the reasons a process may give", () => {
         const capsBefore = (yield* kernel.metrics()).caps
         const back = yield* Sys.derive(me, ["send"])
         const { cap, pid } = yield* Sys.spawn(victim, { caps: [back] })
-        yield* Sys.monitor(cap)
+        const ref = yield* Sys.monitor(cap)
         const first = yield* Sys.recv()
         assert.strictEqual(first.body, "still here", `the victim sent ${show(first.body)}`)
         assertArgumentError(results[0], "exit")
         yield* Sys.kill(cap)
         const down = yield* Sys.recv()
-        assert.deepStrictEqual(down.body, { _tag: "Down", pid, reason: Process.killed(1) })
+        assert.deepStrictEqual(down.body, { _tag: "Down", pid, reason: Process.killed(1), ref })
         assert.strictEqual((yield* Sys.lookup("victim"))._tag, "None", "its name was not freed")
         yield* Sys.register("victim")
         // its caps were revoked: only the root's cap to it remains of what this test minted

@@ -392,13 +392,14 @@ describe("Sys.monitor / waitpid / link", () => {
     run(() =>
       Effect.gen(function* () {
         const { cap, pid } = yield* Sys.spawn(forever)
-        yield* Sys.monitor(cap)
+        const ref = yield* Sys.monitor(cap)
         yield* Sys.kill(cap)
         const down = yield* Sys.recv()
         assert.isTrue(Process.isKernelMessage(down))
-        assert.deepStrictEqual(down.body, { _tag: "Down", pid, reason: Process.killed(1) })
-        yield* Sys.monitor(cap)
-        assert.deepStrictEqual((yield* Sys.recv()).body, { _tag: "Down", pid, reason: Process.killed(1) })
+        assert.deepStrictEqual(down.body, { _tag: "Down", pid, reason: Process.killed(1), ref })
+        const late = yield* Sys.monitor(cap)
+        assert.notStrictEqual(late, ref)
+        assert.deepStrictEqual((yield* Sys.recv()).body, { _tag: "Down", pid, reason: Process.killed(1), ref: late })
       })
     )
   )
@@ -427,45 +428,26 @@ describe("Sys.monitor / waitpid / link", () => {
     )
   )
 
-  it.effect("link: both sides get Down", () =>
+  it.effect("link: a parent's abnormal exit ends its linked child with the same reason (OTP exit signal)", () =>
     run((grant) =>
       Effect.gen(function* () {
         const me = yield* Sys.self()
-        const linkedChild = Process.make("linked", () =>
-          Effect.gen(function* () {
-            const down = yield* Sys.recv()
-            const report = (yield* Sys.caps())[0]!
-            yield* Sys.send(report, down.body)
-          })
-        )
-        const reporter = Process.make("reporter", () =>
-          Effect.gen(function* () {
-            const m = yield* Sys.recv()
-            const back = (yield* Sys.caps())[0]!
-            yield* Sys.send(back, m.body)
-          })
-        )
-        const { cap: reporterCap } = yield* Sys.spawn(reporter, {
-          caps: [yield* Sys.derive(yield* Sys.selfCap(), ["send"])]
-        })
-        // init spawns a middle process that links to a child, then exits: the child sees Down(middle)
+        const linkedChild = Process.make("linked", () => Effect.forever(Sys.recv()))
+        // init spawns a middle process that links to a child, then exits: the child ends with the middle's reason
         const middle = Process.make("middle", () =>
           Effect.gen(function* () {
-            const forReporter = (yield* Sys.caps())[0]!
-            yield* Sys.spawn(linkedChild, { link: true, caps: [forReporter] })
+            yield* Sys.spawn(linkedChild, { link: true })
             yield* Sys.exit(Process.fault("done"))
           })
         )
-        const forReporter = yield* Sys.derive(reporterCap, ["send"])
         const spawnCap = yield* Sys.derive(grant.spawn, ["spawn"])
-        const { pid: middlePid } = yield* Sys.spawn(middle, { caps: [forReporter, spawnCap] })
-        // init adopts the orphaned child first, with a cap to it
+        yield* Sys.spawn(middle, { caps: [spawnCap] })
+        // init adopts the orphaned child first, with a cap to it; the exit signal then ends it
         const adopted = yield* Sys.recv()
         assert.isTrue(Process.isKernelMessage(adopted))
         assert.strictEqual((adopted.body as Process.KernelMessage)._tag, "Adopted")
         assert.strictEqual(adopted.caps.length, 1)
-        const report = yield* Sys.recv()
-        assert.deepStrictEqual(report.body, { _tag: "Down", pid: middlePid, reason: Process.fault("done") })
+        assert.deepStrictEqual(yield* Sys.waitpid(adopted.caps[0]!), Process.fault("done"))
         assert.strictEqual(me, 1)
       })
     )

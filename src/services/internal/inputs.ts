@@ -15,7 +15,7 @@ import * as Process from "../Process.ts"
 import { ArgumentError } from "../Sys.ts"
 import { types } from "node:util"
 import { durationMillis } from "./duration.ts"
-import { freeze, push, put } from "./primordials.ts"
+import { freeze, own, push, put } from "./primordials.ts"
 
 // captured at load: image code that replaces them later is never asked about a kernel input
 const isArray = Array.isArray
@@ -179,7 +179,12 @@ export const exitReasonOf = (
   if (!isObject(input)) return new Unreadable(`${field} must be an exit reason`)
   const tag = input._tag
   if (tag === "Normal") return Process.normal
-  if (tag === "Shutdown") return Process.shutdown
+  if (tag === "Shutdown") {
+    const reason = own(input, "reason")
+    if (reason === undefined) return Process.shutdown
+    if (typeof reason !== "string") return new Unreadable(`${field}: a Shutdown reason must be a string`)
+    return Process.shutdownWith(reason.length > errorLengthMax ? reason.slice(0, errorLengthMax) : reason)
+  }
   if (tag === "Fault") {
     const error = input.error
     if (typeof error !== "string") return new Unreadable(`${field}: Fault needs an error string`)

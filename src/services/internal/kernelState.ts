@@ -63,11 +63,15 @@ export interface KernelState {
     options: SpawnOptions<A> | undefined
   ) => Effect.Effect<Spawned, CapabilityError | Accounts.QuotaError | SpawnError | ArgumentError>
   readonly terminate: (proc: Proc, reason: Process.ExitReason) => void
+  /** Sends an exit signal from pid `from` to `to`: an `Exit` message if it traps exits, else its end (not for `Normal`). */
+  readonly signal: (from: number, to: Proc, reason: Process.ExitReason, bounded?: boolean) => void
+  /** A fresh monitor ref (kernel-wide counter). */
+  readonly nextMonitorRef: () => number
   readonly exitOf: (pid: number) => Process.ExitReason | undefined
   readonly armTimer: (proc: Proc) => void
   /** Ends `proc` now if its wall quota or deadline has passed (its timer may not have fired yet); `true` if it did. */
   readonly expire: (proc: Proc) => boolean
-  readonly deliver: (to: Proc, body: Process.KernelMessage, caps?: ReadonlyArray<CapRef>) => void
+  readonly deliver: (to: Proc, body: Process.KernelMessage, caps?: ReadonlyArray<CapRef>, bounded?: boolean) => void
   readonly devices: DeviceTableShape
   readonly journal: JournalShape
   readonly driverPath: DriverPath

@@ -12,7 +12,7 @@ import { Mailbox, type MailboxOwner, type Receiver } from "../Mailbox.ts"
 import type * as Process from "../Process.ts"
 import type { CapRecord } from "./capRef.ts"
 import type { KernelState } from "./kernelState.ts"
-import type { SafeSet } from "./primordials.ts"
+import type { SafeMap, SafeSet } from "./primordials.ts"
 import { ProcessSys, settle } from "./syscalls.ts"
 
 /**
@@ -40,8 +40,14 @@ export class Proc implements MailboxOwner {
   // process records only ever go into collections that call the built-ins captured at load (`primordials.ts`)
   children: SafeSet<Proc> | undefined = undefined
   links: SafeSet<Proc> | undefined = undefined
-  watchers: SafeSet<Proc> | undefined = undefined
-  watching: SafeSet<Proc> | undefined = undefined
+  /** The monitors watching this process, by ref. */
+  monitoredBy: SafeMap<number, { readonly ref: number; readonly watcher: Proc }> | undefined = undefined
+  /** The monitors this process made, by ref. */
+  monitors: SafeMap<number, { readonly ref: number; readonly target: Proc }> | undefined = undefined
+  /** Exit signals arrive as `Exit` messages (`Sys.trapExit(true)`) instead of ending the process. */
+  trapExit = false
+  /** `Sys.started()` was called (its `Started` went to the parent). */
+  started = false
   exitWaiters: SafeSet<(reason: Process.ExitReason) => void> | undefined = undefined
   timer: Fiber.Fiber<void> | undefined = undefined
   selfCap: CapRecord | undefined = undefined

@@ -45,7 +45,7 @@ import type { Receiver } from "../Mailbox.ts"
 import type { CapRecord } from "./capRef.ts"
 import { eager, type EagerSys } from "./eagerSys.ts"
 import * as Inputs from "./inputs.ts"
-import { freeze, includes, map, own, push, SafeSet } from "./primordials.ts"
+import { freeze, includes, map, own, push, SafeMap, SafeSet } from "./primordials.ts"
 import { allMeters, KILL, MONITOR, OPEN, READ, SELF_RIGHTS, SEND, WRITE } from "./kernelState.ts"
 import type { Proc } from "./proc.ts"
 
@@ -375,7 +375,7 @@ export class ProcessSys implements SysShape, EagerSys {
     })
   }
 
-  monitor(cap: CapRef): Effect.Effect<void, CapabilityError> {
+  monitor(cap: CapRef): Effect.Effect<Process.MonitorRef, CapabilityError> {
     return enter(this.#proc, () => {
       const proc = this.#proc
       const kernel = proc.kernel
@@ -383,13 +383,105 @@ export class ProcessSys implements SysShape, EagerSys {
       if (record instanceof CapabilityError) return this.#deny("monitor", record)
       const pid = (record.resource as { readonly pid: number }).pid
       this.#syscall("monitor", pid)
+      const ref = kernel.nextMonitorRef()
       const target = kernel.procs.get(pid)
       if (target === undefined || target.exitReason !== undefined) {
-        kernel.deliver(proc, { _tag: "Down", pid, reason: kernel.exitOf(pid) ?? Process.fault("noproc") })
-        return Effect.void
+        kernel.deliver(proc, { _tag: "Down", pid, reason: kernel.exitOf(pid) ?? Process.fault("noproc"), ref })
+        return Effect.succeed(ref)
       }
-      ;(target.watchers ??= new SafeSet()).add(proc)
-      ;(proc.watching ??= new SafeSet()).add(target)
+      ;(target.monitoredBy ??= new SafeMap()).set(ref, { ref, watcher: proc })
+      ;(proc.monitors ??= new SafeMap()).set(ref, { ref, target })
+      return Effect.succeed(ref)
+    })
+  }
+
+  demonitor(ref: Process.MonitorRef): Effect.Effect<boolean, ArgumentError> {
+    return enter(this.#proc, () => {
+      const proc = this.#proc
+      if (typeof ref !== "number" || !Number.isSafeInteger(ref) || ref < 1) {
+        return this.#argument(
+          "demonitor",
+          new ArgumentError({ call: "demonitor", message: "ref must be a monitor ref" })
+        )
+      }
+      this.#syscall("demonitor")
+      const made = proc.monitors?.get(ref)
+      if (made === undefined) return Effect.succeed(false)
+      proc.monitors!.delete(ref)
+      made.target.monitoredBy?.delete(ref)
+      return Effect.succeed(true)
+    })
+  }
+
+  link(cap: CapRef): Effect.Effect<void, CapabilityError> {
+    return enter(this.#proc, (): Effect.Effect<void, CapabilityError> => {
+      const proc = this.#proc
+      const kernel = proc.kernel
+      // linking lets the caller's end end the target: the `kill` right, and `monitor` for the signal coming back
+      const record = this.#processCap("link", cap, MONITOR | KILL)
+      if (record instanceof CapabilityError) return this.#deny("link", record)
+      const pid = (record.resource as { readonly pid: number }).pid
+      this.#syscall("link", pid)
+      if (pid === proc.pid) return Effect.void
+      const target = kernel.procs.get(pid)
+      if (target === undefined || target.exitReason !== undefined) {
+        kernel.signal(pid, proc, kernel.exitOf(pid) ?? Process.fault("noproc"))
+        return proc.exitReason !== undefined ? Effect.interrupt : Effect.void
+      }
+      ;(proc.links ??= new SafeSet()).add(target)
+      ;(target.links ??= new SafeSet()).add(proc)
+      return Effect.void
+    })
+  }
+
+  unlink(cap: CapRef): Effect.Effect<boolean, CapabilityError> {
+    return enter(this.#proc, (): Effect.Effect<boolean, CapabilityError> => {
+      const proc = this.#proc
+      const record = this.#processCap("unlink", cap, MONITOR)
+      if (record instanceof CapabilityError) return this.#deny("unlink", record)
+      const pid = (record.resource as { readonly pid: number }).pid
+      this.#syscall("unlink", pid)
+      const target = proc.kernel.procs.get(pid)
+      if (target === undefined || proc.links?.has(target) !== true) return Effect.succeed(false)
+      proc.links.delete(target)
+      target.links?.delete(proc)
+      return Effect.succeed(true)
+    })
+  }
+
+  trapExit(on: boolean): Effect.Effect<boolean, ArgumentError> {
+    return enter(this.#proc, () => {
+      const proc = this.#proc
+      if (typeof on !== "boolean") {
+        return this.#argument("trapExit", new ArgumentError({ call: "trapExit", message: "on must be a boolean" }))
+      }
+      this.#syscall("trapExit")
+      const before = proc.trapExit
+      proc.trapExit = on
+      return Effect.succeed(before)
+    })
+  }
+
+  exitSignal(cap: CapRef, reason: Process.ExitReason): Effect.Effect<void, CapabilityError | ArgumentError> {
+    return enter(this.#proc, (): Effect.Effect<void, CapabilityError | ArgumentError> => {
+      const proc = this.#proc
+      const stated = Inputs.read("exitSignal", () =>
+        Inputs.exitReasonOf("reason", reason, proc.kernel.limits.logMessageLengthMax)
+      )
+      if (stated instanceof ArgumentError) return this.#argument("exitSignal", stated)
+      // bounded: a flood of signals to a trapping process that does not read says nothing more than one
+      return this.#signal("exitSignal", cap, (target) => proc.kernel.signal(proc.pid, target, stated, true))
+    })
+  }
+
+  started(): Effect.Effect<void> {
+    return enter(this.#proc, () => {
+      const proc = this.#proc
+      this.#syscall("started")
+      if (proc.started) return Effect.void
+      proc.started = true
+      const parent = proc.parent
+      if (parent !== undefined) proc.kernel.deliver(parent, { _tag: "Started", pid: proc.pid })
       return Effect.void
     })
   }
@@ -397,7 +489,7 @@ export class ProcessSys implements SysShape, EagerSys {
   // ---- signals (right `kill`) ----------------------------------------------------------------------------------
 
   #signal(
-    signal: "kill" | "suspend" | "resume" | "term",
+    signal: "kill" | "suspend" | "resume" | "term" | "exitSignal",
     cap: CapRef,
     act: (target: Proc) => void
   ): Effect.Effect<void, CapabilityError> {
@@ -407,7 +499,12 @@ export class ProcessSys implements SysShape, EagerSys {
     if (record instanceof CapabilityError) return this.#deny(signal, record)
     const pid = (record.resource as { readonly pid: number }).pid
     kernel.counters.syscalls++
-    kernel.events.emit({ _tag: "Signal", pid: proc.pid, signal, target: pid })
+    kernel.events.emit({
+      _tag: "Signal",
+      pid: proc.pid,
+      signal: signal === "exitSignal" ? "exit" : signal,
+      target: pid
+    })
     const target = kernel.procs.get(pid)
     if (target !== undefined && target.exitReason === undefined) act(target)
     // a process that killed itself does not go on
