@@ -511,10 +511,14 @@ const makeCall = (settings: CallSettings) => {
     // A plain call is bounded by the SDK's own per-request timeout (it aborts the request and raises a timeout
     // error): an Effect timeout around every call would cost a fiber race per call (~0.1 ms). A streamed reply is
     // read long after the SDK returns, so it is bounded by an Effect timeout as a whole.
+    // the kernel's `(pid, op)` key, the same on every retry and on a re-run after `recover`, so that a server that
+    // deduplicates by `Idempotency-Key` does the work once
+    const headers =
+      context.idempotencyKey === undefined ? undefined : { "Idempotency-Key": `agentos-${context.idempotencyKey}` }
     const attempt =
       request.stream === true
         ? Effect.tryPromise({
-            try: (signal) => streamed(client, body, signal, (text) => settings.onDelta?.(text, context)),
+            try: (signal) => streamed(client, body, signal, headers, (text) => settings.onDelta?.(text, context)),
             catch: (error) => classify(name, error)
           }).pipe(
             Effect.timeoutOrElse({ duration: Duration.millis(settings.timeout), orElse: () => Effect.fail(timedOut) })
@@ -522,7 +526,12 @@ const makeCall = (settings: CallSettings) => {
         : Effect.tryPromise({
             try: (signal) =>
               client.chat.completions
-                .create({ ...body, stream: false }, { signal, timeout: settings.timeout })
+                .create(
+                  { ...body, stream: false },
+                  headers === undefined
+                    ? { signal, timeout: settings.timeout }
+                    : { signal, timeout: settings.timeout, headers }
+                )
                 .then(fromCompletion),
             catch: (error) => classify(name, error)
           })
@@ -672,11 +681,12 @@ const streamed = async (
   client: OpenAI,
   body: ChatBody,
   signal: AbortSignal,
+  headers: Record<string, string> | undefined,
   onDelta: (text: string) => void
 ): Promise<Reported> => {
   const stream = await client.chat.completions.create(
     { ...body, stream: true, stream_options: { include_usage: true } },
-    { signal }
+    headers === undefined ? { signal } : { signal, headers }
   )
   let text = ""
   let finishReason = "unknown"

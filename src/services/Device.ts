@@ -35,6 +35,13 @@ export interface CallContext {
   readonly priority: number
   /** Absolute kernel-clock millis, when the caller has a deadline. */
   readonly deadline: number | undefined
+  /**
+   * `"<pid>:<op>"`, set by the kernel on every call: the same for a call and its re-run. Journaling is at least once —
+   * a call in flight when the kernel crashed has no record, so `recover` runs it again — and a driver with side
+   * effects can deduplicate by this key (the LLM driver sends it as the `Idempotency-Key` header). It is unique within
+   * one journal, not across runs: a driver that deduplicates across runs scopes it by its own run id.
+   */
+  readonly idempotencyKey?: string | undefined
 }
 
 /**

@@ -12,7 +12,9 @@
  *
  * @since 0.1.0
  */
+import { createHash } from "node:crypto"
 import { Context, Effect, Layer, Schema } from "effect"
+import { canonical } from "./internal/canonical.ts"
 
 /**
  * @category models
@@ -44,6 +46,13 @@ export const JournalRecord = Schema.Struct({
   seq: Schema.optionalKey(Schema.Natural),
   device: Schema.String,
   call: Schema.Literals(["open", "read", "write"]),
+  /**
+   * `requestDigest(device, call, request)` of the call as it was made. A replay computes it again for the call the
+   * program makes now and refuses a record whose digest differs (`mismatch`), so a program that sends other requests
+   * cannot replay the old answers. The kernel writes it on every record; a replayed record without one (a journal
+   * from before digests) is refused as `corrupt`: it cannot prove which request it answers.
+   */
+  digest: Schema.optionalKey(Schema.String),
   result: Schema.Union([
     // `value` is absent when the driver returned `undefined` (JSON has no undefined)
     Schema.TaggedStruct("Success", { value: Schema.optionalKey(Schema.Unknown), cost: CostSchema }),
@@ -60,16 +69,22 @@ export type JournalRecord = typeof JournalRecord.Type
  * A journal operation failed:
  *
  * - `missing`: replay found no entry for `(pid, op)`;
- * - `mismatch`: replay found an entry for another device or call than the one made (the program changed);
+ * - `mismatch`: replay found an entry for another device, call or request (its digest) than the one made (the
+ *   program changed), or a replay waits for a result its process never asks for;
  * - `corrupt`: a stored record did not decode (`line` names it in a file, counted from 1; `pid` and `op` name a
- *   loaded record that breaks the `JournalRecord` checks);
- * - `unencodable`: a driver result cannot be stored as JSON (a bigint, a cycle…), so it was not recorded;
- * - `io`: the store could not be read or written.
+ *   loaded record that breaks the `JournalRecord` checks), or the loaded records do not fit together: two records
+ *   for one `(pid, op)`, two with one `seq`, or a `seq` missing below the highest;
+ * - `unencodable`: a driver result cannot be stored faithfully (a function, a cycle, a class instance…), so it was
+ *   not recorded;
+ * - `io`: the store could not be read or written (or the path is not a regular file, or it is over a size limit);
+ * - `tampered`: a record's MAC does not verify under the integrity key (see `JournalFileStore`), or a keyed journal
+ *   is read without its key, or a key is given for a journal whose records carry no MAC;
+ * - `incompatible`: the journal was written in another format version, for another kernel ABI, or by another program.
  *
  * @category errors
  */
 export class JournalError extends Schema.TaggedError<JournalError>()("JournalError", {
-  reason: Schema.Literals(["missing", "mismatch", "corrupt", "unencodable", "io"]),
+  reason: Schema.Literals(["missing", "mismatch", "corrupt", "unencodable", "io", "tampered", "incompatible"]),
   message: Schema.String,
   pid: Schema.optionalKey(Schema.Number),
   op: Schema.optionalKey(Schema.Number),
@@ -145,6 +160,8 @@ export interface JournalShape {
   readonly size: () => number
   /** The highest `seq` among the records loaded at start (0 for none). */
   readonly lastSeq: () => number
+  /** The loaded record with this `seq`, to name it in an error. */
+  readonly bySeq: (seq: number) => JournalRecord | undefined
   /** Records are stored at once (an in-memory store): `record` never returns an effect to wait on. */
   readonly synchronous: boolean
 }
@@ -157,6 +174,25 @@ export interface JournalShape {
 export class Journal extends Context.Service<Journal, JournalShape>()("effect-agent-os/Journal") {}
 
 const decodeRecord = Schema.decodeUnknownEffect(JournalRecord, { errors: "all" })
+
+/**
+ * The digest a record carries of its request: SHA-256 (base64url) of the canonical JSON of `[device, call, request]`
+ * (sorted keys, the values JSON would change tagged; see `internal/canonical.ts`). Equal requests have equal digests
+ * whatever their key order.
+ *
+ * @category constructors
+ */
+export const requestDigest = (device: string, call: string, request: unknown): string =>
+  createHash("sha256")
+    .update(`[${JSON.stringify(device)},${JSON.stringify(call)},${canonical(request)}]`)
+    .digest("base64url")
+
+const corrupt = (message: string, record?: JournalRecord) =>
+  new JournalError({
+    reason: "corrupt",
+    message,
+    ...(record === undefined ? {} : { pid: record.pid, op: record.op })
+  })
 
 /** A number field of a record that did not decode, to name it. */
 const numberField = (stored: unknown, name: "pid" | "op"): number | undefined => {
@@ -190,6 +226,12 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
     const index = new Map<number, Map<number, JournalRecord>>()
     let size = 0
     let lastSeq = 0
+    // Records that do not fit together are refused at load, before any process runs: a second record for one
+    // `(pid, op)` (which would be served instead of the first), two records with one `seq` (the completion gate would
+    // hand back one of them and leave the other's caller waiting forever), or a `seq` missing below the highest (the
+    // gate would wait for it). A recording numbers its completions from 1 without gaps: a number is taken only when
+    // its record is written, in the same uninterruptible step.
+    const seqs = new Map<number, JournalRecord>()
     for (const stored of loaded) {
       // every store gets the Schema's checks, also one that hands back records it never decoded (memory, SQL rows)
       const record = yield* checked(stored)
@@ -198,9 +240,26 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
         ops = new Map()
         index.set(record.pid, ops)
       }
-      if (!ops.has(record.op)) size++
+      if (ops.has(record.op)) {
+        return yield* corrupt(`journal holds two records for pid ${record.pid} op ${record.op}`, record)
+      }
+      size++
       ops.set(record.op, record)
-      if (record.seq !== undefined && record.seq > lastSeq) lastSeq = record.seq
+      if (record.seq !== undefined) {
+        if (seqs.has(record.seq)) {
+          return yield* corrupt(
+            `journal holds two records with seq ${record.seq} (pid ${record.pid} op ${record.op})`,
+            record
+          )
+        }
+        seqs.set(record.seq, record)
+        if (record.seq > lastSeq) lastSeq = record.seq
+      }
+    }
+    if (seqs.size !== lastSeq) {
+      let hole = 1
+      while (seqs.has(hole)) hole++
+      return yield* corrupt(`journal has no record with seq ${hole} (records run to seq ${lastSeq})`)
     }
     return {
       mode,
@@ -219,6 +278,7 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
       },
       size: () => size,
       lastSeq: () => lastSeq,
+      bySeq: (seq) => seqs.get(seq),
       synchronous: store.appendUnsafe !== undefined
     }
   })

@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Schema, type Scope } from "effect"
+import { Clock, Context, Effect, Layer, Schema, type Scope } from "effect"
 import type * as ContextMemory from "./ContextMemory.ts"
 import type * as Device from "./Device.ts"
 import type * as Journal from "./Journal.ts"
@@ -186,6 +186,9 @@ export const make: Effect.Effect<
       ? grant
       : new KernelError({ reason: "unknown-device", message: `no driver for device(s): ${unknown.join(", ")}` })
   }
+  // `shutdownTimeoutMs` is real time: it bounds how long closing waits for fibers stuck in the outside world (a
+  // driver call that does not answer), which a virtual or test clock would never move past
+  const shutdown = Effect.provideService(table.shutdown, Clock.Clock, Clock.Clock.defaultValue())
   const kernel: KernelShape = {
     boot: (init, options) =>
       Effect.suspend((): Effect.Effect<number, KernelError | QuotaError | SpawnError | ArgumentError> => {
@@ -198,7 +201,7 @@ export const make: Effect.Effect<
     trace: (n) => Effect.sync(() => events.trace(n)),
     metrics: () => Effect.sync(metrics),
     metricsText: () => Effect.sync(() => prometheusText(metrics())),
-    shutdown: () => table.shutdown,
+    shutdown: () => shutdown,
     snapshot: (pid) =>
       Effect.suspend(() => {
         const snapshot = table.snapshot(pid)
@@ -265,7 +268,7 @@ export const make: Effect.Effect<
         }
       )
   }
-  yield* Effect.addFinalizer(() => table.shutdown)
+  yield* Effect.addFinalizer(() => shutdown)
   return kernel
 })
 

@@ -9,7 +9,7 @@
  */
 export class CompletionGate {
   private readonly waiting = new Map<number, () => void>()
-  private next = 1
+  private nextSeq = 1
   private assigned = 0
 
   /** A number for a live completion. */
@@ -31,20 +31,30 @@ export class CompletionGate {
     return this.waiting.size
   }
 
+  /** The `seq` to be delivered next. */
+  get next(): number {
+    return this.nextSeq
+  }
+
+  /** Whether the next result in order is waiting. */
+  get ready(): boolean {
+    return this.waiting.has(this.nextSeq)
+  }
+
   /**
    * Delivers the next result in order. With `force`, when the next one is not there (a program that no longer
    * matches its journal), delivers the lowest waiting one instead so the run can go on.
    */
   deliver(force: boolean): boolean {
-    let deliver = this.waiting.get(this.next)
-    let seq = this.next
+    let deliver = this.waiting.get(this.nextSeq)
+    let seq = this.nextSeq
     if (deliver === undefined) {
       if (!force || this.waiting.size === 0) return false
       seq = Math.min(...this.waiting.keys())
       deliver = this.waiting.get(seq)!
     }
     this.waiting.delete(seq)
-    this.next = seq + 1
+    this.nextSeq = seq + 1
     deliver()
     return true
   }

@@ -8,12 +8,20 @@
  * recorded without a `seq`, and so replayed inline. Under virtual time the clock must not move while a live call is
  * in flight or a journaled result waits to be handed back.
  *
+ * A replay never waits for what cannot come. The journal refuses at load any set of records whose `seq`s repeat or
+ * leave a hole, so every number the gate waits for belongs to a loaded record. Under virtual time, a faithful replay
+ * has asked for the next result by the time the kernel is quiescent (the recording's clock did not move either while
+ * that call was under way); when it has not, the program no longer matches its journal and the run ends with a
+ * `JournalError { reason: "mismatch" }` in every process (`endRun`) instead of waiting forever. On the real clock a
+ * process may still be sleeping towards that call, so there the lowest waiting result is handed back instead.
+ *
  * Private to the package.
  */
 import type { Option } from "effect"
-import { Effect } from "effect"
+import { Clock, Effect } from "effect"
 import type * as Accounts from "../Accounts.ts"
-import type { JournalRecord, JournalShape } from "../Journal.ts"
+import { JournalError, type JournalRecord, type JournalShape } from "../Journal.ts"
+import * as Process from "../Process.ts"
 import { makeAdvancer, type VirtualClock } from "../VirtualTime.ts"
 import { CompletionGate } from "./completionGate.ts"
 import type { Proc } from "./proc.ts"
@@ -45,9 +53,38 @@ export interface Delivery {
     proc: Proc,
     settle: () => Effect.Effect<A, E>
   ) => Effect.Effect<A, E>
-  /** Counts a live call as in flight (virtual time does not move meanwhile). */
-  readonly track: <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E>
+  /**
+   * Runs a live call: `around(driver)` where `driver` is the driver's own effect. From the moment the driver starts
+   * until `around` ends (its result recorded and handed back) the call is in flight and virtual time does not move;
+   * a call still waiting for an inference slot is not in flight, so a rate limit's wake-up can come.
+   */
+  readonly track: <A, E, B, F>(
+    driver: Effect.Effect<A, E>,
+    around: (driver: Effect.Effect<A, E>) => Effect.Effect<B, F>
+  ) => Effect.Effect<B, F>
+  /** A recorded `seq` whose record could not be written: the gate passes over it instead of waiting for it. */
+  readonly skip: (seq: number) => void
 }
+
+/**
+ * Ends a replay that no longer matches its journal: every live process ends with `Fault` naming `error`, so nothing
+ * waits for a result, a message or a process that the diverged program will never produce.
+ */
+export const endRun = (proc: Proc, error: JournalError): void => {
+  const reason = Process.fault(Process.describeError(error))
+  for (const other of proc.kernel.procs.toValues()) {
+    if (other.exitReason === undefined) proc.kernel.terminate(other, reason)
+  }
+}
+
+/**
+ * The clock a driver's own effect runs on under virtual time: the real one. The virtual clock moves only when the
+ * kernel is quiescent, and it is not while a driver call is in flight, so a driver that sleeps on it (a retry
+ * backoff, a `Retry-After`, a timeout) would wait forever. A driver's waits are the outside world's time, like its
+ * network latency: what they change is when the result arrives, and that order is recorded (`seq`) and replayed from
+ * the journal, where no driver runs. So replays stay deterministic, and the process's own sleeps stay virtual.
+ */
+const realClock: Clock.Clock = Clock.Clock.defaultValue()
 
 export const makeDelivery = (
   journal: JournalShape,
@@ -55,6 +92,9 @@ export const makeDelivery = (
   virtual: Option.Option<VirtualClock>
 ): Delivery => {
   let inflight = 0
+  const diverges = journal.mode === "replay" && virtual._tag === "Some"
+  // the caller of each result waiting in the gate, to end the run when the replay diverges
+  const callers = diverges ? new Map<number, Proc>() : undefined
   // handing back in completion order needs the kernel's run queue, whose draining tells when every process is blocked
   const gate = journal.mode !== "live" && kernelScheduler !== undefined ? new CompletionGate() : undefined
   gate?.seed(journal.lastSeq())
@@ -65,6 +105,21 @@ export const makeDelivery = (
   }
   /** Every process is blocked: hand back the next journaled result, or else let virtual time move. */
   const quiescent = () => {
+    if (callers !== undefined && gate !== undefined && gate.size > 0 && !gate.ready && inflight === 0) {
+      const seq = gate.next
+      const record = journal.bySeq(seq)
+      const error = new JournalError({
+        reason: "mismatch",
+        message:
+          `the replay waits for the result with seq ${seq}` +
+          (record === undefined ? "" : ` (pid ${record.pid} op ${record.op})`) +
+          ", which its process has not asked for: the program no longer matches its journal",
+        ...(record === undefined ? {} : { pid: record.pid, op: record.op })
+      })
+      const caller = callers.values().next().value
+      if (caller !== undefined) endRun(caller, error)
+      return
+    }
     if (gate !== undefined && gate.size > 0 && gate.deliver(inflight === 0)) {
       // the woken process may block again without scheduling anything: look again once it has
       if (gate.size > 0) checkSoon()
@@ -105,14 +160,17 @@ export const makeDelivery = (
   ): Effect.Effect<A, E> =>
     Effect.callback<A, E>((resume) => {
       let done = false
+      callers?.set(seq, proc)
       gate!.enqueue(seq, () => {
         done = true
+        callers?.delete(seq)
         resume(Effect.suspend(settle))
       })
       checkSoon()
       return Effect.sync(() => {
         if (done) return
         // the result came back but its caller was ended before it was handed over: the work is still paid for
+        callers?.delete(seq)
         gate!.enqueue(seq, () => {
           if (cost !== undefined) chargeProcess(proc, cost)
         })
@@ -128,17 +186,27 @@ export const makeDelivery = (
         ? undefined
         : gate.assign(),
     deliver,
-    track: (effect) =>
-      advancer === undefined
-        ? effect
-        : Effect.suspend(() => {
-            inflight++
-            return Effect.ensuring(
-              effect,
-              Effect.sync(() => {
-                if (--inflight === 0) advancer!.poke()
-              })
-            )
+    track: (driver, around) => {
+      if (advancer === undefined) return around(driver)
+      return Effect.suspend(() => {
+        let counted = false
+        const started = Effect.suspend(() => {
+          counted = true
+          inflight++
+          return Effect.provideService(driver, Clock.Clock, realClock)
+        })
+        return Effect.ensuring(
+          around(started),
+          Effect.sync(() => {
+            if (counted && --inflight === 0) advancer!.poke()
           })
+        )
+      })
+    },
+    skip: (seq) => {
+      if (gate === undefined) return
+      gate.enqueue(seq, () => {})
+      checkSoon()
+    }
   }
 }

@@ -26,7 +26,7 @@ import { estimateTokens, Memory, MemoryError, type Segment, textOf } from "../Co
 import { type CallContext, DeviceError, type DeviceResult, type Handle } from "../Device.ts"
 import type { HandleEntry } from "../DeviceTable.ts"
 import type { SyscallName } from "../EventLog.ts"
-import { JournalError, type JournalRecord } from "../Journal.ts"
+import { JournalError, type JournalRecord, requestDigest } from "../Journal.ts"
 import type { NameError } from "../NameRegistry.ts"
 import * as Process from "../Process.ts"
 import {
@@ -43,6 +43,7 @@ import {
 } from "../Sys.ts"
 import type { Receiver } from "../Mailbox.ts"
 import type { CapRecord } from "./capRef.ts"
+import { endRun } from "./delivery.ts"
 import { eager, type EagerSys } from "./eagerSys.ts"
 import * as Inputs from "./inputs.ts"
 import { freeze, includes, map, own, push, SafeMap, SafeSet } from "./primordials.ts"
@@ -253,6 +254,26 @@ export class ProcessSys implements SysShape, EagerSys {
       const receiver = resume as Receiver
       proc.mailbox.parkReceiver(receiver)
       return Effect.sync(() => proc.mailbox.cancelReceiver(receiver))
+    })
+  }
+
+  recvMatch<T = unknown>(match: {
+    readonly corr?: string | number | undefined
+    readonly from?: number | undefined
+    readonly ref?: Process.MonitorRef | undefined
+  }): Effect.Effect<Process.Message<T>, ArgumentError> {
+    return enter(this.#proc, (): Effect.Effect<Process.Message<T>, ArgumentError> => {
+      const proc = this.#proc
+      const copied = Inputs.read("recvMatch", () => Inputs.matchOf("match", match))
+      if (copied instanceof ArgumentError) return this.#argument("recvMatch", copied)
+      this.#syscall("recvMatch")
+      const ready = proc.mailbox.pollMatch(copied)
+      if (ready !== undefined) return Effect.succeed(ready as Process.Message<T>)
+      return Effect.callback<Process.Message<T>>((resume) => {
+        const receiver = resume as Receiver
+        proc.mailbox.parkMatcher(copied, receiver)
+        return Effect.sync(() => proc.mailbox.cancelMatcher(receiver))
+      })
     })
   }
 
@@ -1090,12 +1111,16 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
     reserved: Release
   ): Effect.Effect<unknown, DeviceError | JournalError> => {
     const device = entry.driver.name
+    // the request's digest, recorded with its result and checked against it on replay (none in live mode: nothing
+    // is journaled)
+    const digest = journal.mode === "live" ? undefined : requestDigest(device, call, request)
     // 5. replayed from the journal
     const replayed = journal.replayed(proc.pid, op)
-    if (replayed instanceof JournalError) return Effect.fail(replayed)
+    if (replayed instanceof JournalError) return diverged(proc, replayed)
     if (replayed !== undefined) {
       if (replayed.device !== device || replayed.call !== call) {
-        return Effect.fail(
+        return diverged(
+          proc,
           new JournalError({
             reason: "mismatch",
             message: `pid ${proc.pid} op ${op}: journaled ${replayed.call} on ${replayed.device}, now ${call} on ${device}`,
@@ -1104,13 +1129,32 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
           })
         )
       }
+      if (replayed.digest !== digest) {
+        return diverged(
+          proc,
+          replayed.digest === undefined
+            ? new JournalError({
+                reason: "corrupt",
+                message: `pid ${proc.pid} op ${op}: the journaled ${call} on ${device} carries no request digest (a journal from before digests): record it again`,
+                pid: proc.pid,
+                op
+              })
+            : new JournalError({
+                reason: "mismatch",
+                message: `pid ${proc.pid} op ${op}: the ${call} on ${device} sends another request than the one journaled`,
+                pid: proc.pid,
+                op
+              })
+        )
+      }
       const recorded = replayed.result
       // a journaled cost is validated like a live one: a record must not refund a budget
       if (
         recorded._tag === "Success" &&
         Inputs.read("read", () => Inputs.costOf("cost", recorded.cost)) instanceof ArgumentError
       ) {
-        return Effect.fail(
+        return diverged(
+          proc,
           new JournalError({
             reason: "corrupt",
             message: `pid ${proc.pid} op ${op}: invalid journaled cost`,
@@ -1124,9 +1168,15 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
       )
     }
     // live
-    const context: CallContext = { pid: proc.pid, op, priority: proc.priority, deadline: proc.deadlineAt }
+    const context: CallContext = {
+      pid: proc.pid,
+      op,
+      priority: proc.priority,
+      deadline: proc.deadlineAt,
+      idempotencyKey: `${proc.pid}:${op}`
+    }
     // the driver's own handle opens at the first live call (a replayed run never opens it)
-    const live =
+    const driver =
       entry.handle !== undefined
         ? invoke(entry, entry.handle, call, request, context)
         : Effect.flatMap(entry.driver.open({ pid: entry.opener }), (handle) => {
@@ -1135,7 +1185,7 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
           })
     const policy = entry.driver.scheduled
     const priority = Math.min(deps.priorityMax, Math.max(deps.priorityMin, proc.priority))
-    const admitted =
+    const admit = (live: Effect.Effect<DeviceResult, DeviceError>) =>
       policy === undefined || policy === false
         ? live
         : inference.run(
@@ -1147,8 +1197,8 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
           )
     if (journal.mode === "live") {
       // nothing to record: settle straight from the driver's result
-      return delivery.track(
-        Effect.matchCauseEffect(admitted, {
+      return delivery.track(driver, (live) =>
+        Effect.matchCauseEffect(admit(live), {
           onSuccess: (result) => {
             const cost = result.cost === undefined ? noCost : Inputs.driverCostOf(result.cost)
             return cost === undefined
@@ -1169,8 +1219,8 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
       const seq = delivery.sequence(started)
       const pending = journal.record(
         seq === undefined
-          ? { pid: proc.pid, op, device, call, result }
-          : { pid: proc.pid, op, seq, device, call, result }
+          ? { pid: proc.pid, op, device, call, digest: digest!, result }
+          : { pid: proc.pid, op, seq, device, call, digest: digest!, result }
       )
       const handBack =
         seq === undefined
@@ -1178,16 +1228,35 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
           : delivery.deliver(seq, result._tag === "Success" ? result.cost : undefined, proc, () =>
               settle(proc, device, result, reserved)
             )
-      return pending === undefined ? handBack : Effect.andThen(pending, handBack)
+      if (pending === undefined) return handBack
+      // the record is written whole or not at all, even if the caller is ended meanwhile: a `seq` taken is a `seq`
+      // written (or passed over by the gate when the write fails), so the journal has no hole a replay would wait on
+      return Effect.andThen(
+        Effect.uninterruptible(
+          seq === undefined ? pending : Effect.tapError(pending, () => Effect.sync(() => delivery.skip(seq)))
+        ),
+        handBack
+      )
     }
-    return delivery.track(
-      Effect.matchCauseEffect(admitted, {
+    return delivery.track(driver, (live) =>
+      Effect.matchCauseEffect(admit(live), {
         onSuccess: (result) => recordAndSettle(Exit.succeed(result)),
         // cancelled (the caller was ended or interrupted): nothing was returned, nothing is journaled or charged
         onFailure: (cause) =>
           Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : recordAndSettle(Exit.failCause(cause))
       })
     )
+  }
+
+  /**
+   * A replay that no longer matches its journal (a record missing, for another call or request, or with an invalid
+   * cost) fails the call with `error`, and in `replay` and `recover` ends every process with it: whatever the
+   * program does after diverging is not the recorded run, and a process waiting on the one that failed would wait
+   * forever.
+   */
+  const diverged = (proc: Proc, error: JournalError): Effect.Effect<never, JournalError> => {
+    endRun(proc, error)
+    return Effect.fail(error)
   }
 
   return { run, closeHandle }
