@@ -31,6 +31,7 @@ export type SyscallName =
   | "yield"
   | "send"
   | "recv"
+  | "recvMatch"
   | "spawn"
   | "exit"
   | "derive"

@@ -26,6 +26,45 @@ export interface MailboxOwner {
 /** A parked receiver, as the `Effect.callback` of `recv` gave it: resumed once with the message it receives. */
 export type Receiver = (effect: Effect.Effect<Message>) => void
 
+/**
+ * What a selective receive (`Sys.recvMatch`) takes: the oldest message whose `corr` is `corr` (and, with `from`,
+ * whose sender is `from`), or a kernel `Down` whose `ref` is `ref` — the reply to a call, or the news that the callee
+ * died. Data only, checked by the kernel: no process code runs on another process's send.
+ */
+export interface Match {
+  readonly corr?: string | number | undefined
+  readonly from?: number | undefined
+  readonly ref?: number | undefined
+}
+
+const hasOwn = Object.hasOwn
+
+/** Does `message` satisfy `match`? Reads only own fields of the kernel's own message records. */
+export const matches = (message: Message, match: Match): boolean => {
+  if (
+    match.corr !== undefined &&
+    message.corr === match.corr &&
+    (match.from === undefined || message.from === match.from)
+  ) {
+    return true
+  }
+  if (match.ref === undefined || message.from !== 0) return false
+  const body = message.body as Record<string, unknown> | null
+  return (
+    typeof body === "object" &&
+    body !== null &&
+    hasOwn(body, "_tag") &&
+    body._tag === "Down" &&
+    hasOwn(body, "ref") &&
+    body.ref === match.ref
+  )
+}
+
+interface Matcher {
+  readonly match: Match
+  readonly receiver: Receiver
+}
+
 interface ParkedSender {
   readonly message: Message
   readonly admitted: () => void
@@ -72,6 +111,18 @@ class Ring<A> {
     }
     return false
   }
+  /** Removes and returns the first item `test` accepts (oldest first), or `undefined`. */
+  takeFirst(test: (item: A) => boolean): A | undefined {
+    const mask = this.items.length - 1
+    for (let i = 0; i < this.size; i++) {
+      const item = this.items[(this.head + i) & mask] as A
+      if (test(item)) {
+        this.remove(item)
+        return item
+      }
+    }
+    return undefined
+  }
   drain(): Array<A> {
     const out: Array<A> = []
     for (let item = this.shift(); item !== undefined; item = this.shift()) push(out, item)
@@ -95,6 +146,8 @@ export class Mailbox {
   private receiver: Receiver | undefined
   private receivers: Ring<Receiver> | undefined
   private senders: Ring<ParkedSender> | undefined
+  /** Receivers parked in a selective receive, each with what it waits for (checked before plain receivers). */
+  private matchers: Ring<Matcher> | undefined
   private closed = false
   /** Kernel messages (from 0) queued: bounded by the kernel with a bound of their own (see `pushKernel`). */
   private kernelQueued = 0
@@ -118,15 +171,29 @@ export class Mailbox {
 
   /** Receivers parked waiting for a message. */
   get parkedReceivers(): number {
-    return (this.receiver === undefined ? 0 : 1) + (this.receivers?.size ?? 0)
+    return (this.receiver === undefined ? 0 : 1) + (this.receivers?.size ?? 0) + (this.matchers?.size ?? 0)
   }
 
   private expired(message: Message): boolean {
     return message.deadline !== undefined && message.deadline <= this.owner.now()
   }
 
-  /** Hands the message to a parked receiver if there is one. */
+  /** Hands the message to a parked receiver if there is one (a selective one that waits for it first). */
   private handOff(message: Message): boolean {
+    const matchers = this.matchers
+    if (matchers !== undefined && matchers.size > 0) {
+      const matcher = matchers.takeFirst((m) => matches(message, m.match))
+      if (matcher !== undefined) {
+        if (this.expired(message)) {
+          // it was for this receiver: it keeps waiting
+          matchers.push(matcher)
+          this.owner.dropped(message)
+          return true
+        }
+        this.owner.handTo(matcher.receiver, message)
+        return true
+      }
+    }
     const receiver = this.receiver
     if (receiver === undefined) return false
     if (this.expired(message)) {
@@ -212,6 +279,33 @@ export class Mailbox {
     }
   }
 
+  /** Takes the oldest deliverable message `match` accepts, or `undefined` (the others stay, in order). */
+  pollMatch(match: Match): Message | undefined {
+    const queue = this.queue
+    while (queue !== undefined && queue.size > 0) {
+      const message = queue.takeFirst((m) => matches(m, match))
+      if (message === undefined) return undefined
+      if (message.from === 0) this.kernelQueued--
+      this.admitSenders()
+      if (this.expired(message)) {
+        this.owner.dropped(message)
+        continue
+      }
+      return message
+    }
+    return undefined
+  }
+
+  /** Parks a selective receiver until a message `match` accepts arrives. */
+  parkMatcher(match: Match, receiver: Receiver): void {
+    ;(this.matchers ??= new Ring(2)).push({ match, receiver })
+  }
+
+  /** Removes a parked selective receiver that gave up. */
+  cancelMatcher(receiver: Receiver): void {
+    this.matchers?.takeFirst((m) => m.receiver === receiver)
+  }
+
   /** Parks a receiver; returns the cancel function. */
   parkReceiver(receiver: Receiver): void {
     if (this.receiver === undefined) this.receiver = receiver
@@ -243,6 +337,7 @@ export class Mailbox {
     }
     this.receiver = undefined
     this.receivers = undefined
+    this.matchers = undefined
     return dropped
   }
 

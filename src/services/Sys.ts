@@ -146,6 +146,16 @@ export interface SysShape {
   /** Takes the next message, parking while the mailbox is empty. */
   readonly recv: <T = unknown>() => Effect.Effect<Message<T>>
   /**
+   * A selective receive: takes the oldest message whose `corr` is `match.corr` (and whose sender is `match.from`,
+   * when given), or the kernel `Down` whose ref is `match.ref`, parking until one comes; every other message stays in
+   * the mailbox, in order, for `recv`. What a call waits for: its reply, or the `Down` of a monitor on the callee.
+   */
+  readonly recvMatch: <T = unknown>(match: {
+    readonly corr?: string | number | undefined
+    readonly from?: number | undefined
+    readonly ref?: MonitorRef | undefined
+  }) => Effect.Effect<Message<T>, ArgumentError>
+  /**
    * Sends to a process (right `send`); parks while the receiver's mailbox is full. A dead receiver drops it. The body
    * is copied at send (plain data: primitives, arrays, plain objects, `Date`s, `CapRef`s), so the receiver never
    * sees what the sender does with its object later.
@@ -355,6 +365,12 @@ export const revoke = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> =
 /** @category accessors */
 export const monitor = (cap: CapRef): Effect.Effect<MonitorRef, CapabilityError, Sys> =>
   Sys.use((sys) => sys.monitor(cap))
+/** @category accessors */
+export const recvMatch = <T = unknown>(match: {
+  readonly corr?: string | number | undefined
+  readonly from?: number | undefined
+  readonly ref?: MonitorRef | undefined
+}): Effect.Effect<Message<T>, ArgumentError, Sys> => Sys.use((sys) => sys.recvMatch<T>(match))
 /** @category accessors */
 export const demonitor = (ref: MonitorRef): Effect.Effect<boolean, ArgumentError, Sys> =>
   Sys.use((sys) => sys.demonitor(ref))

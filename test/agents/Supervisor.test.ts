@@ -147,8 +147,8 @@ describe("Supervisor strategies", () => {
           exits.map((e) => [e.name, e.reason._tag]),
           [
             ["b", "Fault"],
-            ["c", "Killed"],
-            ["a", "Killed"]
+            ["c", "Shutdown"],
+            ["a", "Shutdown"]
           ]
         )
         assert.deepStrictEqual(spawns.slice(2), ["a", "b", "c", "a", "b", "c"])
@@ -221,7 +221,7 @@ describe("Supervisor restart types", () => {
 })
 
 describe("Supervisor intensity", () => {
-  it.effect("N restarts within the period are fine; the N+1-th shuts the children down and escalates a Fault", () =>
+  it.effect("N restarts within the period are fine; the N+1-th stops the children and ends with Shutdown", () =>
     run(
       Effect.gen(function* () {
         const { tell, worker } = makeControls()
@@ -240,7 +240,7 @@ describe("Supervisor intensity", () => {
         const downs = yield* Ref.get(sup.downs)
         assert.strictEqual(downs.length, 1)
         assert.strictEqual(downs[0]!.pid, sup.pid)
-        assert.deepStrictEqual(downs[0]!.reason, Process.fault("intensity reached: more than 2 restarts in 10000 ms"))
+        assert.deepStrictEqual(downs[0]!.reason, Process.shutdownWith("reached_max_restart_intensity"))
       })
     )
   )
@@ -252,7 +252,8 @@ describe("Supervisor intensity", () => {
         const sup = yield* boot(Supervisor.make({ intensity: 1, period: "10 seconds", children: abc(worker) }))
         for (let i = 0; i < 4; i++) {
           yield* tell("a", "crash")
-          yield* advance("10 seconds")
+          // a restart counts while it is at most `period` old: one millisecond more and it no longer does
+          yield* advance(10_001)
         }
         assert.strictEqual(yield* sup.spawnCount("a"), 5)
         assert.include(yield* sup.alive(), "supervisor")
@@ -262,7 +263,27 @@ describe("Supervisor intensity", () => {
         yield* advance(9999)
         yield* tell("b", "crash")
         assert.deepStrictEqual(yield* sup.alive(), ["init"])
-        assert.strictEqual((yield* Ref.get(sup.downs))[0]!.reason._tag, "Fault")
+        assert.deepStrictEqual(
+          (yield* Ref.get(sup.downs))[0]!.reason,
+          Process.shutdownWith("reached_max_restart_intensity")
+        )
+      })
+    )
+  )
+
+  it.effect("a restart exactly `period` old still counts (supervisor.erl: R >= Now - Period)", () =>
+    run(
+      Effect.gen(function* () {
+        const { tell, worker } = makeControls()
+        const sup = yield* boot(Supervisor.make({ intensity: 1, period: "10 seconds", children: abc(worker) }))
+        yield* tell("a", "crash")
+        yield* advance("10 seconds")
+        yield* tell("a", "crash")
+        assert.deepStrictEqual(yield* sup.alive(), ["init"])
+        assert.deepStrictEqual(
+          (yield* Ref.get(sup.downs))[0]!.reason,
+          Process.shutdownWith("reached_max_restart_intensity")
+        )
       })
     )
   )
@@ -278,12 +299,13 @@ describe("Supervisor intensity", () => {
     )
   )
 
-  it.effect("recordRestart: a restart counts for exactly the period", () =>
+  it.effect("recordRestart: a restart counts while it is at most the period old (inclusive)", () =>
     Effect.sync(() => {
       const first = Supervisor.recordRestart([], 0, 1, 1000)
       assert.deepStrictEqual(first, { allowed: true, history: [0] })
       assert.isFalse(Supervisor.recordRestart(first.history, 999, 1, 1000).allowed)
-      assert.deepStrictEqual(Supervisor.recordRestart(first.history, 1000, 1, 1000), { allowed: true, history: [1000] })
+      assert.isFalse(Supervisor.recordRestart(first.history, 1000, 1, 1000).allowed)
+      assert.deepStrictEqual(Supervisor.recordRestart(first.history, 1001, 1, 1000), { allowed: true, history: [1001] })
     })
   )
 })
@@ -299,30 +321,44 @@ describe("Supervisor shutdown", () => {
         assert.deepStrictEqual(
           exits.map((e) => [e.name, e.reason._tag]),
           [
-            ["c", "Killed"],
-            ["b", "Killed"],
-            ["a", "Killed"],
+            ["c", "Shutdown"],
+            ["b", "Shutdown"],
+            ["a", "Shutdown"],
             ["supervisor", "Normal"]
           ]
         )
-        assert.deepStrictEqual(yield* Ref.get(sup.downs), [{ _tag: "Down", pid: sup.pid, reason: Process.normal }])
+        const downs = yield* Ref.get(sup.downs)
+        assert.deepStrictEqual(
+          downs.map((d) => ({ pid: d.pid, reason: d.reason })),
+          [{ pid: sup.pid, reason: Process.normal }]
+        )
       })
     )
   )
 
-  it.effect("a shutdown duration sends Term first and kills only after it", () =>
+  it.effect("a shutdown duration sends the exit signal Shutdown first and kills only at the timeout", () =>
     run(
       Effect.gen(function* () {
-        // polite ends on Term; stubborn ignores it
+        // both trap exits; polite ends when the supervisor's Shutdown arrives (after a second's cleanup), stubborn
+        // ignores it
         const polite = Process.make("polite", () =>
           Effect.gen(function* () {
+            yield* Sys.trapExit(true)
             while (true) {
               const m = yield* Sys.recv()
-              if (Process.isKernelMessage(m) && m.body._tag === "Term") return
+              if (Process.isKernelMessage(m) && m.body._tag === "Exit" && m.body.reason._tag === "Shutdown") {
+                yield* Effect.sleep(999)
+                return
+              }
             }
           })
         )
-        const stubborn = Process.make("stubborn", () => Effect.forever(Sys.recv()))
+        const stubborn = Process.make("stubborn", () =>
+          Effect.gen(function* () {
+            yield* Sys.trapExit(true)
+            yield* Effect.forever(Sys.recv())
+          })
+        )
         const sup = yield* boot(
           Supervisor.make({
             children: [
@@ -336,27 +372,33 @@ describe("Supervisor shutdown", () => {
         assert.deepStrictEqual(yield* sup.exitNames(), [])
         yield* advance(1)
         yield* advance(0)
+        // stubborn (started last) is stopped first: killed at 1000; polite gets its signal then, and ends 999 later
+        yield* advance(999)
         const { exits } = yield* sup.events()
         assert.deepStrictEqual(
           exits.map((e) => [e.name, e.reason._tag, e.at]),
           [
             ["stubborn", "Killed", 1000],
-            ["polite", "Normal", 1000],
-            ["supervisor", "Normal", 1000]
+            ["polite", "Normal", 1999],
+            ["supervisor", "Normal", 1999]
           ]
         )
       })
     )
   )
 
-  it.effect("a supervisor without a spawn cap ends with a Fault naming the child it could not start", () =>
+  it.effect("a supervisor without a spawn cap ends with Shutdown failed_to_start_child, and logs the child", () =>
     run(
       Effect.gen(function* () {
         const { worker } = makeControls()
         const sup = yield* boot(Supervisor.make({ children: abc(worker) }), { caps: "none" })
         const downs = yield* Ref.get(sup.downs)
-        assert.strictEqual(downs[0]!.reason._tag, "Fault")
-        assert.match((downs[0]!.reason as { error: string }).error, /^start of child a failed: /)
+        assert.deepStrictEqual(downs[0]!.reason, Process.shutdownWith("failed_to_start_child"))
+        const logs = (yield* sup.kernel.trace()).flatMap((e) => (e._tag === "Log" ? [e.message] : []))
+        assert.isTrue(
+          logs.some((m) => /^start of child a failed: /.test(m)),
+          logs.join("; ")
+        )
       })
     )
   )
@@ -485,7 +527,7 @@ describe("Supervisor backoff", () => {
         yield* tell("a", "crash")
         assert.deepStrictEqual(
           (yield* Ref.get(sup.downs))[0]!.reason,
-          Process.fault("backoff schedule of child a ended")
+          Process.shutdownWith("reached_max_restart_intensity")
         )
       })
     )

@@ -195,6 +195,34 @@ export const exitReasonOf = (
   )
 }
 
+/** A selective receive's match, copied: `corr` a string or number, `from` and `ref` safe integers; one of corr/ref. */
+export const matchOf = (
+  field: string,
+  input: unknown
+): { readonly corr?: string | number; readonly from?: number; readonly ref?: number } | Unreadable => {
+  const options = optionsOf(field, input)
+  if (options instanceof Unreadable) return options
+  if (options === undefined) return new Unreadable(`${field} must name a corr or a ref`)
+  const corr = own(options, "corr")
+  const from = own(options, "from")
+  const ref = own(options, "ref")
+  if (corr !== undefined && typeof corr !== "string" && typeof corr !== "number") {
+    return new Unreadable(`${field}.corr must be a string or a number`)
+  }
+  if (from !== undefined && !(typeof from === "number" && Number.isSafeInteger(from) && from >= 0)) {
+    return new Unreadable(`${field}.from must be a pid`)
+  }
+  if (ref !== undefined && !(typeof ref === "number" && Number.isSafeInteger(ref) && ref >= 1)) {
+    return new Unreadable(`${field}.ref must be a monitor ref`)
+  }
+  if (corr === undefined && ref === undefined) return new Unreadable(`${field} must name a corr or a ref`)
+  return freeze({
+    ...(corr === undefined ? {} : { corr }),
+    ...(from === undefined ? {} : { from }),
+    ...(ref === undefined ? {} : { ref })
+  }) as { readonly corr?: string | number; readonly from?: number; readonly ref?: number }
+}
+
 /** Send options, copied. */
 export interface SendInput {
   readonly caps: ReadonlyArray<unknown> | undefined
