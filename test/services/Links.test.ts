@@ -439,3 +439,94 @@ describe("Sys.started", () => {
     )
   )
 })
+
+describe("Sys.recvMatch (selective receive)", () => {
+  it.effect("takes the oldest message with the corr, leaving the others in order; parks until one comes", () =>
+    run(() =>
+      Effect.gen(function* () {
+        const me = yield* replyCap
+        yield* Sys.send(me, "a")
+        yield* Sys.send(me, "reply-1", { corr: "k1" })
+        yield* Sys.send(me, "b")
+        yield* Sys.send(me, "reply-2", { corr: "k1" })
+        assert.strictEqual((yield* Sys.recvMatch({ corr: "k1" })).body, "reply-1")
+        assert.strictEqual((yield* Sys.recv()).body, "a")
+        assert.strictEqual((yield* Sys.recvMatch({ corr: "k1" })).body, "reply-2")
+        assert.strictEqual((yield* Sys.recv()).body, "b")
+        // parked: a later message with the corr wakes it, one without stays for recv
+        const later = Process.make("later", () =>
+          Effect.gen(function* () {
+            const [to] = yield* Sys.caps()
+            yield* Sys.send(to!, "noise")
+            yield* Sys.send(to!, "answer", { corr: 7 })
+          })
+        )
+        yield* Sys.spawn(later, { caps: [yield* replyCap] })
+        assert.strictEqual((yield* Sys.recvMatch({ corr: 7 })).body, "answer")
+        assert.strictEqual((yield* Sys.recv()).body, "noise")
+      })
+    )
+  )
+
+  it.effect("matches a kernel Down by its ref; a process's forged Down with that ref does not match", () =>
+    run(() =>
+      Effect.gen(function* () {
+        const target = yield* Sys.spawn(idle)
+        const ref = yield* Sys.monitor(target.cap)
+        const me = yield* replyCap
+        yield* Sys.send(me, { _tag: "Down", pid: target.pid, reason: Process.normal, ref })
+        yield* Sys.kill(target.cap)
+        const m = yield* Sys.recvMatch({ ref })
+        assert.isTrue(Process.isKernelMessage(m))
+        assert.strictEqual((m.body as Process.Down).reason._tag, "Killed")
+        const forged = yield* Sys.recv()
+        assert.isFalse(Process.isKernelMessage(forged))
+      })
+    )
+  )
+
+  it.effect("from narrows a corr match to one sender", () =>
+    run(() =>
+      Effect.gen(function* () {
+        const me = yield* replyCap
+        const other = Process.make("other", () =>
+          Effect.flatMap(Sys.caps(), ([to]) => Sys.send(to!, "theirs", { corr: "c" }))
+        )
+        const o = yield* Sys.spawn(other, { caps: [yield* replyCap] })
+        yield* Sys.waitpid(o.cap)
+        yield* Sys.send(me, "mine", { corr: "c" })
+        assert.strictEqual((yield* Sys.recvMatch({ corr: "c", from: 1 })).body, "mine")
+        assert.strictEqual((yield* Sys.recv()).body, "theirs")
+      })
+    )
+  )
+
+  it.effect("a match naming neither corr nor ref, or with malformed fields, is an ArgumentError", () =>
+    run(() =>
+      Effect.gen(function* () {
+        for (const bad of [
+          undefined,
+          {},
+          { from: 1 },
+          { corr: {} },
+          { ref: -1 },
+          { ref: 1.5 },
+          { corr: "x", from: "1" },
+          []
+        ]) {
+          assertArgumentError(yield* outcome(Sys.recvMatch(bad as never)), "recvMatch")
+        }
+        // a getter on the match is read at most once and its value checked like any other
+        let reads = 0
+        const tricky = Object.defineProperty({}, "corr", {
+          enumerable: true,
+          get: () => (reads++ === 0 ? "ok" : {})
+        })
+        const me = yield* replyCap
+        yield* Sys.send(me, "hit", { corr: "ok" })
+        assert.strictEqual((yield* Sys.recvMatch(tricky)).body, "hit")
+        assert.isAtMost(reads, 1)
+      })
+    )
+  )
+})
