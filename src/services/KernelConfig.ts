@@ -75,6 +75,16 @@ export interface KernelLimits {
   readonly memoryHighWatermark: number
   /** ... down to this fraction of the `mem` quota (below the high watermark). Default 0.6. */
   readonly memoryLowWatermark: number
+  /**
+   * Bytes of one journal line (`JournalFileStore`): a longer line read is `corrupt`, a longer record to write is
+   * `unencodable`. Bounds what one record holds in memory while it is decoded. Default 16 777 216 (16 MiB).
+   */
+  readonly journalLineBytesMax: number
+  /**
+   * Bytes of a journal file: a larger file (or one that grows past it while it is read) is an `io` error at load, and
+   * an append that would pass it is refused. `load` reads the whole file into memory. Default 1 073 741 824 (1 GiB).
+   */
+  readonly journalFileBytesMax: number
 }
 
 /**
@@ -102,7 +112,9 @@ export const defaults: KernelLimits = {
   shutdownTimeoutMs: 5000,
   workerPoolMax: 4,
   memoryHighWatermark: 0.8,
-  memoryLowWatermark: 0.6
+  memoryLowWatermark: 0.6,
+  journalLineBytesMax: 16_777_216,
+  journalFileBytesMax: 1_073_741_824
 }
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThan(0))
@@ -134,7 +146,9 @@ export const KernelLimitsInput = Schema.Struct({
   shutdownTimeoutMs: Schema.optionalKey(PositiveInt),
   workerPoolMax: Schema.optionalKey(PositiveInt),
   memoryHighWatermark: Schema.optionalKey(Fraction),
-  memoryLowWatermark: Schema.optionalKey(Fraction)
+  memoryLowWatermark: Schema.optionalKey(Fraction),
+  journalLineBytesMax: Schema.optionalKey(PositiveInt),
+  journalFileBytesMax: Schema.optionalKey(PositiveInt)
 })
 
 /**

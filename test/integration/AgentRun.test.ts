@@ -158,7 +158,8 @@ describe("a journaled agent run", () => {
         .pipe(Effect.timeoutOption("5 seconds"), TestClock.withLive)
       assert.isTrue(seen._tag === "Some", "the in-flight call was cancelled")
       yield* Scope.close(crashScope, undefined as never)
-      const persisted = (yield* fs.readFileString(path)).trim().split("\n")
+      // line 1 is the journal's header
+      const persisted = (yield* fs.readFileString(path)).trim().split("\n").slice(1)
       assert.strictEqual(persisted.length, 4, "two model calls and two tool calls were journaled")
 
       // the recovery: a fresh server that only knows the last answer
@@ -171,7 +172,7 @@ describe("a journaled agent run", () => {
       const received = yield* second.received
       assert.strictEqual(received.length, 1, "only the call after the journaled prefix went to the model")
       assert.strictEqual(received[0].messages.length, 6, "with the whole conversation rebuilt from the journal")
-      assert.strictEqual((yield* fs.readFileString(path)).trim().split("\n").length, 5)
+      assert.strictEqual((yield* fs.readFileString(path)).trim().split("\n").length, 6)
     }).pipe(Effect.provide(NodeServices.layer))
   )
 })
