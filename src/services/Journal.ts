@@ -162,6 +162,8 @@ export interface JournalShape {
   readonly lastSeq: () => number
   /** The loaded record with this `seq`, to name it in an error. */
   readonly bySeq: (seq: number) => JournalRecord | undefined
+  /** In `replay`, a loaded record no call has asked for yet (the one with the lowest `seq` first), if any. */
+  readonly unconsumed: () => JournalRecord | undefined
   /** Records are stored at once (an in-memory store): `record` never returns an effect to wait on. */
   readonly synchronous: boolean
 }
@@ -261,12 +263,17 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
       while (seqs.has(hole)) hole++
       return yield* corrupt(`journal has no record with seq ${hole} (records run to seq ${lastSeq})`)
     }
+    // what a replay has served, to tell a replay that stands still with results nobody asked for
+    const consumed = new Set<JournalRecord>()
     return {
       mode,
       replayed: (pid, op) => {
         if (mode === "live" || mode === "record") return undefined
         const found = index.get(pid)?.get(op)
-        if (found !== undefined) return found
+        if (found !== undefined) {
+          if (mode === "replay") consumed.add(found)
+          return found
+        }
         if (mode === "recover") return undefined
         return new JournalError({ reason: "missing", message: `no journal entry for pid ${pid} op ${op}`, pid, op })
       },
@@ -279,6 +286,12 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
       size: () => size,
       lastSeq: () => lastSeq,
       bySeq: (seq) => seqs.get(seq),
+      unconsumed: () => {
+        if (mode !== "replay" || consumed.size === size) return undefined
+        for (let seq = 1; seq <= lastSeq; seq++) if (!consumed.has(seqs.get(seq)!)) return seqs.get(seq)
+        for (const ops of index.values()) for (const record of ops.values()) if (!consumed.has(record)) return record
+        return undefined
+      },
       synchronous: store.appendUnsafe !== undefined
     }
   })

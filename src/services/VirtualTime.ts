@@ -108,18 +108,25 @@ export const makeUnsafe = (start = 0): VirtualClock => {
 /**
  * Moves a virtual clock whenever the kernel is quiescent: `poke` after anything that may leave it so (its run queue
  * drained, a driver call finished, a sleep registered); the move happens one event-loop turn later, only if
- * `quiescent()` still holds then.
+ * `quiescent()` still holds then. When it holds and no sleep is pending, nothing in the kernel will ever move again
+ * by itself: `onStill` is told (a replay uses it to end a run that waits for what its journal says will not come).
  *
  * @category constructors
  */
-export const makeAdvancer = (clock: VirtualClock, quiescent: () => boolean): { readonly poke: () => void } => {
+export const makeAdvancer = (
+  clock: VirtualClock,
+  quiescent: () => boolean,
+  onStill?: () => void
+): { readonly poke: () => void } => {
   let queued = false
   const poke = () => {
     if (queued) return
     queued = true
     setImmediate(() => {
       queued = false
-      if (quiescent() && clock.advance()) poke()
+      if (!quiescent()) return
+      if (clock.advance()) poke()
+      else onStill?.()
     })
   }
   return { poke }

@@ -72,8 +72,11 @@ export interface Delivery {
  */
 export const endRun = (proc: Proc, error: JournalError): void => {
   const reason = Process.fault(Process.describeError(error))
-  for (const other of proc.kernel.procs.toValues()) {
-    if (other.exitReason === undefined) proc.kernel.terminate(other, reason)
+  // the youngest first and the roots last: a host waiting on a root (`waitExit`) may run as soon as the root ends, and
+  // finds every other process already ended
+  const live = proc.kernel.procs.toValues()
+  for (let i = live.length - 1; i >= 0; i--) {
+    if (live[i]!.exitReason === undefined) proc.kernel.terminate(live[i]!, reason)
   }
 }
 
@@ -85,6 +88,9 @@ export const endRun = (proc: Proc, error: JournalError): void => {
  * the journal, where no driver runs. So replays stay deterministic, and the process's own sleeps stay virtual.
  */
 const realClock: Clock.Clock = Clock.Clock.defaultValue()
+
+/** Real milliseconds a virtual-time replay may stand still with unconsumed records before it ends (see `onStill`). */
+const replayStillMs = 250
 
 export const makeDelivery = (
   journal: JournalShape,
@@ -99,8 +105,41 @@ export const makeDelivery = (
   const gate = journal.mode !== "live" && kernelScheduler !== undefined ? new CompletionGate() : undefined
   gate?.seed(journal.lastSeq())
   let advancer: { readonly poke: () => void } | undefined
+  // a process seen by the replay, to reach the kernel's processes when the run must end
+  let anyCaller: Proc | undefined
+  const idle = () => kernelScheduler!.idle && inflight === 0 && (gate?.size ?? 0) === 0
+  let stillTimer: ReturnType<typeof setTimeout> | undefined
+  /**
+   * A virtual-time replay stands still (every process blocked, no timer pending) with journaled results nobody asked
+   * for: the program stopped short of its recording (a process ended early, a message it waited for never came).
+   * Nothing in the kernel can move it again, so once it has stood still for `replayStillMs` of real time (an outside
+   * event — a host `send`, a worker thread — gets that long to arrive) the run ends with a `mismatch` naming the
+   * first such record. A replay that consumed its whole journal is left alone: the recording waited there too.
+   */
+  const onStill = () => {
+    if (stillTimer !== undefined || journal.unconsumed() === undefined || anyCaller === undefined) return
+    const turns = kernelScheduler!.turns
+    stillTimer = setTimeout(() => {
+      stillTimer = undefined
+      const record = journal.unconsumed()
+      if (!idle() || kernelScheduler!.turns !== turns || virtual._tag === "None" || virtual.value.pending() > 0) return
+      if (record === undefined || anyCaller === undefined) return
+      endRun(
+        anyCaller,
+        new JournalError({
+          reason: "mismatch",
+          message:
+            `the replay stands still with journaled results nobody asked for, the first pid ${record.pid} op ` +
+            `${record.op}: the program no longer matches its journal`,
+          pid: record.pid,
+          op: record.op
+        })
+      )
+    }, replayStillMs)
+    stillTimer.unref?.()
+  }
   if (virtual._tag === "Some" && kernelScheduler !== undefined) {
-    advancer = makeAdvancer(virtual.value, () => kernelScheduler.idle && inflight === 0 && (gate?.size ?? 0) === 0)
+    advancer = makeAdvancer(virtual.value, idle, journal.mode === "replay" ? onStill : undefined)
     virtual.value.onSleep(advancer.poke)
   }
   /** Every process is blocked: hand back the next journaled result, or else let virtual time move. */
@@ -178,8 +217,12 @@ export const makeDelivery = (
       })
     })
   return {
-    replayed: (proc, record, cost, settle) =>
-      gate !== undefined && record.seq !== undefined ? deliver(record.seq, cost, proc, settle) : Effect.suspend(settle),
+    replayed: (proc, record, cost, settle) => {
+      anyCaller = proc
+      return gate !== undefined && record.seq !== undefined
+        ? deliver(record.seq, cost, proc, settle)
+        : Effect.suspend(settle)
+    },
     started: () => ({ epoch: gate === undefined ? 0 : currentEpoch(), batch: kernelScheduler?.turns ?? 0 }),
     sequence: (started) =>
       gate === undefined || (epoch === started.epoch && started.batch === kernelScheduler!.turns && journal.synchronous)
