@@ -336,6 +336,79 @@ describe("Supervisor shutdown", () => {
     )
   )
 
+  it.effect("under the TestClock: a worker's default shutdown is 5 s, a supervisor child's is infinity", () =>
+    run(
+      Effect.gen(function* () {
+        const stubborn = Process.make("stubborn", () =>
+          Effect.gen(function* () {
+            yield* Sys.trapExit(true)
+            yield* Effect.forever(Sys.recv())
+          })
+        )
+        const inner = Supervisor.make({ name: "inner", children: [{ id: "s", image: stubborn }] })
+        const sup = yield* boot(
+          Supervisor.make({
+            children: [{ id: "inner", image: inner, type: "supervisor", caps: [{ from: 0, rights: ["spawn"] }] }]
+          })
+        )
+        yield* sup.term()
+        yield* advance(4999)
+        assert.deepStrictEqual(yield* sup.exitNames(), [])
+        yield* advance(1)
+        yield* advance(0)
+        const { exits } = yield* sup.events()
+        assert.deepStrictEqual(
+          exits.map((e) => [e.name, e.reason._tag, e.at]),
+          [
+            ["stubborn", "Killed", 5000],
+            ["inner", "Shutdown", 5000],
+            ["supervisor", "Normal", 5000]
+          ]
+        )
+      })
+    )
+  )
+
+  it.effect(
+    "under the TestClock: startTimeout waits for Sys.started, and a child that never reports fails the start",
+    () =>
+      run(
+        Effect.gen(function* () {
+          const { worker } = makeControls()
+          const late = Process.make("late", () =>
+            Effect.gen(function* () {
+              yield* Effect.sleep("3 seconds")
+              yield* Sys.started()
+              yield* Effect.never
+            })
+          )
+          const sup = yield* boot(
+            Supervisor.make({
+              children: [
+                { id: "late", image: late, startTimeout: "10 seconds" },
+                { id: "next", image: worker("next") }
+              ]
+            })
+          )
+          assert.deepStrictEqual((yield* sup.events()).spawns, ["init", "supervisor", "late"])
+          yield* advance(2999)
+          assert.deepStrictEqual((yield* sup.events()).spawns, ["init", "supervisor", "late"])
+          yield* advance(1)
+          assert.deepStrictEqual((yield* sup.events()).spawns, ["init", "supervisor", "late", "next"])
+          const silent = Process.make("silent", () => Effect.never)
+          const sup2 = yield* boot(
+            Supervisor.make({ children: [{ id: "silent", image: silent, startTimeout: "1 second", shutdown: "kill" }] })
+          )
+          yield* advance(1000)
+          const downs = yield* Ref.get(sup2.downs)
+          assert.deepStrictEqual(
+            downs.map((d) => d.reason),
+            [Process.shutdownWith("failed_to_start_child")]
+          )
+        })
+      )
+  )
+
   it.effect("a shutdown duration sends the exit signal Shutdown first and kills only at the timeout", () =>
     run(
       Effect.gen(function* () {
