@@ -69,7 +69,9 @@ export type SyscallName =
  * - `Signal { signal, target }`: kill, suspend, resume or term sent by `pid`;
  * - `Drop { reason, target }`: a message not delivered (dead receiver, its deadline passed, or a kernel `Term` past
  *   the receiver's bound for kernel messages: `overflow`);
- * - `Log { level, message }`: `Sys.log`.
+ * - `Log { level, message }`: `Sys.log`;
+ * - `Recover { calls }`: once, when a kernel starts in `recover` mode with calls that were in flight when the
+ *   recorded run stopped; each `{ pid, op, device, call }` runs again live (journaling is at least once).
  *
  * @category models
  */
@@ -95,6 +97,17 @@ export const KernelEvent = Schema.Union([
     level: Schema.String,
     message: Schema.String,
     fields: Schema.optionalKey(Schema.Record(Schema.String, Schema.Unknown))
+  }),
+  Schema.TaggedStruct("Recover", {
+    ...base,
+    calls: Schema.Array(
+      Schema.Struct({
+        pid: Schema.Number,
+        op: Schema.Number,
+        device: Schema.String,
+        call: Schema.Literals(["open", "read", "write"])
+      })
+    )
   })
 ])
 export type KernelEvent = typeof KernelEvent.Type

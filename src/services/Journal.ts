@@ -60,7 +60,10 @@ export const JournalRecord = Schema.Struct({
       reason: Schema.String,
       message: Schema.String,
       retryable: Schema.optionalKey(Schema.Boolean)
-    })
+    }),
+    // Written before a live call starts (persistent stores only): a `Started` with no result after it is a call that
+    // was in flight when the kernel stopped, which `recover` runs again. It is never replayed as a result.
+    Schema.TaggedStruct("Started", {})
   ])
 })
 export type JournalRecord = typeof JournalRecord.Type
@@ -164,8 +167,27 @@ export interface JournalShape {
   readonly bySeq: (seq: number) => JournalRecord | undefined
   /** In `replay`, a loaded record no call has asked for yet (the one with the lowest `seq` first), if any. */
   readonly unconsumed: () => JournalRecord | undefined
+  /**
+   * In `recover`, the calls that were in flight when the recorded run stopped (a `Started` record and no result):
+   * they run again, live. Journaling is at least once; `CallContext.idempotencyKey` lets a driver deduplicate.
+   */
+  readonly rerun: () => ReadonlyArray<RerunCall>
+  /** Whether a live call writes a `Started` record first: in `record` and `recover`, over a persistent store. */
+  readonly intents: boolean
   /** Records are stored at once (an in-memory store): `record` never returns an effect to wait on. */
   readonly synchronous: boolean
+}
+
+/**
+ * A call run again by `recover`.
+ *
+ * @category models
+ */
+export interface RerunCall {
+  readonly pid: number
+  readonly op: number
+  readonly device: string
+  readonly call: "open" | "read" | "write"
 }
 
 /**
@@ -234,9 +256,15 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
     // gate would wait for it). A recording numbers its completions from 1 without gaps: a number is taken only when
     // its record is written, in the same uninterruptible step.
     const seqs = new Map<number, JournalRecord>()
+    // calls started (a `Started` record); several for one call when it was re-run after more than one crash
+    const started: Array<JournalRecord> = []
     for (const stored of loaded) {
       // every store gets the Schema's checks, also one that hands back records it never decoded (memory, SQL rows)
       const record = yield* checked(stored)
+      if (record.result._tag === "Started") {
+        started.push(record)
+        continue
+      }
       let ops = index.get(record.pid)
       if (ops === undefined) {
         ops = new Map()
@@ -286,6 +314,19 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
       size: () => size,
       lastSeq: () => lastSeq,
       bySeq: (seq) => seqs.get(seq),
+      rerun: () => {
+        if (mode !== "recover") return []
+        const seen = new Set<string>()
+        const calls: Array<RerunCall> = []
+        for (const record of started) {
+          const key = `${record.pid}:${record.op}`
+          if (seen.has(key) || index.get(record.pid)?.has(record.op) === true) continue
+          seen.add(key)
+          calls.push({ pid: record.pid, op: record.op, device: record.device, call: record.call })
+        }
+        return calls
+      },
+      intents: (mode === "record" || mode === "recover") && store.appendUnsafe === undefined,
       unconsumed: () => {
         if (mode !== "replay" || consumed.size === size) return undefined
         for (let seq = 1; seq <= lastSeq; seq++) if (!consumed.has(seqs.get(seq)!)) return seqs.get(seq)

@@ -468,10 +468,12 @@ export const make = (
       })
     )
 
-    const afterWrite = (handle: FileSystem.File) =>
+    // `durable: false` for a `Started` record: losing one in a machine crash only drops a call from the `Recover`
+    // event (the call runs again all the same), so it is not worth an fsync; the result's fsync covers it anyway
+    const afterWrite = (handle: FileSystem.File, durable = true) =>
       Effect.suspend(() => {
         unsynced = true
-        return sync === "every" ? fsync(handle) : Effect.void
+        return sync === "every" && durable ? fsync(handle) : Effect.void
       })
 
     const openForAppend = Effect.gen(function* () {
@@ -490,7 +492,7 @@ export const make = (
       return handle
     })
 
-    const writeLine = (handle: FileSystem.File, line: Uint8Array) =>
+    const writeLine = (handle: FileSystem.File, line: Uint8Array, durable = true) =>
       Effect.uninterruptible(
         handle.writeAll(line).pipe(
           Effect.mapError(ioError),
@@ -500,7 +502,7 @@ export const make = (
               checked = undefined
             })
           ),
-          Effect.andThen(afterWrite(handle))
+          Effect.andThen(afterWrite(handle, durable))
         )
       )
 
@@ -587,7 +589,7 @@ export const make = (
             })
           }
           const line = state.prefix === undefined ? encoded : concat(state.prefix, encoded)
-          yield* writeLine(handle, line)
+          yield* writeLine(handle, line, record.result._tag !== "Started")
           state.prefix = undefined
           state.bytes += line.length
         })

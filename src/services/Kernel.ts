@@ -10,7 +10,7 @@
 import { Clock, Context, Effect, Layer, Schema, type Scope } from "effect"
 import type * as ContextMemory from "./ContextMemory.ts"
 import type * as Device from "./Device.ts"
-import type * as Journal from "./Journal.ts"
+import * as Journal from "./Journal.ts"
 import type * as KernelConfig from "./KernelConfig.ts"
 import type { Quota, QuotaError } from "./Accounts.ts"
 import type { CapRef } from "./Capability.ts"
@@ -156,6 +156,12 @@ export const make: Effect.Effect<
 > = Effect.gen(function* () {
   const table = yield* ProcessTable
   const events = yield* EventLog
+  const journal = yield* Effect.serviceOption(Journal.Journal)
+  if (journal._tag === "Some") {
+    // the calls a crash left in flight, which this run does again: said once, before any process starts
+    const calls = journal.value.rerun()
+    if (calls.length > 0) events.emit({ _tag: "Recover", pid: 0, calls })
+  }
   const caps = yield* CapabilityTable
   const names = yield* NameRegistry
   const known = new Set((yield* DeviceTable).names())

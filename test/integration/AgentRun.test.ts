@@ -158,9 +158,12 @@ describe("a journaled agent run", () => {
         .pipe(Effect.timeoutOption("5 seconds"), TestClock.withLive)
       assert.isTrue(seen._tag === "Some", "the in-flight call was cancelled")
       yield* Scope.close(crashScope, undefined as never)
-      // line 1 is the journal's header
-      const persisted = (yield* fs.readFileString(path)).trim().split("\n").slice(1)
-      assert.strictEqual(persisted.length, 4, "two model calls and two tool calls were journaled")
+      // line 1 is the journal's header; each call has a Started line before its result
+      const records = (text: string) => text.trim().split("\n").slice(1)
+      const isResult = (line: string) => JSON.parse(line).result._tag !== "Started"
+      const lines = records(yield* fs.readFileString(path))
+      assert.strictEqual(lines.filter(isResult).length, 4, "two model calls and two tool calls were journaled")
+      assert.strictEqual(lines.length - 4, 5, "five calls started: the last one was in flight")
 
       // the recovery: a fresh server that only knows the last answer
       const second = yield* OpenAiServer.make([script[2]!])
@@ -172,7 +175,13 @@ describe("a journaled agent run", () => {
       const received = yield* second.received
       assert.strictEqual(received.length, 1, "only the call after the journaled prefix went to the model")
       assert.strictEqual(received[0].messages.length, 6, "with the whole conversation rebuilt from the journal")
-      assert.strictEqual((yield* fs.readFileString(path)).trim().split("\n").length, 6)
+      assert.strictEqual(records(yield* fs.readFileString(path)).filter(isResult).length, 5)
+      // the call in flight at the crash ran again, and the run said so once, before any process started
+      const recover = recovered.trace.filter((e) => e._tag === "Recover")
+      assert.strictEqual(recover.length, 1)
+      assert.deepStrictEqual((recover[0] as { readonly calls: unknown }).calls, [
+        { pid: 1, op: 5, device: "llm", call: "read" }
+      ])
     }).pipe(Effect.provide(NodeServices.layer))
   )
 })

@@ -38,7 +38,8 @@ describe("EventLog", () => {
       Charge: 0,
       Signal: 0,
       Drop: 0,
-      Log: 0
+      Log: 0,
+      Recover: 0
     })
   })
 
@@ -139,7 +140,8 @@ describe("EventLog", () => {
       Charge: 0,
       Signal: 0,
       Drop: 1,
-      Log: 2
+      Log: 2,
+      Recover: 0
     })
     assert.strictEqual(log.lastSeq(), 14)
     assert.strictEqual(log.trace().length, 2)

@@ -3,8 +3,9 @@
  * driver calls that wait on real time under virtual time, a real-time shutdown bound, and idempotency keys.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Layer } from "effect"
-import { Device, Journal, Kernel, Llm, Process, Sys } from "effect-agent-os"
+import { NodeServices } from "@effect/platform-node"
+import { Cause, Effect, Exit, FileSystem, Layer } from "effect"
+import { Device, Journal, JournalFileStore, Kernel, Llm, Process, Sys } from "effect-agent-os"
 import { OpenAiServer } from "effect-agent-os/testing"
 import * as TestKernel from "effect-agent-os/testing"
 import { within } from "../security/harness.ts"
@@ -375,6 +376,44 @@ describe("idempotency keys", () => {
       assert.deepStrictEqual(yield* runWith("recover", crashed, again), Process.normal)
       assert.deepStrictEqual(again, ["1:3"], "only the lost call ran again, with its original key")
     })
+  )
+
+  const onFile = (mode: Journal.Mode, file: string, seen: Array<string | undefined>) =>
+    Effect.gen(function* () {
+      const kernel = yield* Kernel.Kernel
+      const reason = yield* kernel.waitExit(yield* kernel.boot(program, { grant: ["side"] }))
+      return { reason, trace: yield* kernel.trace() }
+    }).pipe(
+      Effect.provide(Kernel.layer({ drivers: [recorder(seen)], journal: mode })),
+      Effect.provide(JournalFileStore.layer({ path: file }))
+    )
+
+  it.effect(
+    "over a file, recover names the calls a crash left in flight in one Recover event, and runs them again",
+    () =>
+      Effect.gen(function* () {
+        const fs = yield* FileSystem.FileSystem
+        const file = `${yield* fs.makeTempDirectoryScoped()}/journal.jsonl`
+        yield* onFile("record", file, [])
+        // the crash: op 3 started, its result never written
+        const lines = (yield* fs.readFileString(file)).trim().split("\n")
+        const last = JSON.parse(lines.at(-1)!)
+        assert.strictEqual(last.result._tag, "Success")
+        yield* fs.writeFileString(file, `${lines.slice(0, -1).join("\n")}\n`)
+        const again: Array<string | undefined> = []
+        const recovered = yield* onFile("recover", file, again)
+        assert.deepStrictEqual(recovered.reason, Process.normal)
+        assert.deepStrictEqual(again, ["1:3"])
+        const events = recovered.trace.filter((e) => e._tag === "Recover")
+        assert.deepStrictEqual(
+          events.map((e) => (e as { readonly calls: unknown }).calls),
+          [[{ pid: 1, op: 3, device: "side", call: "read" }]]
+        )
+        assert.strictEqual(recovered.trace[0]!._tag, "Recover", "said before any process starts")
+        // recovered again: nothing is in flight any more, so no Recover event
+        const calm = yield* onFile("recover", file, [])
+        assert.isFalse(calm.trace.some((e) => e._tag === "Recover"))
+      }).pipe(Effect.scoped, Effect.provide(NodeServices.layer))
   )
 
   it.effect("calls of different processes or ops never share a key", () =>

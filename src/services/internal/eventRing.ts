@@ -33,7 +33,8 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
     Charge: 0,
     Signal: 0,
     Drop: 0,
-    Log: 0
+    Log: 0,
+    Recover: 0
   }
   const column = (pid: number, text: string, target: number, spawn: 0 | 1) => {
     seq++

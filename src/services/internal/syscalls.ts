@@ -1047,6 +1047,8 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
   ): Effect.Effect<unknown, DeviceError> => {
     if (result._tag === "Success") return settleValue(proc, result.value, result.cost, reserved)
     reserved.release()
+    // the journal never serves a `Started` record as a result, and a live call never makes one
+    if (result._tag === "Started") return Effect.die(new Error(`${device}: a Started record is not a result`))
     const fields = { device, reason: result.reason, message: result.message }
     return Effect.fail(
       new DeviceError(result.retryable === undefined ? fields : { ...fields, retryable: result.retryable })
@@ -1176,16 +1178,23 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
       idempotencyKey: `${proc.pid}:${op}`
     }
     // the driver's own handle opens at the first live call (a replayed run never opens it)
-    const driver =
+    const invoked =
       entry.handle !== undefined
         ? invoke(entry, entry.handle, call, request, context)
         : Effect.flatMap(entry.driver.open({ pid: entry.opener }), (handle) => {
             entry.handle = handle
             return invoke(entry, handle, call, request, context)
           })
+    // over a persistent store, the call is journaled as started before it runs: a crash before its result leaves a
+    // `Started` record, and `recover` says which calls it runs again (a `Recover` event)
+    const intent = journal.intents
+      ? journal.record({ pid: proc.pid, op, device, call, digest: digest!, result: { _tag: "Started" } })
+      : undefined
+    const driver: Effect.Effect<DeviceResult, DeviceError | JournalError> =
+      intent === undefined ? invoked : Effect.andThen(Effect.uninterruptible(intent), invoked)
     const policy = entry.driver.scheduled
     const priority = Math.min(deps.priorityMax, Math.max(deps.priorityMin, proc.priority))
-    const admit = (live: Effect.Effect<DeviceResult, DeviceError>) =>
+    const admit = (live: Effect.Effect<DeviceResult, DeviceError | JournalError>) =>
       policy === undefined || policy === false
         ? live
         : inference.run(
@@ -1241,9 +1250,13 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
     return delivery.track(driver, (live) =>
       Effect.matchCauseEffect(admit(live), {
         onSuccess: (result) => recordAndSettle(Exit.succeed(result)),
-        // cancelled (the caller was ended or interrupted): nothing was returned, nothing is journaled or charged
+        // cancelled (the caller was ended or interrupted): nothing was returned, nothing is journaled or charged; the
+        // `Started` record could not be written: the call did not run, and the caller gets the JournalError
         onFailure: (cause) =>
-          Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : recordAndSettle(Exit.failCause(cause))
+          Cause.hasInterruptsOnly(cause) ||
+          Cause.findError(cause).pipe((found) => found._tag === "Success" && found.success instanceof JournalError)
+            ? Effect.failCause(cause)
+            : recordAndSettle(Exit.failCause(cause))
       })
     )
   }
