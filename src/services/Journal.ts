@@ -12,9 +12,8 @@
  *
  * @since 0.1.0
  */
-import { createHash } from "node:crypto"
 import { Context, Effect, Layer, Schema } from "effect"
-import { canonical } from "./internal/canonical.ts"
+import { digest } from "./internal/canonical.ts"
 
 /**
  * @category models
@@ -200,16 +199,14 @@ export class Journal extends Context.Service<Journal, JournalShape>()("effect-ag
 const decodeRecord = Schema.decodeUnknownEffect(JournalRecord, { errors: "all" })
 
 /**
- * The digest a record carries of its request: SHA-256 (base64url) of the canonical JSON of `[device, call, request]`
- * (sorted keys, the values JSON would change tagged; see `internal/canonical.ts`). Equal requests have equal digests
- * whatever their key order.
+ * The digest a record carries of its request: a 64-bit structural hash (16 hex digits) of `device`, `call` and the
+ * request, whatever the request's key order, telling apart every value JSON would confuse (NaN and null, −0 and 0,
+ * a `Date` and its ISO string, `undefined` and a missing key). Not cryptographic: it catches a program that changed,
+ * not a forger (see `internal/canonical.ts`; against a forger the file store's MAC covers the whole record).
  *
  * @category constructors
  */
-export const requestDigest = (device: string, call: string, request: unknown): string =>
-  createHash("sha256")
-    .update(`[${JSON.stringify(device)},${JSON.stringify(call)},${canonical(request)}]`)
-    .digest("base64url")
+export const requestDigest = (device: string, call: string, request: unknown): string => digest(device, call, request)
 
 const corrupt = (message: string, record?: JournalRecord) =>
   new JournalError({

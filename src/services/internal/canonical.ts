@@ -180,11 +180,13 @@ export const decode = (json: unknown): unknown => {
  * digest.
  */
 export const canonical = (value: unknown): string => {
-  const seen = new Set<object>()
-  const walk = (value: unknown, depth: number): string => {
+  // the objects being rendered, outermost first: a cycle leads back to one of them (an array, not a Set: the path is
+  // short, and this runs on every journaled call)
+  const path: Array<object> = []
+  const walk = (value: unknown): string => {
     switch (typeof value) {
       case "string":
-        return JSON.stringify(value)
+        return plainString.test(value) ? `"${value}"` : JSON.stringify(value)
       case "boolean":
         return value ? "true" : "false"
       case "number": {
@@ -202,35 +204,163 @@ export const canonical = (value: unknown): string => {
     }
     if (value === null) return "null"
     const object = value as object
-    if (depth > depthMax || seen.has(object)) return `{"${tagKey}":"cycle"}`
-    if (object instanceof Date) {
-      const time = object.getTime()
-      return `{"${tagKey}":"Date","iso":${Number.isNaN(time) ? "null" : JSON.stringify(object.toISOString())}}`
+    if (path.length > depthMax || path.includes(object)) return `{"${tagKey}":"cycle"}`
+    const prototype = Object.getPrototypeOf(object)
+    const array = Array.isArray(object)
+    if (!array && prototype !== objectPrototype && prototype !== null) {
+      if (object instanceof Date) {
+        const time = object.getTime()
+        return `{"${tagKey}":"Date","iso":${Number.isNaN(time) ? "null" : JSON.stringify(object.toISOString())}}`
+      }
+      if (ArrayBuffer.isView(object)) {
+        const bytes = new Uint8Array(object.buffer, object.byteOffset, object.byteLength)
+        return `{"${tagKey}":${JSON.stringify(object.constructor.name)},"bytes":"${Buffer.from(bytes).toString("base64")}"}`
+      }
     }
-    if (ArrayBuffer.isView(object)) {
-      const bytes = new Uint8Array(object.buffer, object.byteOffset, object.byteLength)
-      return `{"${tagKey}":${JSON.stringify(object.constructor.name)},"bytes":"${Buffer.from(bytes).toString("base64")}"}`
-    }
-    seen.add(object)
+    path.push(object)
     let out: string
-    if (Array.isArray(object)) {
-      const items: Array<string> = []
-      for (let i = 0; i < object.length; i++)
-        items.push(i in object ? walk(object[i], depth + 1) : `{"${tagKey}":"hole"}`)
-      out = `[${items.join(",")}]`
+    if (array) {
+      out = "["
+      for (let i = 0; i < object.length; i++) {
+        if (i > 0) out += ","
+        out += i in object ? walk(object[i]) : `{"${tagKey}":"hole"}`
+      }
+      out += "]"
     } else {
-      const keys = Object.keys(object).sort()
-      const parts: Array<string> = []
-      for (const key of keys)
-        parts.push(`${JSON.stringify(key)}:${walk((object as Record<string, unknown>)[key], depth + 1)}`)
-      const body = `{${parts.join(",")}}`
+      const keys = Object.keys(object)
+      if (keys.length > 1) keys.sort()
+      let body = "{"
+      let wrap = false
+      for (let i = 0; i < keys.length; i++) {
+        const key = keys[i]!
+        if (key === tagKey) wrap = true
+        if (i > 0) body += ","
+        body += `${plainString.test(key) ? `"${key}"` : JSON.stringify(key)}:${walk((object as Record<string, unknown>)[key])}`
+      }
+      body += "}"
       // the same wrapping as `encode`'s, so that no object renders like a tag
-      if (!isPlain(object))
+      if (prototype !== objectPrototype && prototype !== null) {
         out = `{"${tagKey}":${JSON.stringify(object.constructor?.name ?? "object")},"entries":${body}}`
-      else out = keys.includes(tagKey) ? `{"${tagKey}":"object","entries":${body}}` : body
+      } else out = wrap ? `{"${tagKey}":"object","entries":${body}}` : body
     }
-    seen.delete(object)
+    path.pop()
     return out
   }
-  return walk(value, 0)
+  return walk(value)
+}
+
+/** A string JSON writes as it is, between quotes. */
+const plainString = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/
+
+/**
+ * A 64-bit digest of a value's structure, equal for values `canonical` renders the same, computed without building
+ * that string: the kernel digests every journaled request, and a SHA-256 over the canonical JSON cost more than the
+ * rest of a recorded driver call. It is a good non-cryptographic hash (two multiply-rotate lanes, finalised like
+ * MurmurHash3): two lanes of 32 bits, so an accidental collision is vanishingly unlikely, but it does not
+ * stop someone who crafts a collision — against an adversary, the journal's MAC is the defence.
+ */
+export const digest = (...values: ReadonlyArray<unknown>): string => {
+  let h1 = 0x9747b28c
+  let h2 = 0x2f8a3c41
+  const mix = (word: number) => {
+    let k = Math.imul(word, 0xcc9e2d51)
+    k = (k << 15) | (k >>> 17)
+    h1 ^= Math.imul(k, 0x1b873593)
+    h1 = ((h1 << 13) | (h1 >>> 19)) + 0xe6546b64
+    h1 |= 0
+    let j = Math.imul(word ^ 0x5bd1e995, 0x85ebca6b)
+    j = (j << 17) | (j >>> 15)
+    h2 ^= Math.imul(j, 0xc2b2ae35)
+    h2 = Math.imul((h2 << 11) | (h2 >>> 21), 5) + 0x52dce729
+    h2 |= 0
+  }
+  const mixString = (text: string) => {
+    mix(text.length)
+    for (let i = 0; i < text.length; i++) mix(text.charCodeAt(i))
+  }
+  const float = new Float64Array(1)
+  const words = new Int32Array(float.buffer)
+  const path: Array<object> = []
+  const walk = (value: unknown): void => {
+    switch (typeof value) {
+      case "string":
+        mix(1)
+        return mixString(value)
+      case "boolean":
+        return mix(value ? 2 : 3)
+      case "number":
+        if ((value | 0) === value && !Object.is(value, -0)) {
+          mix(4)
+          return mix(value)
+        }
+        mix(5)
+        float[0] = Number.isNaN(value) ? NaN : value
+        mix(words[0]!)
+        return mix(words[1]!)
+      case "bigint":
+        mix(6)
+        return mixString(value.toString())
+      case "undefined":
+        return mix(7)
+      case "function":
+        return mix(8)
+      case "symbol":
+        mix(9)
+        return mixString(String(value.description))
+    }
+    if (value === null) return mix(10)
+    const object = value as object
+    if (path.length > depthMax || path.includes(object)) return mix(11)
+    const prototype = Object.getPrototypeOf(object)
+    const array = Array.isArray(object)
+    if (!array && prototype !== objectPrototype && prototype !== null) {
+      if (object instanceof Date) {
+        mix(12)
+        float[0] = object.getTime()
+        mix(words[0]!)
+        return mix(words[1]!)
+      }
+      if (ArrayBuffer.isView(object)) {
+        mix(13)
+        mixString(object.constructor.name)
+        const bytes = new Uint8Array(object.buffer, object.byteOffset, object.byteLength)
+        mix(bytes.length)
+        for (let i = 0; i < bytes.length; i++) mix(bytes[i]!)
+        return
+      }
+    }
+    path.push(object)
+    if (array) {
+      mix(14)
+      mix(object.length)
+      for (let i = 0; i < object.length; i++) {
+        if (i in object) walk(object[i])
+        else mix(15)
+      }
+    } else {
+      if (prototype !== objectPrototype && prototype !== null) {
+        mix(16)
+        mixString(object.constructor?.name ?? "object")
+      } else mix(17)
+      const keys = Object.keys(object)
+      if (keys.length > 1) keys.sort()
+      mix(keys.length)
+      for (let i = 0; i < keys.length; i++) {
+        mixString(keys[i]!)
+        walk((object as Record<string, unknown>)[keys[i]!])
+      }
+    }
+    path.pop()
+  }
+  for (let i = 0; i < values.length; i++) walk(values[i])
+  const finish = (h: number, other: number) => {
+    h ^= other
+    h ^= h >>> 16
+    h = Math.imul(h, 0x85ebca6b)
+    h ^= h >>> 13
+    h = Math.imul(h, 0xc2b2ae35)
+    h ^= h >>> 16
+    return (h >>> 0).toString(16).padStart(8, "0")
+  }
+  return finish(h1, h2 >>> 3) + finish(h2, h1 >>> 5)
 }
