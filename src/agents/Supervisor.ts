@@ -80,7 +80,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Duration, Effect, Option, Pull, Schedule, Schema } from "effect"
+import { Clock, Duration, Effect, Option, Pull, Result, Schedule, Schema } from "effect"
 import type { Quota } from "../services/Accounts.ts"
 import type { CapRef, Right } from "../services/Capability.ts"
 import * as Process from "../services/Process.ts"
@@ -200,7 +200,8 @@ export const child = <A>(spec: ChildSpec<A>): ChildSpec<A> => spec
 /**
  * A call to a supervisor failed: `not_found` (no child with that id), `running` (the child runs: stop it first),
  * `already_present` (the id is taken), `max_children`, `start_failed` (the child could not be started), `invalid`
- * (a malformed spec or request), `unsupported` (not for this strategy), `noproc` (the supervisor is gone), `timeout`.
+ * (a malformed spec or request), `unsupported` (not for this strategy), `noproc` (the supervisor is gone), `timeout`,
+ * `bad_reply` (the process called answered with something that is not a supervisor's reply: it is not one).
  *
  * @category errors
  */
@@ -214,7 +215,8 @@ export class SupervisorError extends Schema.TaggedError<SupervisorError>()("Supe
     "invalid",
     "unsupported",
     "noproc",
-    "timeout"
+    "timeout",
+    "bad_reply"
   ]),
   message: Schema.String
 }) {}
@@ -459,8 +461,11 @@ export const make = (options: Options): Process.Image<void> =>
       }
 
       /**
-       * Waits for `Started` from `child` (other messages are kept for later); a failure says why. A child that ended
-       * first is marked not running (its `Exit` was taken here).
+       * Waits for `Started` from `child` with a selective receive of kernel messages only, so that messages of other
+       * processes stay in the mailbox, under its bound (their senders park); a failure says why. A child that ended
+       * first is marked not running (its `Exit` was taken here). Of the kernel messages taken meanwhile, those the
+       * main loop would only drop are dropped here; the rest (other children's exits, `Term`, abnormal exits of
+       * linked processes) are kept for later.
        */
       const awaitStarted = (child: Child, timeoutMs: number): Effect.Effect<string | undefined, never, Sys.Sys> =>
         Effect.gen(function* () {
@@ -469,7 +474,7 @@ export const make = (options: Options): Process.Image<void> =>
           while (true) {
             const left = until - (yield* Clock.currentTimeMillis)
             if (left <= 0) return "start timeout"
-            const next = yield* Effect.timeoutOption(Sys.recv(), left)
+            const next = yield* Effect.timeoutOption(Effect.orDie(Sys.recvMatch({ from: 0 })), left)
             if (Option.isNone(next)) return "start timeout"
             const message = next.value
             if (Process.isKernelMessage(message)) {
@@ -478,6 +483,19 @@ export const make = (options: Options): Process.Image<void> =>
               if (body._tag === "Exit" && body.pid === pid) {
                 child.running = undefined
                 return `ended before it started: ${Process.describeError(body.reason)}`
+              }
+              if (body._tag === "Started") continue
+              if (body._tag === "Down") {
+                yield* Effect.forEach(message.caps, (cap) => Effect.ignore(Sys.revoke(cap)), { discard: true })
+                continue
+              }
+              if (
+                body._tag === "Exit" &&
+                body.reason._tag === "Normal" &&
+                !stale.has(body.pid) &&
+                !children.some((c) => c.running?.pid === body.pid)
+              ) {
+                continue
               }
             }
             deferred.push(message)
@@ -733,7 +751,8 @@ export const make = (options: Options): Process.Image<void> =>
         } else if (isCall(message.body) && message.caps.length === 1) {
           const replyTo = message.caps[0]!
           const reply = yield* handleCall(message.body)
-          yield* Effect.ignore(Sys.send(replyTo, reply, { corr: message.corr }))
+          // never parked by a caller whose mailbox is full: the reply is dropped and the caller times out
+          yield* Effect.ignore(Sys.send(replyTo, reply, { corr: message.corr, nosuspend: true }))
           yield* Effect.ignore(Sys.revoke(replyTo))
         } else {
           yield* Effect.forEach(message.caps, (cap) => Effect.ignore(Sys.revoke(cap)), { discard: true })
@@ -755,6 +774,7 @@ let calls = 0
 const call = <A>(
   supervisor: CapRef,
   request: Omit<CallRequest, "_tag">,
+  value: Schema.Decoder<A>,
   options?: CallOptions
 ): Effect.Effect<A, SupervisorError, Sys.Sys> =>
   Effect.gen(function* () {
@@ -767,7 +787,11 @@ const call = <A>(
       Effect.mapError((error) => new SupervisorError({ reason: "noproc", message: error.message }))
     )
     const timeout = millisOf(options?.timeout ?? defaults.callTimeout)
-    const answer = yield* Effect.timeoutOption(Effect.orDie(Sys.recvMatch<Reply>({ corr, ref })), timeout)
+    // only the supervisor's own reply (the kernel matches the cap's process as the sender) or its Down
+    const answer = yield* Effect.timeoutOption(
+      Effect.orDie(Sys.recvMatch<unknown>({ corr, ref, sender: supervisor })),
+      timeout
+    )
     if (ref !== undefined) yield* Sys.demonitor(ref).pipe(Effect.ignore)
     if (Option.isNone(answer)) {
       return yield* new SupervisorError({ reason: "timeout", message: `no reply within ${timeout} ms` })
@@ -776,10 +800,46 @@ const call = <A>(
     if (Process.isKernelMessage(message)) {
       return yield* new SupervisorError({ reason: "noproc", message: "the supervisor is not running" })
     }
-    const reply = message.body
-    if (reply.ok) return reply.value as A
-    return yield* new SupervisorError({ reason: reply.reason, message: reply.message })
+    const reply = decodeReply(message.body)
+    if (Result.isFailure(reply)) {
+      return yield* new SupervisorError({ reason: "bad_reply", message: `not a supervisor's reply: ${reply.failure}` })
+    }
+    if (!reply.success.ok) {
+      return yield* new SupervisorError({ reason: reply.success.reason, message: reply.success.message })
+    }
+    const decoded = Schema.decodeUnknownResult(value)(reply.success.value)
+    if (Result.isFailure(decoded)) {
+      return yield* new SupervisorError({
+        reason: "bad_reply",
+        message: `not a supervisor's reply to ${request.op}: ${decoded.failure.message}`
+      })
+    }
+    return decoded.success
   })
+
+/** A reply as the caller reads it: whatever the callee sent, decoded before anything of it is returned. */
+const ReplySchema = Schema.Union([
+  Schema.Struct({ ok: Schema.Literal(true), value: Schema.Unknown }),
+  Schema.Struct({ ok: Schema.Literal(false), reason: SupervisorError.fields.reason, message: Schema.String })
+])
+
+const decodeReply = (body: unknown): Result.Result<Schema.Schema.Type<typeof ReplySchema>, string> =>
+  Result.mapError(Schema.decodeUnknownResult(ReplySchema)(body), (error) => error.message)
+
+const Started = Schema.Struct({ id: Schema.String, pid: Schema.Number })
+const ChildInfoSchema = Schema.Array(
+  Schema.Struct({
+    id: Schema.String,
+    pid: Schema.UndefinedOr(Schema.Number),
+    type: Schema.Literals(["worker", "supervisor"])
+  })
+)
+const ChildCountsSchema = Schema.Struct({
+  specs: Schema.Number,
+  active: Schema.Number,
+  supervisors: Schema.Number,
+  workers: Schema.Number
+})
 
 /**
  * Starts a child (OTP's `start_child`): for a `simple_one_for_one` supervisor `{ args }` from its template, else a
@@ -792,7 +852,7 @@ export const startChild = (
   spec: DynamicSpec,
   options?: CallOptions
 ): Effect.Effect<{ readonly id: string; readonly pid: number }, SupervisorError, Sys.Sys> =>
-  call(supervisor, { op: "startChild", spec }, options)
+  call(supervisor, { op: "startChild", spec }, Started, options)
 
 /**
  * Stops a child (as its `shutdown` says); its spec stays (a dynamic or temporary child's goes).
@@ -803,7 +863,7 @@ export const terminateChild = (
   supervisor: CapRef,
   id: string,
   options?: CallOptions
-): Effect.Effect<void, SupervisorError, Sys.Sys> => call(supervisor, { op: "terminateChild", id }, options)
+): Effect.Effect<void, SupervisorError, Sys.Sys> => call(supervisor, { op: "terminateChild", id }, Schema.Void, options)
 
 /**
  * Starts a stopped child again from its spec (`running` if it runs).
@@ -815,7 +875,7 @@ export const restartChild = (
   id: string,
   options?: CallOptions
 ): Effect.Effect<{ readonly id: string; readonly pid: number }, SupervisorError, Sys.Sys> =>
-  call(supervisor, { op: "restartChild", id }, options)
+  call(supervisor, { op: "restartChild", id }, Started, options)
 
 /**
  * Removes a stopped child's spec (`running` if it runs).
@@ -826,7 +886,7 @@ export const deleteChild = (
   supervisor: CapRef,
   id: string,
   options?: CallOptions
-): Effect.Effect<void, SupervisorError, Sys.Sys> => call(supervisor, { op: "deleteChild", id }, options)
+): Effect.Effect<void, SupervisorError, Sys.Sys> => call(supervisor, { op: "deleteChild", id }, Schema.Void, options)
 
 /**
  * The children, in start order: `{ id, pid, type }`, `pid` a number only while the child runs.
@@ -837,7 +897,7 @@ export const whichChildren = (
   supervisor: CapRef,
   options?: CallOptions
 ): Effect.Effect<ReadonlyArray<ChildInfo>, SupervisorError, Sys.Sys> =>
-  call(supervisor, { op: "whichChildren" }, options)
+  call(supervisor, { op: "whichChildren" }, ChildInfoSchema, options)
 
 /**
  * Counts the children: `{ specs, active, supervisors, workers }`.
@@ -847,4 +907,5 @@ export const whichChildren = (
 export const countChildren = (
   supervisor: CapRef,
   options?: CallOptions
-): Effect.Effect<ChildCounts, SupervisorError, Sys.Sys> => call(supervisor, { op: "countChildren" }, options)
+): Effect.Effect<ChildCounts, SupervisorError, Sys.Sys> =>
+  call(supervisor, { op: "countChildren" }, ChildCountsSchema, options)

@@ -67,8 +67,8 @@ export type SyscallName =
  * - `Denied { call, error, reason }`: a call refused with a typed error;
  * - `Charge { tokens, toolCalls, usd }`: a metered charge;
  * - `Signal { signal, target }`: kill, suspend, resume or term sent by `pid`;
- * - `Drop { reason, target }`: a message not delivered (dead receiver, its deadline passed, or a kernel `Term` past
- *   the receiver's bound for kernel messages: `overflow`);
+ * - `Drop { reason, target }`: a message not delivered (dead receiver, its deadline passed, a kernel `Term` past
+ *   the receiver's bound for kernel messages: `overflow`, or a `nosuspend` send to a full mailbox: `full`);
  * - `Log { level, message }`: `Sys.log`;
  * - `Recover { calls }`: once, when a kernel starts in `recover` mode with calls that were in flight when the
  *   recorded run stopped; each `{ pid, op, device, call }` runs again live (journaling is at least once).
@@ -89,7 +89,7 @@ export const KernelEvent = Schema.Union([
   }),
   Schema.TaggedStruct("Drop", {
     ...base,
-    reason: Schema.Literals(["dead", "deadline", "overflow"]),
+    reason: Schema.Literals(["dead", "deadline", "overflow", "full"]),
     target: Schema.Number
   }),
   Schema.TaggedStruct("Log", {

@@ -28,8 +28,8 @@ export type Receiver = (effect: Effect.Effect<Message>) => void
 
 /**
  * What a selective receive (`Sys.recvMatch`) takes: the oldest message whose `corr` is `corr` (and, with `from`,
- * whose sender is `from`), or a kernel `Down` whose `ref` is `ref` — the reply to a call, or the news that the callee
- * died. Data only, checked by the kernel: no process code runs on another process's send.
+ * whose sender is `from`; without `corr`, any message from `from` — `0` for the kernel's), or a kernel `Down` whose
+ * `ref` is `ref` — the reply to a call, or the news that the callee died. Data only, checked by the kernel: no process code runs on another process's send.
  */
 export interface Match {
   readonly corr?: string | number | undefined
@@ -41,13 +41,9 @@ const hasOwn = Object.hasOwn
 
 /** Does `message` satisfy `match`? Reads only own fields of the kernel's own message records. */
 export const matches = (message: Message, match: Match): boolean => {
-  if (
-    match.corr !== undefined &&
-    message.corr === match.corr &&
-    (match.from === undefined || message.from === match.from)
-  ) {
-    return true
-  }
+  if (match.corr !== undefined) {
+    if (message.corr === match.corr && (match.from === undefined || message.from === match.from)) return true
+  } else if (match.from !== undefined && message.from === match.from) return true
   if (match.ref === undefined || message.from !== 0) return false
   const body = message.body as Record<string, unknown> | null
   return (

@@ -35,6 +35,12 @@ export interface SendOptions {
   readonly caps?: ReadonlyArray<CapRef> | undefined
   readonly corr?: string | number | undefined
   readonly deadline?: Duration.Input | undefined
+  /**
+   * Never park: when the receiver's mailbox is full the message is dropped (a `Drop` event with reason `full`, its
+   * caps revoked) and the send returns. What a server replying to a caller it does not trust uses (Erlang's
+   * `nosuspend`).
+   */
+  readonly nosuspend?: boolean | undefined
 }
 
 /**
@@ -146,15 +152,19 @@ export interface SysShape {
   /** Takes the next message, parking while the mailbox is empty. */
   readonly recv: <T = unknown>() => Effect.Effect<Message<T>>
   /**
-   * A selective receive: takes the oldest message whose `corr` is `match.corr` (and whose sender is `match.from`,
-   * when given), or the kernel `Down` whose ref is `match.ref`, parking until one comes; every other message stays in
-   * the mailbox, in order, for `recv`. What a call waits for: its reply, or the `Down` of a monitor on the callee.
+   * A selective receive: takes the oldest message whose `corr` is `match.corr` (and whose sender is `match.from`, or
+   * the process the cap `match.sender` designates, when given; without `corr`, any message from that sender — `from:
+   * 0` for the kernel's own), or the kernel `Down` whose ref is `match.ref`, parking until one comes; every other
+   * message stays in the mailbox, in order, for `recv`. What a call waits for: its reply from the callee (`sender`:
+   * no third process can answer in its place, whatever `corr` it guesses), or the `Down` of a monitor on the callee.
+   * `sender` needs a live cap the caller holds, of any rights (`CapabilityError` otherwise); its pid stays hidden.
    */
   readonly recvMatch: <T = unknown>(match: {
     readonly corr?: string | number | undefined
     readonly from?: number | undefined
+    readonly sender?: CapRef | undefined
     readonly ref?: MonitorRef | undefined
-  }) => Effect.Effect<Message<T>, ArgumentError>
+  }) => Effect.Effect<Message<T>, ArgumentError | CapabilityError>
   /**
    * Sends to a process (right `send`); parks while the receiver's mailbox is full. A dead receiver drops it. The body
    * is copied at send (plain data: primitives, arrays, plain objects, `Date`s, `CapRef`s), so the receiver never
@@ -369,8 +379,9 @@ export const monitor = (cap: CapRef): Effect.Effect<MonitorRef, CapabilityError,
 export const recvMatch = <T = unknown>(match: {
   readonly corr?: string | number | undefined
   readonly from?: number | undefined
+  readonly sender?: CapRef | undefined
   readonly ref?: MonitorRef | undefined
-}): Effect.Effect<Message<T>, ArgumentError, Sys> => Sys.use((sys) => sys.recvMatch<T>(match))
+}): Effect.Effect<Message<T>, ArgumentError | CapabilityError, Sys> => Sys.use((sys) => sys.recvMatch<T>(match))
 /** @category accessors */
 export const demonitor = (ref: MonitorRef): Effect.Effect<boolean, ArgumentError, Sys> =>
   Sys.use((sys) => sys.demonitor(ref))

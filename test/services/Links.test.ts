@@ -501,13 +501,15 @@ describe("Sys.recvMatch (selective receive)", () => {
     )
   )
 
-  it.effect("a match naming neither corr nor ref, or with malformed fields, is an ArgumentError", () =>
+  it.effect("a match naming none of corr, from, sender and ref, or with malformed fields, is an ArgumentError", () =>
     run(() =>
       Effect.gen(function* () {
+        const me = yield* replyCap
         for (const bad of [
           undefined,
           {},
-          { from: 1 },
+          { from: -1 },
+          { from: 1, sender: me },
           { corr: {} },
           { ref: -1 },
           { ref: 1.5 },
@@ -522,10 +524,105 @@ describe("Sys.recvMatch (selective receive)", () => {
           enumerable: true,
           get: () => (reads++ === 0 ? "ok" : {})
         })
-        const me = yield* replyCap
         yield* Sys.send(me, "hit", { corr: "ok" })
         assert.strictEqual((yield* Sys.recvMatch(tricky)).body, "hit")
         assert.isAtMost(reads, 1)
+      })
+    )
+  )
+
+  it.effect("from alone takes the oldest message of that sender; from: 0 takes kernel messages only", () =>
+    run(() =>
+      Effect.gen(function* () {
+        const me = yield* replyCap
+        const other = Process.make("other", () => Effect.flatMap(Sys.caps(), ([to]) => Sys.send(to!, "theirs")))
+        const o = yield* Sys.spawn(other, { caps: [yield* replyCap] })
+        yield* Sys.waitpid(o.cap)
+        yield* Sys.send(me, "mine-1")
+        yield* Sys.send(me, "mine-2", { corr: "x" })
+        assert.strictEqual((yield* Sys.recvMatch({ from: 1 })).body, "mine-1")
+        assert.strictEqual((yield* Sys.recvMatch({ from: o.pid })).body, "theirs")
+        // a process's message shaped like a kernel one is not the kernel's
+        yield* Sys.send(me, { _tag: "Down", pid: o.pid, reason: Process.normal, ref: 1 })
+        const t = yield* Sys.spawn(idle)
+        yield* Sys.monitor(t.cap)
+        yield* Sys.kill(t.cap)
+        const kernelOne = yield* Sys.recvMatch({ from: 0 })
+        assert.isTrue(Process.isKernelMessage(kernelOne))
+        assert.strictEqual(kernelOne.from, 0)
+        assert.strictEqual((yield* Sys.recv()).body, "mine-2")
+        assert.isFalse(Process.isKernelMessage(yield* Sys.recv()))
+      })
+    )
+  )
+})
+
+describe("Sys.recvMatch sender (a reply from the process a cap designates)", () => {
+  /** Takes a request, waits for "go", then answers it with the request's corr. */
+  const server = Process.make("server", () =>
+    Effect.gen(function* () {
+      const m = yield* Sys.recv()
+      yield* Sys.recv()
+      yield* Sys.send(m.caps[0]!, "genuine", { corr: m.corr! })
+    })
+  )
+  /** Sends a reply of its own with the corr it guessed. */
+  const forger = Process.make("forger", () =>
+    Effect.flatMap(Sys.caps(), ([to]) => Sys.send(to!, "forged", { corr: "c-1" }))
+  )
+
+  it.effect("only the designated process's reply matches, whatever corr a third process sends", () =>
+    run(() =>
+      Effect.gen(function* () {
+        const s = yield* Sys.spawn(server)
+        const toServer = yield* Sys.derive(s.cap, ["send"]) // send-only: no monitor, no pid learned
+        yield* Sys.send(toServer, "request", { caps: [yield* replyCap], corr: "c-1" })
+        const f = yield* Sys.spawn(forger, { caps: [yield* replyCap] })
+        yield* Sys.waitpid(f.cap) // the forged reply is in the mailbox first
+        yield* Sys.send(toServer, "go")
+        const reply = yield* Sys.recvMatch({ corr: "c-1", sender: toServer })
+        assert.strictEqual(reply.body, "genuine")
+        assert.strictEqual(reply.from, s.pid)
+        // the forged one is still there, for recv (a corr match alone would have taken it)
+        const forged = yield* Sys.recv()
+        assert.strictEqual(forged.body, "forged")
+        assert.strictEqual(forged.from, f.pid)
+      })
+    )
+  )
+
+  it.effect("sender needs a live cap the caller holds: revoked, forged or not a process is a CapabilityError", () =>
+    run(() =>
+      Effect.gen(function* () {
+        const t = yield* Sys.spawn(idle)
+        const cap = yield* Sys.derive(t.cap, ["send"])
+        yield* Sys.revoke(cap)
+        assertCapabilityError(yield* outcome(Sys.recvMatch({ corr: 1, sender: cap })), "revoked")
+        assertCapabilityError(yield* outcome(Sys.recvMatch({ corr: 1, sender: { id: 1 } as never })), "invalid")
+        assertCapabilityError(yield* outcome(Sys.recvMatch({ sender: 5 as never })), "invalid")
+      })
+    )
+  )
+})
+
+describe("Sys.send nosuspend", () => {
+  it.effect("a full mailbox drops the message (Drop full, its caps revoked) instead of parking the sender", () =>
+    run((_, kernel) =>
+      Effect.gen(function* () {
+        const sink = yield* Sys.spawn(deaf, { quota: { mailbox: 1 } })
+        yield* Sys.send(sink.cap, "fill")
+        const carried = yield* replyCap
+        const kept = yield* Sys.derive(carried, ["send"]) // revoked with the cap it was derived from
+        // returns at once (a parked send would never return: the sink never reads)
+        yield* Sys.send(sink.cap, "dropped", { nosuspend: true, caps: [carried] })
+        assertCapabilityError(yield* outcome(Sys.send(kept, "x")), "revoked")
+        const trace = yield* kernel.trace()
+        const drop = trace.find((e) => e._tag === "Drop" && e.target === sink.pid)
+        assert.strictEqual((drop as { readonly reason?: unknown } | undefined)?.reason, "full")
+        // with room, nosuspend delivers as any send
+        const open = yield* Sys.spawn(idle, { quota: { mailbox: 4 } })
+        yield* Sys.send(open.cap, "kept", { nosuspend: true })
+        assertArgumentError(yield* outcome(Sys.send(open.cap, "x", { nosuspend: "yes" as never })), "send")
       })
     )
   )

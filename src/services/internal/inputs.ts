@@ -195,17 +195,23 @@ export const exitReasonOf = (
   )
 }
 
-/** A selective receive's match, copied: `corr` a string or number, `from` and `ref` safe integers; one of corr/ref. */
+/**
+ * A selective receive's match, copied: `corr` a string or number, `from` and `ref` safe integers, `sender` whatever
+ * was given (the kernel resolves it as a cap); at least one of them, and not both `from` and `sender`.
+ */
 export const matchOf = (
   field: string,
   input: unknown
-): { readonly corr?: string | number; readonly from?: number; readonly ref?: number } | Unreadable => {
+):
+  | { readonly corr?: string | number; readonly from?: number; readonly ref?: number; readonly sender?: unknown }
+  | Unreadable => {
   const options = optionsOf(field, input)
   if (options instanceof Unreadable) return options
-  if (options === undefined) return new Unreadable(`${field} must name a corr or a ref`)
+  if (options === undefined) return new Unreadable(`${field} must name a corr, a sender or a ref`)
   const corr = own(options, "corr")
   const from = own(options, "from")
   const ref = own(options, "ref")
+  const sender = own(options, "sender")
   if (corr !== undefined && typeof corr !== "string" && typeof corr !== "number") {
     return new Unreadable(`${field}.corr must be a string or a number`)
   }
@@ -215,12 +221,16 @@ export const matchOf = (
   if (ref !== undefined && !(typeof ref === "number" && Number.isSafeInteger(ref) && ref >= 1)) {
     return new Unreadable(`${field}.ref must be a monitor ref`)
   }
-  if (corr === undefined && ref === undefined) return new Unreadable(`${field} must name a corr or a ref`)
+  if (from !== undefined && sender !== undefined) return new Unreadable(`${field}: from and sender are exclusive`)
+  if (corr === undefined && ref === undefined && from === undefined && sender === undefined) {
+    return new Unreadable(`${field} must name a corr, a sender or a ref`)
+  }
   return freeze({
     ...(corr === undefined ? {} : { corr }),
     ...(from === undefined ? {} : { from }),
-    ...(ref === undefined ? {} : { ref })
-  }) as { readonly corr?: string | number; readonly from?: number; readonly ref?: number }
+    ...(ref === undefined ? {} : { ref }),
+    ...(sender === undefined ? {} : { sender })
+  }) as { readonly corr?: string | number; readonly from?: number; readonly ref?: number; readonly sender?: unknown }
 }
 
 /** Send options, copied. */
@@ -228,6 +238,7 @@ export interface SendInput {
   readonly caps: ReadonlyArray<unknown> | undefined
   readonly corr: string | number | undefined
   readonly deadlineMs: number | undefined
+  readonly nosuspend: boolean
 }
 
 export const sendOptionsOf = (input: unknown, capsMax: number): SendInput | Unreadable => {
@@ -243,10 +254,12 @@ export const sendOptionsOf = (input: unknown, capsMax: number): SendInput | Unre
   }
   const deadlineMs = millisOf("deadline", options.deadline)
   if (deadlineMs instanceof Unreadable) return deadlineMs
-  return { caps: caps?.length === 0 ? undefined : caps, corr, deadlineMs }
+  const nosuspend = options.nosuspend
+  if (nosuspend !== undefined && typeof nosuspend !== "boolean") return new Unreadable("nosuspend must be a boolean")
+  return { caps: caps?.length === 0 ? undefined : caps, corr, deadlineMs, nosuspend: nosuspend === true }
 }
 
-const noSendOptions: SendInput = freeze({ caps: undefined, corr: undefined, deadlineMs: undefined })
+const noSendOptions: SendInput = freeze({ caps: undefined, corr: undefined, deadlineMs: undefined, nosuspend: false })
 
 /** Spawn options, copied (`args` is handed to the child's image as given). */
 export interface SpawnInput {

@@ -41,7 +41,7 @@ import {
   Sys,
   type SysShape
 } from "../Sys.ts"
-import type { Receiver } from "../Mailbox.ts"
+import type { Match, Receiver } from "../Mailbox.ts"
 import type { CapRecord } from "./capRef.ts"
 import { endRun } from "./delivery.ts"
 import { eager, type EagerSys } from "./eagerSys.ts"
@@ -260,12 +260,21 @@ export class ProcessSys implements SysShape, EagerSys {
   recvMatch<T = unknown>(match: {
     readonly corr?: string | number | undefined
     readonly from?: number | undefined
+    readonly sender?: CapRef | undefined
     readonly ref?: Process.MonitorRef | undefined
-  }): Effect.Effect<Process.Message<T>, ArgumentError> {
-    return enter(this.#proc, (): Effect.Effect<Process.Message<T>, ArgumentError> => {
+  }): Effect.Effect<Process.Message<T>, ArgumentError | CapabilityError> {
+    return enter(this.#proc, (): Effect.Effect<Process.Message<T>, ArgumentError | CapabilityError> => {
       const proc = this.#proc
-      const copied = Inputs.read("recvMatch", () => Inputs.matchOf("match", match))
-      if (copied instanceof ArgumentError) return this.#argument("recvMatch", copied)
+      const input = Inputs.read("recvMatch", () => Inputs.matchOf("match", match))
+      if (input instanceof ArgumentError) return this.#argument("recvMatch", input)
+      let copied: Match = input
+      if (input.sender !== undefined) {
+        // the sender named by a cap the caller holds (any rights): the kernel matches its pid, never revealed
+        const record = this.#processCap("recvMatch", input.sender, 0)
+        if (record instanceof CapabilityError) return this.#deny("recvMatch", record)
+        const { sender: _, ...rest } = input
+        copied = { ...rest, from: (record.resource as { readonly pid: number }).pid }
+      }
       this.#syscall("recvMatch")
       const ready = proc.mailbox.pollMatch(copied)
       if (ready !== undefined) return Effect.succeed(ready as Process.Message<T>)
@@ -340,6 +349,13 @@ export class ProcessSys implements SysShape, EagerSys {
     if (moved !== undefined) for (let i = 0; i < moved.length; i++) kernel.caps.transfer(moved[i]!, targetPid)
     const message: Process.Message = { from: proc.pid, body: copied, caps: refs, corr: input.corr, deadline }
     if (target.mailbox.offer(message)) return Effect.void
+    if (input.nosuspend) {
+      // `nosuspend` (Erlang's `erlang:send/3` option): a full mailbox drops the message instead of parking the sender
+      if (moved !== undefined) for (let i = 0; i < moved.length; i++) kernel.caps.revoke(moved[i]!)
+      kernel.counters.messagesDropped++
+      kernel.events.emit({ _tag: "Drop", pid: proc.pid, reason: "full", target: targetPid })
+      return Effect.void
+    }
     return Effect.callback<void>((resume) => {
       const cancel = target.mailbox.parkSender(message, () => resume(settle(proc, undefined)))
       return Effect.sync(() => {
