@@ -42,7 +42,7 @@
 import { type Context, Effect, Predicate, Schema } from "effect"
 import { Tool, type Toolkit } from "effect/ai"
 import type { Cost } from "../services/Accounts.ts"
-import type { CallContext, DeviceResult, Driver, Handle } from "../services/Device.ts"
+import type { CallContext, Denial, DeviceResult, Driver, Handle } from "../services/Device.ts"
 import { DeviceError } from "../services/Device.ts"
 
 /**
@@ -62,14 +62,17 @@ export class ToolFailure extends Schema.TaggedError<ToolFailure>()("ToolFailure"
  * - `unknown-tool`: no tool of that name in the set;
  * - `invalid-input`: the arguments are not JSON or fail the parameters Schema (the implementation did not run);
  * - `failed`: the implementation failed. `error` is the failure encoded with the tool's `failure` Schema, when it
- *   declares one that accepts it.
+ *   declares one that accepts it;
+ * - `denied`: the call needed a human's approval (a cap granting the tool with `approval`) and was denied, or
+ *   nobody answered before the timeout; `error` is `{ by, reason? }` (`by: "timeout"` for the latter) and the
+ *   implementation did not run.
  *
  * @category models
  */
 export const ToolError = Schema.Struct({
   _tag: Schema.tag("ToolError"),
   tool: Schema.String,
-  reason: Schema.Literals(["unknown-tool", "invalid-input", "failed"]),
+  reason: Schema.Literals(["unknown-tool", "invalid-input", "failed", "denied"]),
   message: Schema.String,
   error: Schema.optionalKey(Schema.Unknown)
 })
@@ -243,7 +246,14 @@ export const make = <
           return run(args, call)
         })
     }
-    return { name: device, meters: ["toolCalls"], reserve, open: () => Effect.succeed(handle), tools: toolkit.tools }
+    return {
+      name: device,
+      meters: ["toolCalls"],
+      reserve,
+      denied,
+      open: () => Effect.succeed(handle),
+      tools: toolkit.tools
+    }
   })
 
 // -----------------------------------------------------------------------------
@@ -258,6 +268,15 @@ type Runner = (args: Arguments, call: CallContext) => Effect.Effect<DeviceResult
 const callCost = { toolCalls: 1 } as const
 
 const charged = (value: unknown): DeviceResult => ({ value, cost: callCost })
+
+/** What a denied call reads (the tools driver's `denied`). */
+const denied = (_request: unknown, denial: Denial): ToolError =>
+  toolError(
+    denial.tool,
+    "denied",
+    `${denial.tool}: denied by ${denial.by}${denial.reason === undefined ? "" : `: ${denial.reason}`}`,
+    denial.reason === undefined ? { by: denial.by } : { by: denial.by, reason: denial.reason }
+  )
 
 const toolError = (tool: string, reason: ToolError["reason"], message: string, error?: unknown): ToolError =>
   error === undefined

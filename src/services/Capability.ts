@@ -96,6 +96,30 @@ export type Resource =
   | { readonly _tag: "Remote"; readonly node: string; readonly pid: number }
 
 /**
+ * What a device cap narrowed to some tools grants for one tool (`Sys.attenuate(cap, { tools: { name: grant } })`):
+ *
+ * - `scope`: data the driver enforces for this tool (a file tool's path globs, an HTTP tool's host patterns), copied
+ *   once into the kernel and frozen; every call of the tool hands the driver the scope of each narrowing the cap went
+ *   through (`CallContext.scopes`, outermost first), and a driver allows only what every one of them allows;
+ * - `approval`: the call waits for a human's answer (`Kernel.respond`) before it runs: `true`, or `{ timeout }`
+ *   after which it is denied. A call of a tool that any narrowing marks for approval waits (the shortest timeout
+ *   applies); the answer is journaled with the call's result, so a replay asks nobody.
+ *
+ * @category models
+ */
+export interface ToolGrant {
+  readonly scope?: unknown
+  readonly approval?: boolean | { readonly timeout?: import("effect").Duration.Input | undefined } | undefined
+}
+
+/**
+ * The tools a narrowed device cap grants, by tool name.
+ *
+ * @category models
+ */
+export type ToolGrants = Readonly<Record<string, ToolGrant>>
+
+/**
  * Which check a capability use failed:
  *
  * - `invalid`: not a ref this kernel minted (forged, guessed, or from another kernel);
@@ -106,7 +130,9 @@ export type Resource =
  * - `revoked`: revoked, directly or through the cap it was derived from, or its owner exited;
  * - `wrong-resource`: the right kind of right on the wrong kind of object (send to a device);
  * - `amplification`: derive/attenuate asked for a right the source lacks, or to extend an expiry;
- * - `limit`: the process holding (or about to receive) the cap already holds `KernelConfig.capsPerProcessMax` caps.
+ * - `limit`: the process holding (or about to receive) the cap already holds `KernelConfig.capsPerProcessMax` caps;
+ * - `out-of-scope`: a call on a device cap narrowed to some tools (`Sys.attenuate(cap, { tools })`) names a tool the
+ *   cap does not grant, or is not a `{ tool, … }` request.
  *
  * @category errors
  */
@@ -120,6 +146,7 @@ export type CapabilityFailure =
   | "wrong-resource"
   | "amplification"
   | "limit"
+  | "out-of-scope"
 
 /**
  * A syscall was refused because of a capability. The process may catch it.
@@ -137,7 +164,8 @@ export class CapabilityError extends Schema.TaggedError<CapabilityError>()("Capa
     "revoked",
     "wrong-resource",
     "amplification",
-    "limit"
+    "limit",
+    "out-of-scope"
   ]),
   cap: Schema.optionalKey(Schema.Number),
   right: Schema.optionalKey(Schema.String)

@@ -9,7 +9,7 @@
  */
 import { Context, Effect, Layer } from "effect"
 import { CapabilityError, type Resource } from "./Capability.ts"
-import { type CapRecord, mintRecord, recordOf } from "./internal/capRef.ts"
+import { type CapRecord, mintRecord, recordOf, type ToolLayer } from "./internal/capRef.ts"
 import { freeze, push, SafeMap, SafeSet } from "./internal/primordials.ts"
 import { KernelConfig } from "./KernelConfig.ts"
 
@@ -23,7 +23,8 @@ export interface CapabilityTableShape {
     resource: Resource,
     rights: number,
     expiresAt?: number,
-    onRevoke?: () => void
+    onRevoke?: () => void,
+    tools?: ReadonlyArray<ToolLayer>
   ) => CapRecord
   /**
    * Checks that `caller` may use `ref` with every right in `rights` (0: just holding it) at the time `now()` gives
@@ -36,8 +37,11 @@ export interface CapabilityTableShape {
     rights: number,
     now: () => number
   ) => CapRecord | CapabilityError
-  /** Makes a narrower copy owned by the same process; `rights` must be a subset, `expiresAt` no later. */
-  readonly derive: (source: CapRecord, rights: number, expiresAt: number) => CapRecord
+  /**
+   * Makes a narrower copy owned by the same process; `rights` must be a subset, `expiresAt` no later; `tools`, when
+   * given, is one more narrowing on top of the source's.
+   */
+  readonly derive: (source: CapRecord, rights: number, expiresAt: number, tools?: ToolLayer) => CapRecord
   /** Revokes a cap and, transitively, every cap derived from it. */
   readonly revoke: (record: CapRecord) => void
   /** Whether `owner` may hold `count` more caps (`KernelConfig.capsPerProcessMax`). */
@@ -97,13 +101,22 @@ export const makeUnsafe = (
     }
   }
 
+  // by index and by definition: a patched array iterator or index setter never sees a layer
+  const layered = (below: ReadonlyArray<ToolLayer> | undefined, top: ToolLayer): ReadonlyArray<ToolLayer> => {
+    const out: Array<ToolLayer> = []
+    if (below !== undefined) for (let i = 0; i < below.length; i++) push(out, below[i]!)
+    push(out, top)
+    return freeze(out)
+  }
+
   const mint = (
     owner: number,
     resource: Resource,
     rights: number,
     expiresAt = Infinity,
     parent?: CapRecord,
-    onRevoke?: () => void
+    onRevoke?: () => void,
+    tools?: ReadonlyArray<ToolLayer>
   ) => {
     const record = mintRecord({
       id: nextId++,
@@ -114,6 +127,7 @@ export const makeUnsafe = (
       rights,
       expiresAt,
       parent,
+      tools,
       derived: undefined,
       revoked: false,
       onRevoke
@@ -163,8 +177,8 @@ export const makeUnsafe = (
   }
 
   return {
-    mint: (owner, resource, rights, expiresAt, onRevoke) =>
-      mint(owner, resource, rights, expiresAt, undefined, onRevoke),
+    mint: (owner, resource, rights, expiresAt, onRevoke, tools) =>
+      mint(owner, resource, rights, expiresAt, undefined, onRevoke, tools),
     check(call, caller, ref, rights, now) {
       const record = recordOf(ref)
       if (record === undefined || record.table !== table) return new CapabilityError({ call, reason: "invalid" })
@@ -180,8 +194,16 @@ export const makeUnsafe = (
       }
       return record
     },
-    derive: (source, rights, expiresAt) =>
-      mint(source.owner, source.resource, rights & source.rights, Math.min(expiresAt, source.expiresAt), source),
+    derive: (source, rights, expiresAt, tools) =>
+      mint(
+        source.owner,
+        source.resource,
+        rights & source.rights,
+        Math.min(expiresAt, source.expiresAt),
+        source,
+        undefined,
+        tools === undefined ? source.tools : layered(source.tools, tools)
+      ),
     revoke,
     room: (owner, count) => (owned.get(owner)?.size ?? 0) + count <= capsPerProcessMax,
     transfer(record, owner) {

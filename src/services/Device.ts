@@ -42,6 +42,25 @@ export interface CallContext {
    * one journal, not across runs: a driver that deduplicates across runs scopes it by its own run id.
    */
   readonly idempotencyKey?: string | undefined
+  /**
+   * Set when the call came through a cap narrowed to some tools (`Sys.attenuate(cap, { tools })`): the tool the
+   * request names (the kernel checked that every narrowing grants it) and the `scope` each narrowing gave it,
+   * outermost first (`undefined` where one gave none). A driver that enforces a scope (a file tool's path globs)
+   * allows a call only if every scope allows it, and refuses it when none was given.
+   */
+  readonly tool?: string | undefined
+  readonly scopes?: ReadonlyArray<unknown> | undefined
+}
+
+/**
+ * Why a call that needed an approval does not run: who denied it (`"timeout"` when nobody answered in time) and why.
+ *
+ * @category models
+ */
+export interface Denial {
+  readonly tool: string
+  readonly by: string
+  readonly reason?: string | undefined
 }
 
 /**
@@ -76,6 +95,11 @@ export interface Driver {
   readonly meters?: ReadonlyArray<Meter> | undefined
   readonly scheduled?: boolean | Policy | undefined
   readonly reserve?: ((request: unknown) => Cost) | undefined
+  /**
+   * What a call whose approval was denied reads back, as a successful read's value (a tools device answers a
+   * `ToolError` the agent reads); without it, the read fails with a `DeviceError` `denied`. It costs nothing.
+   */
+  readonly denied?: ((request: unknown, denial: Denial) => unknown) | undefined
 }
 
 /**

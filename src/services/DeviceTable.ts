@@ -61,7 +61,8 @@ export const DriverSchema = Schema.Struct({
   open: AnyFunction,
   meters: Schema.optional(Schema.Array(Schema.Literals(["tokens", "toolCalls", "usd"]))),
   scheduled: Schema.optional(Schema.Union([Schema.Boolean, PolicySchema])),
-  reserve: Schema.optional(AnyFunction)
+  reserve: Schema.optional(AnyFunction),
+  denied: Schema.optional(AnyFunction)
 })
 
 const decodeDriver = Schema.decodeUnknownResult(DriverSchema, { errors: "all" })
@@ -71,7 +72,7 @@ const fieldsOf = (driver: unknown): unknown => {
   if (typeof driver !== "object" || driver === null) return driver
   const source = driver as Record<string, unknown>
   const fields: Record<string, unknown> = {}
-  for (const key of ["name", "open", "meters", "scheduled", "reserve"]) {
+  for (const key of ["name", "open", "meters", "scheduled", "reserve", "denied"]) {
     const value = source[key]
     if (value !== undefined) fields[key] = value
   }
@@ -96,7 +97,7 @@ const decodeDrivers = (drivers: ReadonlyArray<unknown>): ReadonlyArray<Driver> |
       problems.push(`driver ${which}: ${issues.replaceAll("\n  at ", " at ").replaceAll("\n", "; ")}`)
       return
     }
-    const { name, open, meters, scheduled, reserve } = result.success
+    const { name, open, meters, scheduled, reserve, denied } = result.success
     if (seen.has(name)) problems.push(`two drivers are named ${JSON.stringify(name)}`)
     seen.add(name)
     // bound to the driver given, so a driver written as a class keeps its `this`
@@ -105,7 +106,8 @@ const decodeDrivers = (drivers: ReadonlyArray<unknown>): ReadonlyArray<Driver> |
       open: open.bind(driver) as Driver["open"],
       ...(meters === undefined ? {} : { meters }),
       ...(scheduled === undefined ? {} : { scheduled }),
-      ...(reserve === undefined ? {} : { reserve: reserve.bind(driver) as NonNullable<Driver["reserve"]> })
+      ...(reserve === undefined ? {} : { reserve: reserve.bind(driver) as NonNullable<Driver["reserve"]> }),
+      ...(denied === undefined ? {} : { denied: denied.bind(driver) as NonNullable<Driver["denied"]> })
     }
     decoded.push(copy)
   })

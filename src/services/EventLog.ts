@@ -71,7 +71,9 @@ export type SyscallName =
  *   the receiver's bound for kernel messages: `overflow`, or a `nosuspend` send to a full mailbox: `full`);
  * - `Log { level, message }`: `Sys.log`;
  * - `Recover { calls }`: once, when a kernel starts in `recover` mode with calls that were in flight when the
- *   recorded run stopped; each `{ pid, op, device, call }` runs again live (journaling is at least once).
+ *   recorded run stopped; each `{ pid, op, device, call }` runs again live (journaling is at least once);
+ * - `Approval { id, device, tool, decision, by?, reason? }`: a call of a tool granted with `approval` asked for an
+ *   answer (`requested`), or got one (`approved`, `denied`; `by: "timeout"` when its timeout passed first).
  *
  * @category models
  */
@@ -108,6 +110,15 @@ export const KernelEvent = Schema.Union([
         call: Schema.Literals(["open", "read", "write"])
       })
     )
+  }),
+  Schema.TaggedStruct("Approval", {
+    ...base,
+    id: Schema.String,
+    device: Schema.String,
+    tool: Schema.String,
+    decision: Schema.Literals(["requested", "approved", "denied"]),
+    by: Schema.optionalKey(Schema.String),
+    reason: Schema.optionalKey(Schema.String)
   })
 ])
 export type KernelEvent = typeof KernelEvent.Type
@@ -139,6 +150,12 @@ export interface EventLogShape {
   readonly counts: () => Readonly<Record<KernelEventTag, number>>
   /** Sequence number of the last event (0 before the first). */
   readonly lastSeq: () => number
+  /**
+   * Calls `listener` with every event from now on, synchronously as it is emitted, stamped as `trace` would return
+   * it (an audit trail, a live `trace -f`); the returned function unsubscribes. A listener that throws is ignored;
+   * one must not block (buffer and write elsewhere).
+   */
+  readonly subscribe: (listener: (event: KernelEvent) => void) => () => void
 }
 
 /**

@@ -20,10 +20,12 @@ import { EventLog, type KernelEvent, type KernelEventTag } from "./EventLog.ts"
 import { NameRegistry } from "./NameRegistry.ts"
 import type { ExitReason, Image } from "./Process.ts"
 import { type ProcessInfo, ProcessTable } from "./ProcessTable.ts"
+import type { Answer as ApprovalAnswer, PendingApproval } from "./internal/approvals.ts"
 import { abi, quotaOf, Snapshot, SnapshotError, unencodableAt } from "./Snapshot.ts"
 import type { ArgumentError, ExitUnknownError, SpawnError } from "./Sys.ts"
 
 export type { ProcessInfo }
+export type { Answer as ApprovalAnswer, PendingApproval } from "./internal/approvals.ts"
 
 /**
  * What init receives as its argument: a cap with right `spawn`, and one cap with right `open` per granted device.
@@ -46,12 +48,13 @@ export interface BootOptions {
 }
 
 /**
- * `boot` refused: the kernel was shut down, or a granted device has no driver.
+ * `boot` refused: the kernel was shut down, or a granted device has no driver; `respond` to an approval nobody waits
+ * for (`unknown-approval`: answered already, timed out, its caller ended, or never asked).
  *
  * @category errors
  */
 export class KernelError extends Schema.TaggedError<KernelError>()("KernelError", {
-  reason: Schema.Literals(["shutdown", "unknown-device"]),
+  reason: Schema.Literals(["shutdown", "unknown-device", "unknown-approval"]),
   message: Schema.String
 }) {}
 
@@ -94,6 +97,21 @@ export interface KernelShape {
   readonly metrics: () => Effect.Effect<KernelMetrics>
   readonly metricsText: () => Effect.Effect<string>
   readonly shutdown: () => Effect.Effect<void>
+  /**
+   * The driver calls waiting for a human's answer (tools granted with `approval`), oldest first: `{ id, pid, name,
+   * device, tool, request, requestedAt }`; `id` is the call's idempotency key `"<pid>:<op>"`.
+   */
+  readonly approvals: () => Effect.Effect<ReadonlyArray<PendingApproval>>
+  /**
+   * Answers a waiting call: approved, it runs; denied, it reads back the driver's denial (a tools device's
+   * `ToolError` `denied`, naming `by` and `reason`). An `Approval` event records it.
+   */
+  readonly respond: (id: string, answer: ApprovalAnswer) => Effect.Effect<void, KernelError>
+  /**
+   * Calls `listener` with every kernel event from now on, synchronously (an audit trail, a live trace); the scope
+   * closing unsubscribes. A listener must not block: buffer, and write elsewhere.
+   */
+  readonly subscribe: (listener: (event: KernelEvent) => void) => Effect.Effect<void, never, Scope.Scope>
   /** A JSON-safe image of a running process (memory, waiting messages, remaining budget, priority, deadline). */
   readonly snapshot: (pid: number) => Effect.Effect<Snapshot, SnapshotError>
   /**
@@ -208,6 +226,23 @@ export const make: Effect.Effect<
     metrics: () => Effect.sync(metrics),
     metricsText: () => Effect.sync(() => prometheusText(metrics())),
     shutdown: () => shutdown,
+    approvals: () => Effect.sync(() => table.approvals.list()),
+    respond: (id, answer) =>
+      Effect.suspend(() => {
+        const copied = {
+          approve: answer.approve === true,
+          by: String(answer.by),
+          reason: answer.reason === undefined ? undefined : String(answer.reason)
+        }
+        return table.approvals.respond(String(id), copied)
+          ? Effect.void
+          : Effect.fail(new KernelError({ reason: "unknown-approval", message: `no call waits for approval ${id}` }))
+      }),
+    subscribe: (listener) =>
+      Effect.acquireRelease(
+        Effect.sync(() => events.subscribe(listener)),
+        (off) => Effect.sync(off)
+      ),
     snapshot: (pid) =>
       Effect.suspend(() => {
         const snapshot = table.snapshot(pid)

@@ -36,6 +36,8 @@ import { ExitUnknownError } from "./Sys.ts"
 import { abi, limitOf, type Snapshot } from "./Snapshot.ts"
 import { VirtualTime } from "./VirtualTime.ts"
 
+import { type Approvals, makeApprovals } from "./internal/approvals.ts"
+
 export type { Counters } from "./internal/kernelState.ts"
 export type { Proc } from "./internal/proc.ts"
 export type { Restored } from "./internal/spawn.ts"
@@ -49,7 +51,8 @@ export interface ProcessInfo {
   readonly pid: number
   readonly name: string
   readonly parent: number
-  readonly status: "running" | "suspended"
+  /** `waiting-approval`: a driver call of it waits for an answer to its approval (`Kernel.approvals`). */
+  readonly status: "running" | "suspended" | "waiting-approval"
   readonly priority: number
   readonly children: number
   readonly mailbox: number
@@ -82,6 +85,8 @@ export interface ProcessTableShape {
   readonly isShutdown: () => boolean
   readonly counters: Readonly<Counters>
   readonly now: () => number
+  /** Driver calls waiting for an approval. */
+  readonly approvals: Approvals
 }
 
 /**
@@ -316,7 +321,9 @@ export const make: Effect.Effect<
   }
 
   const delivery = makeDelivery(journal, scheduler instanceof KernelScheduler ? scheduler : undefined, virtual)
+  const approvals = makeApprovals(events, now)
   const driverPath = makeDriverPath({
+    approvals,
     journal,
     devices,
     inference,
@@ -354,7 +361,7 @@ export const make: Effect.Effect<
     pid: proc.pid,
     name: proc.name,
     parent: proc.parent?.pid ?? 0,
-    status: proc.suspended === undefined ? "running" : "suspended",
+    status: proc.suspended !== undefined ? "suspended" : proc.approvals > 0 ? "waiting-approval" : "running",
     priority: proc.priority,
     children: proc.children?.size ?? 0,
     mailbox: proc.mailbox.size,
@@ -398,6 +405,7 @@ export const make: Effect.Effect<
   })
 
   const table: ProcessTableShape = {
+    approvals,
     boot: spawner.boot,
     snapshot: (pid) => {
       const proc = procs.get(pid)

@@ -13,7 +13,7 @@
 import type { Duration, Fiber } from "effect"
 import { Context, Effect, Schema } from "effect"
 import type { Budget, Cost, Quota, QuotaError } from "./Accounts.ts"
-import type { CapabilityError, CapRef, Right } from "./Capability.ts"
+import type { CapabilityError, CapRef, Right, ToolGrants } from "./Capability.ts"
 import type { MemoryError, Segment } from "./ContextMemory.ts"
 import type { DeviceError } from "./Device.ts"
 import type { JournalError } from "./Journal.ts"
@@ -41,6 +41,20 @@ export interface SendOptions {
    * `nosuspend`).
    */
   readonly nosuspend?: boolean | undefined
+}
+
+/**
+ * Options of `Sys.attenuate`. `tools` narrows a device cap (or a handle) to the tools it names: a call through it (or
+ * through a handle opened with it) must be a request `{ tool, … }` naming one of them, else `CapabilityError`
+ * `out-of-scope`; the request is copied before it is checked, so the tool checked is the tool the driver runs. Each
+ * narrowing adds a layer: a tool passes only if every layer grants it, and the driver gets each layer's `scope`.
+ *
+ * @category models
+ */
+export interface AttenuateOptions {
+  readonly rights?: ReadonlyArray<Right> | undefined
+  readonly expiresIn?: Duration.Input | undefined
+  readonly tools?: ToolGrants | undefined
 }
 
 /**
@@ -187,11 +201,11 @@ export interface SysShape {
   readonly exit: (reason?: ExitReason) => Effect.Effect<never, ArgumentError>
   /** A copy of a held cap with a subset of its rights, owned by the caller. */
   readonly derive: (cap: CapRef, rights: ReadonlyArray<Right>) => Effect.Effect<CapRef, CapabilityError | ArgumentError>
-  /** A copy with fewer rights and/or an expiry (`expiresIn` from now); caveats only ever narrow. */
-  readonly attenuate: (
-    cap: CapRef,
-    options: { readonly rights?: ReadonlyArray<Right> | undefined; readonly expiresIn?: Duration.Input | undefined }
-  ) => Effect.Effect<CapRef, CapabilityError | ArgumentError>
+  /**
+   * A copy with fewer rights, an expiry (`expiresIn` from now), and/or narrowed to some tools (`tools`, on a device cap
+   * or a handle: see `AttenuateOptions`); caveats only ever narrow.
+   */
+  readonly attenuate: (cap: CapRef, options: AttenuateOptions) => Effect.Effect<CapRef, CapabilityError | ArgumentError>
   /** Revokes a held cap and everything derived from it. */
   readonly revoke: (cap: CapRef) => Effect.Effect<void, CapabilityError>
   /**
@@ -368,7 +382,7 @@ export const derive = (
 /** @category accessors */
 export const attenuate = (
   cap: CapRef,
-  options: { readonly rights?: ReadonlyArray<Right> | undefined; readonly expiresIn?: Duration.Input | undefined }
+  options: AttenuateOptions
 ): Effect.Effect<CapRef, CapabilityError | ArgumentError, Sys> => Sys.use((sys) => sys.attenuate(cap, options))
 /** @category accessors */
 export const revoke = (cap: CapRef): Effect.Effect<void, CapabilityError, Sys> => Sys.use((sys) => sys.revoke(cap))

@@ -39,7 +39,8 @@ describe("EventLog", () => {
       Signal: 0,
       Drop: 0,
       Log: 0,
-      Recover: 0
+      Recover: 0,
+      Approval: 0
     })
   })
 
@@ -141,7 +142,8 @@ describe("EventLog", () => {
       Signal: 0,
       Drop: 1,
       Log: 2,
-      Recover: 0
+      Recover: 0,
+      Approval: 0
     })
     assert.strictEqual(log.lastSeq(), 14)
     assert.strictEqual(log.trace().length, 2)

@@ -4,7 +4,18 @@
  * Private to the package: the `exports` map closes `internal/*`.
  */
 import type { Resource } from "../Capability.ts"
-import type { SafeSet } from "./primordials.ts"
+import type { SafeMap, SafeSet } from "./primordials.ts"
+
+/** What one narrowing grants for one tool, as the kernel keeps it. */
+export interface ToolLayerEntry {
+  /** The driver's data for the tool (deep-frozen copy), `undefined` when the grant gave none. */
+  readonly scope: unknown
+  /** `undefined`: no approval needed; otherwise the approval timeout in millis (`Infinity`: none). */
+  readonly approvalMs: number | undefined
+}
+
+/** One `tools` narrowing: the tools it grants, by name. */
+export type ToolLayer = SafeMap<string, ToolLayerEntry>
 
 /** The kernel-side record behind a ref. Only the kernel sees it. */
 export interface CapRecord {
@@ -19,6 +30,8 @@ export interface CapRecord {
   /** Absolute kernel-clock millis; `Infinity` when the cap has no `Expires` caveat. */
   readonly expiresAt: number
   readonly parent: CapRecord | undefined
+  /** The `tools` narrowings this cap went through, outermost first; `undefined` when it grants every request. */
+  readonly tools: ReadonlyArray<ToolLayer> | undefined
   derived: SafeSet<CapRecord> | undefined
   revoked: boolean
   /** Runs once when this record is revoked (a handle cap closes its handle). */

@@ -4,7 +4,7 @@
  * Private to the package.
  */
 import type { EventLogShape, KernelEvent, KernelEventTag } from "../EventLog.ts"
-import { filled, push } from "./primordials.ts"
+import { filled, push, SafeSet } from "./primordials.ts"
 
 /**
  * Makes a log over a clock function (kernel-clock millis).
@@ -34,7 +34,20 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
     Signal: 0,
     Drop: 0,
     Log: 0,
-    Recover: 0
+    Recover: 0,
+    Approval: 0
+  }
+  const listeners = new SafeSet<(event: KernelEvent) => void>()
+  const publish = () => {
+    const event = materialize(seq)
+    const all = listeners.toArray()
+    for (let i = 0; i < all.length; i++) {
+      try {
+        all[i]!(event)
+      } catch {
+        // a listener's failure is its own
+      }
+    }
   }
   const column = (pid: number, text: string, target: number, spawn: 0 | 1) => {
     seq++
@@ -65,14 +78,17 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
       at[i] = now()
       objects[i] = event as KernelEvent
       counts[event._tag]++
+      if (listeners.size > 0) publish()
     },
     syscall(pid, call, target) {
       counts.Syscall++
       column(pid, call, target, 0)
+      if (listeners.size > 0) publish()
     },
     spawn(pid, parent, name) {
       counts.Spawn++
       column(pid, name, parent, 1)
+      if (listeners.size > 0) publish()
     },
     trace(n) {
       const kept = Math.min(seq, ringMax)
@@ -82,6 +98,14 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
       return out
     },
     counts: () => ({ ...counts }),
-    lastSeq: () => seq
+    lastSeq: () => seq,
+    subscribe(listener) {
+      // a fresh function per subscription: the same listener twice is two subscriptions
+      const entry = (event: KernelEvent) => listener(event)
+      listeners.add(entry)
+      return () => {
+        listeners.delete(entry)
+      }
+    }
   }
 }

@@ -15,7 +15,8 @@ import * as Process from "../Process.ts"
 import { ArgumentError } from "../Sys.ts"
 import { types } from "node:util"
 import { durationMillis } from "./duration.ts"
-import { freeze, own, push, put } from "./primordials.ts"
+import type { ToolLayer, ToolLayerEntry } from "./capRef.ts"
+import { freeze, own, push, put, SafeMap } from "./primordials.ts"
 
 // captured at load: image code that replaces them later is never asked about a kernel input
 const isArray = Array.isArray
@@ -23,6 +24,7 @@ const isProxy = types.isProxy
 const isInteger = Number.isInteger
 const isFiniteNumber = Number.isFinite
 const isNotANumber = Number.isNaN
+const isFrozen = Object.isFrozen
 
 /** A syscall input that could not be read: the reason, for the `ArgumentError` message. */
 class Unreadable {
@@ -619,6 +621,79 @@ export const logFieldsOf = (
   } catch (error) {
     return { dropped: `unreadable: ${describe(error)}` }
   }
+}
+
+const TOOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/
+const regExpTest = RegExp.prototype.test
+const reflectApply = Reflect.apply
+const isToolName = (name: string): boolean => reflectApply(regExpTest, TOOL_NAME, [name]) as boolean
+
+/** Freezes a fresh copy (plain data made by `bodyOf`) all the way down. */
+const deepFreeze = (value: unknown): unknown => {
+  if (typeof value !== "object" || value === null || isFrozen(value)) return value
+  freeze(value)
+  const keys = objectKeys(value)
+  for (let i = 0; i < keys.length; i++) deepFreeze((value as Record<string, unknown>)[keys[i]!])
+  return value
+}
+
+/** The most tools one `tools` narrowing may name. */
+export const toolGrantsMax = 1024
+/** The most bytes one tool's `scope` may take. */
+export const toolScopeBytesMax = 65536
+
+/**
+ * A `tools` caveat (`Sys.attenuate(cap, { tools })`): a record of tool names (letters, digits, `_ . : -`, at most
+ * 128) to grants `{ scope?, approval? }`, each read once; the scope copied like a message body and frozen.
+ */
+export const toolGrantsOf = (input: unknown, isCapRef: (value: object) => boolean): ToolLayer | Unreadable => {
+  if (!isObject(input) || isArray(input)) return new Unreadable("tools must be a record of tool names to grants")
+  const names = objectKeys(input)
+  if (names.length > toolGrantsMax) return new Unreadable(`tools: more than ${toolGrantsMax} tools`)
+  const layer: ToolLayer = new SafeMap()
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!
+    if (typeof name !== "string" || !isToolName(name))
+      return new Unreadable(`tools: "${String(name)}" is not a tool name`)
+    const grant: unknown = input[name]
+    if (!isObject(grant) || isArray(grant))
+      return new Unreadable(`tools.${name} must be an object { scope?, approval? }`)
+    const scopeInput: unknown = grant.scope
+    const approvalInput: unknown = grant.approval
+    let scope: unknown = undefined
+    if (scopeInput !== undefined) {
+      const copied = bodyOf(`tools.${name}.scope`, scopeInput, toolScopeBytesMax, isCapRef, 16)
+      if (copied instanceof Unreadable) return copied
+      scope = deepFreeze(copied.value)
+    }
+    let approvalMs: number | undefined
+    if (approvalInput === undefined || approvalInput === false) approvalMs = undefined
+    else if (approvalInput === true) approvalMs = Infinity
+    else if (isObject(approvalInput) && !isArray(approvalInput)) {
+      const timeout = millisOf(`tools.${name}.approval.timeout`, approvalInput.timeout)
+      if (timeout instanceof Unreadable) return timeout
+      approvalMs = timeout ?? Infinity
+    } else return new Unreadable(`tools.${name}.approval must be a boolean or { timeout }`)
+    const entry: ToolLayerEntry = freeze({ scope, approvalMs })
+    layer.set(name, entry)
+  }
+  return layer
+}
+
+/**
+ * A request on a handle narrowed to some tools, copied (so what the kernel checks is what the driver gets) and its
+ * `tool` read from the copy; `undefined` tool when it has none.
+ */
+export const toolRequestOf = (
+  input: unknown,
+  bytesMax: number,
+  isCapRef: (value: object) => boolean
+): { readonly request: unknown; readonly tool: string | undefined } | Unreadable => {
+  const copied = bodyOf("request", input, bytesMax, isCapRef)
+  if (copied instanceof Unreadable) return copied
+  const request = copied.value
+  const tool = isObject(request) && !isArray(request) ? own(request, "tool") : undefined
+  return { request, tool: typeof tool === "string" ? tool : undefined }
 }
 
 export { Unreadable }

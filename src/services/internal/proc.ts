@@ -56,6 +56,8 @@ export class Proc implements MailboxOwner {
   memory: Memory | undefined = undefined
   /** Driver calls made so far: the next call is op `ops + 1` (the journal key with the pid). */
   ops = 0
+  /** Driver calls of this process waiting for an approval (`waiting-approval` in `ps`). */
+  approvals = 0
   priority: number
   /** Absolute kernel-clock millis of the scheduling deadline; `undefined` for none. */
   deadlineAt: number | undefined

@@ -42,7 +42,8 @@ import {
   type SysShape
 } from "../Sys.ts"
 import type { Match, Receiver } from "../Mailbox.ts"
-import type { CapRecord } from "./capRef.ts"
+import type { Approvals } from "./approvals.ts"
+import type { CapRecord, ToolLayer } from "./capRef.ts"
 import { endRun } from "./delivery.ts"
 import { eager, type EagerSys } from "./eagerSys.ts"
 import * as Inputs from "./inputs.ts"
@@ -605,20 +606,25 @@ export class ProcessSys implements SysShape, EagerSys {
     options: {
       readonly rights?: ReadonlyArray<import("../Capability.ts").Right> | undefined
       readonly expiresIn?: import("effect").Duration.Input | undefined
+      readonly tools?: import("../Capability.ts").ToolGrants | undefined
     }
   ): Effect.Effect<CapRef, CapabilityError | ArgumentError> {
     return enter(this.#proc, (): Effect.Effect<CapRef, CapabilityError | ArgumentError> => {
       const input = Inputs.read("attenuate", () => {
         if (typeof options !== "object" || options === null) return new Inputs.Unreadable("options must be an object")
         const rightsInput = options.rights
+        const expiresInput = options.expiresIn
+        const toolsInput = options.tools
         const mask = rightsInput === undefined ? undefined : Inputs.rightsOf("rights", rightsInput)
         if (mask instanceof Inputs.Unreadable) return mask
-        const expiresInMs = Inputs.millisOf("expiresIn", options.expiresIn)
+        const expiresInMs = Inputs.millisOf("expiresIn", expiresInput)
         if (expiresInMs instanceof Inputs.Unreadable) return expiresInMs
-        return { mask, expiresInMs }
+        const tools = toolsInput === undefined ? undefined : Inputs.toolGrantsOf(toolsInput, isCapRef)
+        if (tools instanceof Inputs.Unreadable) return tools
+        return { mask, expiresInMs, tools }
       })
       if (input instanceof ArgumentError) return this.#argument("attenuate", input)
-      return this.#narrow("attenuate", cap, input.mask, input.expiresInMs)
+      return this.#narrow("attenuate", cap, input.mask, input.expiresInMs, input.tools)
     })
   }
 
@@ -626,7 +632,8 @@ export class ProcessSys implements SysShape, EagerSys {
     call: "derive" | "attenuate",
     cap: CapRef,
     mask: number | undefined,
-    expiresInMs: number | undefined
+    expiresInMs: number | undefined,
+    tools?: ToolLayer
   ): Effect.Effect<CapRef, CapabilityError> {
     const proc = this.#proc
     const kernel = proc.kernel
@@ -639,7 +646,11 @@ export class ProcessSys implements SysShape, EagerSys {
     if (full !== undefined) return this.#deny(call, full)
     const expiresAt =
       expiresInMs === undefined ? record.expiresAt : Math.min(record.expiresAt, kernel.now() + expiresInMs)
-    const derived = kernel.caps.derive(record, mask ?? record.rights, expiresAt)
+    // a tools narrowing applies to what reaches a driver: a device cap or a handle
+    if (tools !== undefined && record.resource._tag !== "Device" && record.resource._tag !== "Handle") {
+      return this.#deny(call, new CapabilityError({ call, reason: "wrong-resource", cap: record.id }))
+    }
+    const derived = kernel.caps.derive(record, mask ?? record.rights, expiresAt, tools)
     this.#syscall(call, derived.id)
     return Effect.succeed(derived.ref)
   }
@@ -870,12 +881,14 @@ export class ProcessSys implements SysShape, EagerSys {
       const full = this.#room("open", proc.pid, 1)
       if (full !== undefined) return this.#deny("open", full)
       const entry = kernel.devices.create(driver, proc.pid)
+      // a handle opened through a cap narrowed to some tools is narrowed the same way
       const handle = kernel.caps.mint(
         proc.pid,
         { _tag: "Handle", device: driver.name, handle: entry.id },
         READ | WRITE,
         Infinity,
-        () => kernel.driverPath.closeHandle(entry.id)
+        () => kernel.driverPath.closeHandle(entry.id),
+        record.tools
       )
       this.#syscall("open", handle.id)
       return Effect.succeed(handle.ref)
@@ -927,15 +940,24 @@ export class ProcessSys implements SysShape, EagerSys {
   ): Effect.Effect<unknown, DeviceCallError> {
     const proc = this.#proc
     const kernel = proc.kernel
-    // 2. the requests themselves are the driver's to decode (a tools device decodes them with their Schemas): they
-    // are handed to it as given, once each
-    const requests = payloads
     // 3. the handle cap
     const record = kernel.caps.check(call, proc.pid, ref, call === "read" ? READ : WRITE, kernel.now)
     if (record instanceof CapabilityError) return this.#deny(call, record)
     const entry = record.resource._tag === "Handle" ? kernel.devices.get(record.resource.handle) : undefined
     if (entry === undefined) {
       return this.#deny(call, new CapabilityError({ call, reason: "wrong-resource", cap: record.id }))
+    }
+    // 2. the requests themselves are the driver's to decode (a tools device decodes them with their Schemas): they
+    // are handed to it as given, once each — except through a handle narrowed to some tools, where each is copied
+    // first, so the tool the kernel checks is the tool the driver runs
+    let requests = payloads
+    let grants: Array<Grant> | undefined
+    if (record.tools !== undefined) {
+      const scoped = this.#scoped(call, record, payloads)
+      if (scoped instanceof ArgumentError) return this.#argument(call, scoped)
+      if (scoped instanceof CapabilityError) return this.#deny(call, scoped)
+      requests = scoped.requests
+      grants = scoped.grants
     }
     // 4. reserve: a meter this driver charges is used up somewhere up the chain, or a call's reservation does not
     // fit: no call starts
@@ -973,10 +995,11 @@ export class ProcessSys implements SysShape, EagerSys {
     // 6. the syscall event (the charges follow as each call settles)
     this.#syscall(call, entry.id)
     const path = kernel.driverPath
-    if (!many) return path.run(proc, entry, call, requests[0], first, reservations?.[0] ?? noCost)
+    if (!many) return path.run(proc, entry, call, requests[0], first, reservations?.[0] ?? noCost, grants?.[0])
     return Effect.forEach(
       requests,
-      (request, i) => Effect.exit(path.run(proc, entry, call, request, first + i, reservations?.[i] ?? noCost)),
+      (request, i) =>
+        Effect.exit(path.run(proc, entry, call, request, first + i, reservations?.[i] ?? noCost, grants?.[i])),
       { concurrency: "unbounded" }
     ).pipe(
       Effect.flatMap((exits) => {
@@ -991,6 +1014,41 @@ export class ProcessSys implements SysShape, EagerSys {
       })
     )
   }
+  /** Copies each request and checks that every narrowing of the handle grants the tool it names. */
+  #scoped(
+    call: "read" | "write",
+    record: CapRecord,
+    payloads: ReadonlyArray<unknown>
+  ): { readonly requests: Array<unknown>; readonly grants: Array<Grant> } | ArgumentError | CapabilityError {
+    const layers = record.tools!
+    const limit = this.#proc.kernel.limits.messageBytesMax
+    const requests: Array<unknown> = []
+    const grants: Array<Grant> = []
+    for (let i = 0; i < payloads.length; i++) {
+      const copied = Inputs.read(call, () => Inputs.toolRequestOf(payloads[i], limit, isCapRef))
+      if (copied instanceof ArgumentError) return copied
+      const tool = copied.tool
+      if (tool === undefined) return new CapabilityError({ call, reason: "out-of-scope", cap: record.id })
+      const scopes: Array<unknown> = []
+      let approvalMs: number | undefined
+      for (let j = 0; j < layers.length; j++) {
+        const granted = layers[j]!.get(tool)
+        if (granted === undefined) return new CapabilityError({ call, reason: "out-of-scope", cap: record.id })
+        push(scopes, granted.scope)
+        if (granted.approvalMs !== undefined) approvalMs = Math.min(approvalMs ?? Infinity, granted.approvalMs)
+      }
+      push(requests, copied.request)
+      push(grants, freeze({ tool, scopes: freeze(scopes), approvalMs }))
+    }
+    return { requests, grants }
+  }
+}
+
+/** What the narrowings of a handle grant one call: its tool, each narrowing's scope, its approval timeout. */
+export interface Grant {
+  readonly tool: string
+  readonly scopes: ReadonlyArray<unknown>
+  readonly approvalMs: number | undefined
 }
 
 const noRefs: ReadonlyArray<CapRef> = freeze([])
@@ -1022,7 +1080,8 @@ export interface DriverPath {
     call: "read" | "write",
     request: unknown,
     op: number,
-    reserved: Accounts.Cost
+    reserved: Accounts.Cost,
+    grant?: Grant
   ) => Effect.Effect<unknown, DeviceError | JournalError>
   readonly closeHandle: (id: number) => void
 }
@@ -1033,6 +1092,7 @@ export interface DriverPathDeps {
   readonly devices: import("../DeviceTable.ts").DeviceTableShape
   readonly inference: import("../InferenceScheduler.ts").InferenceSchedulerShape
   readonly delivery: import("./delivery.ts").Delivery
+  readonly approvals: Approvals
   /** The context closing handles runs in. */
   readonly baseContext: Context.Context<never>
   readonly priorityMin: number
@@ -1040,7 +1100,7 @@ export interface DriverPathDeps {
 }
 
 export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
-  const { journal, devices, inference, delivery, baseContext } = deps
+  const { journal, devices, inference, delivery, baseContext, approvals } = deps
 
   const closeHandle = (id: number) => {
     const entry = devices.remove(id)
@@ -1108,14 +1168,30 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
     return Effect.fail(new DeviceError({ device, reason: "unsupported", message: `${device} has no write` }))
   }
 
+  const denial = (
+    entry: HandleEntry,
+    request: unknown,
+    tool: string,
+    answer: import("./approvals.ts").Answer
+  ): Effect.Effect<DeviceResult, DeviceError> => {
+    const device = entry.driver.name
+    const why = `${tool}: denied by ${answer.by}${answer.reason === undefined ? "" : `: ${answer.reason}`}`
+    const shape = entry.driver.denied
+    if (shape === undefined) return Effect.fail(new DeviceError({ device, reason: "denied", message: why }))
+    return Effect.try({
+      try: () => ({ value: shape(request, { tool, by: answer.by, reason: answer.reason }), cost: noCost }),
+      catch: (error) => new DeviceError({ device, reason: "driver-error", message: Process.describeError(error) })
+    })
+  }
+
   const nothingReserved = Release.none
-  const run: DriverPath["run"] = (proc, entry, call, request, op, reservation) =>
+  const run: DriverPath["run"] = (proc, entry, call, request, op, reservation, grant) =>
     Effect.suspend(() => {
       // nothing reserved (a driver without `reserve`): nothing to release, and no finalizer on the hot path
-      if (reservation === noCost) return runReserved(proc, entry, call, request, op, nothingReserved)
+      if (reservation === noCost) return runReserved(proc, entry, call, request, op, nothingReserved, grant)
       const reserved = new Release(proc.account, reservation)
       return Effect.ensuring(
-        runReserved(proc, entry, call, request, op, reserved),
+        runReserved(proc, entry, call, request, op, reserved, grant),
         Effect.sync(() => reserved.release())
       )
     })
@@ -1126,7 +1202,8 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
     call: "read" | "write",
     request: unknown,
     op: number,
-    reserved: Release
+    reserved: Release,
+    grant: Grant | undefined
   ): Effect.Effect<unknown, DeviceError | JournalError> => {
     const device = entry.driver.name
     // the request's digest, recorded with its result and checked against it on replay (none in live mode: nothing
@@ -1186,21 +1263,36 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
       )
     }
     // live
-    const context: CallContext = {
-      pid: proc.pid,
-      op,
-      priority: proc.priority,
-      deadline: proc.deadlineAt,
-      idempotencyKey: `${proc.pid}:${op}`
-    }
+    const context: CallContext =
+      grant === undefined
+        ? { pid: proc.pid, op, priority: proc.priority, deadline: proc.deadlineAt, idempotencyKey: `${proc.pid}:${op}` }
+        : {
+            pid: proc.pid,
+            op,
+            priority: proc.priority,
+            deadline: proc.deadlineAt,
+            idempotencyKey: `${proc.pid}:${op}`,
+            tool: grant.tool,
+            scopes: grant.scopes
+          }
     // the driver's own handle opens at the first live call (a replayed run never opens it)
-    const invoked =
+    const opened =
       entry.handle !== undefined
         ? invoke(entry, entry.handle, call, request, context)
         : Effect.flatMap(entry.driver.open({ pid: entry.opener }), (handle) => {
             entry.handle = handle
             return invoke(entry, handle, call, request, context)
           })
+    // a tool granted with `approval` waits for the answer first (after its `Started` record: a call waiting when the
+    // kernel stops runs again on `recover`, and waits again under the same id); a denial is the call's result
+    const invoked =
+      grant === undefined || grant.approvalMs === undefined
+        ? opened
+        : Effect.flatMap(
+            approvals.await(proc, op, device, grant.tool, request, grant.approvalMs),
+            (answer): Effect.Effect<DeviceResult, DeviceError> =>
+              answer.approve ? opened : denial(entry, request, grant.tool, answer)
+          )
     // over a persistent store, the call is journaled as started before it runs: a crash before its result leaves a
     // `Started` record, and `recover` says which calls it runs again (a `Recover` event)
     const intent = journal.intents
