@@ -7,6 +7,7 @@
  * @since 0.1.0
  */
 export * as Accounts from "./services/Accounts.ts"
+export * as BuiltinTools from "./daemon/BuiltinTools.ts"
 export * as Capability from "./services/Capability.ts"
 export * as ContextMemory from "./services/ContextMemory.ts"
 export * as ConversationAgent from "./agents/ConversationAgent.ts"
@@ -16,6 +17,8 @@ export * as EventLog from "./services/EventLog.ts"
 export * as Evolution from "./agents/Evolution.ts"
 export * as FileAccess from "./daemon/FileAccess.ts"
 export * as Journal from "./services/Journal.ts"
+export * as Agentd from "./daemon/Agentd.ts"
+export * as AgentdApi from "./daemon/Api.ts"
 export * as JsonRpc from "./daemon/JsonRpc.ts"
 export * as Kv from "./drivers/Kv.ts"
 export * as Llm from "./drivers/Llm.ts"

@@ -1,0 +1,122 @@
+#!/usr/bin/env node
+/**
+ * `agentd`: the kernel as a daemon. One kernel with the LLM driver (`OPENAI_BASE_URL` / `OPENAI_API_KEY` /
+ * `OPENAI_MODEL`), the built-in tools and a journal, serving the `agentd` API as JSON-RPC 2.0 on a Unix socket
+.
+ *
+ * ```sh
+ * agentd [--state DIR] [--socket PATH] [--http PORT]
+ * ```
+ *
+ * - `--state DIR` (default `.agentos` in the working directory, mode 0700): the journal (`journal.jsonl`), the
+ *   audit trail (`audit.jsonl`, rotated), the socket, the HTTP bearer token (`agentd.token`, 0600) and a lock
+ *   (`agentd.pid`: a second daemon on the same state refuses to start; a stale lock from a killed one is taken over);
+ * - `--socket PATH` (default `<state>/agentd.sock`, mode 0600);
+ * - `--http PORT`: reserved for `POST /rpc` on 127.0.0.1 with a bearer token (not in this version: refused).
+ *
+ * Started again after it was killed, it recovers every agent from the journal (see `Agentd`). SIGINT/SIGTERM stop it.
+ *
+ * @since 0.1.0
+ */
+import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import { Effect, Layer } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { parseArgs } from "node:util"
+import * as Llm from "../drivers/Llm.ts"
+import * as Tools from "../drivers/Tools.ts"
+import * as JournalFileStore from "../services/JournalFileStore.ts"
+import * as Agentd from "../daemon/Agentd.ts"
+import { Api, errorCodes } from "../daemon/Api.ts"
+import * as BuiltinTools from "../daemon/BuiltinTools.ts"
+import * as JsonRpc from "../daemon/JsonRpc.ts"
+import * as LineServer from "../daemon/LineServer.ts"
+
+const usage = "usage: agentd [--state DIR] [--socket PATH]"
+
+const fail = (message: string): never => {
+  process.stderr.write(`agentd: ${message}\n${usage}\n`)
+  process.exit(2)
+}
+
+const args = (() => {
+  try {
+    return parseArgs({
+      options: {
+        state: { type: "string" },
+        socket: { type: "string" },
+        http: { type: "string" },
+        help: { type: "boolean", short: "h" }
+      },
+      strict: true,
+      allowPositionals: false
+    }).values
+  } catch (error) {
+    return fail(error instanceof Error ? error.message : String(error))
+  }
+})()
+if (args.help === true) {
+  process.stdout.write(`${usage}\n`)
+  process.exit(0)
+}
+const state = path.resolve(args.state ?? ".agentos")
+const socket = path.resolve(args.socket ?? path.join(state, "agentd.sock"))
+const httpPort = args.http === undefined ? undefined : Number(args.http)
+if (httpPort !== undefined) fail("--http is not available in this version: use the Unix socket")
+
+/** The state directory (0700) and its lock: one daemon per state directory. */
+const lock = Effect.acquireRelease(
+  Effect.sync(() => {
+    fs.mkdirSync(state, { recursive: true, mode: 0o700 })
+    const file = path.join(state, "agentd.pid")
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        fs.writeFileSync(file, `${process.pid}\n`, { flag: "wx", mode: 0o600 })
+        return file
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error
+        const holder = Number(fs.readFileSync(file, "utf8").trim())
+        let alive = false
+        try {
+          if (Number.isInteger(holder) && holder > 0) {
+            process.kill(holder, 0)
+            alive = true
+          }
+        } catch {
+          alive = false
+        }
+        if (alive) fail(`another agentd (pid ${holder}) runs on ${state}`)
+        fs.rmSync(file, { force: true }) // stale: its daemon was killed
+      }
+    }
+    return fail(`cannot take the lock ${file}`)
+  }),
+  (file) => Effect.sync(() => fs.rmSync(file, { force: true }))
+)
+
+const main = Effect.gen(function* () {
+  yield* lock
+  const llm = yield* Llm.make()
+  const tools = yield* BuiltinTools.make()
+  const daemon = yield* Agentd.make({
+    llm,
+    tools,
+    definitions: Tools.definitions(BuiltinTools.toolkit),
+    operator: `operator:${os.userInfo().username}`
+  })
+  const handle = yield* JsonRpc.make(Api, { errorCodes }).pipe(Effect.provide(daemon.handlers))
+  yield* LineServer.serve({ path: socket }, handle)
+  const lines = [`agentd: listening on ${socket}`, `agentd: state in ${state}`]
+  process.stderr.write(`${lines.join("\n")}\n`)
+  return yield* Effect.never
+}).pipe(
+  Effect.scoped,
+  Effect.provide(
+    JournalFileStore.layer({ path: path.join(state, "journal.jsonl"), program: "agentd" }).pipe(
+      Layer.provideMerge(NodeServices.layer)
+    )
+  )
+)
+
+NodeRuntime.runMain(main)
