@@ -656,7 +656,10 @@ export const make = (
       "kernel.kill": ({ pid }) => signal(pid, "kill"),
       "kernel.suspend": ({ pid }) => signal(pid, "suspend"),
       "kernel.resume": ({ pid }) => signal(pid, "resume"),
-      "kernel.trace": ({ pid, since, follow }) => traceStream(kernel, { pid, since, follow }),
+      "kernel.trace": ({ pid, since }) =>
+        Effect.map(kernel.trace(), (events) =>
+          events.filter((e) => (pid === undefined || e.pid === pid) && (since === undefined || e.seq > since))
+        ),
       "kernel.metrics": () => kernel.metricsText()
     })
     return { kernel, initPid, handlers } as Daemon

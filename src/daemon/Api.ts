@@ -16,7 +16,7 @@
  * | `approval.respond` | `{ id, approve, reason? }` | `{ id, approved }` |
  * | `kernel.ps` | — | `[{ pid, name, parent, status, priority, children, mailbox, caps, startedAt, budget }]` |
  * | `kernel.kill`, `kernel.suspend`, `kernel.resume` | `{ pid }` | `{ pid }` |
- * | `kernel.trace` | `{ pid?, since?, follow? }` | a stream of kernel events |
+ * | `kernel.trace` | `{ pid?, since? }` | the kernel events the ring holds, oldest first |
  * | `kernel.metrics` | — | Prometheus text |
  *
  * Errors: a `ManifestError` (code `-32001`, every problem with its path in `data.problems`) or an `AgentdError`
@@ -181,11 +181,9 @@ export class Api extends RpcGroup.make(
   Rpc.make("kernel.trace", {
     payload: {
       pid: Schema.optionalKey(Schema.Int),
-      since: Schema.optionalKey(Schema.Int),
-      follow: Schema.optionalKey(Schema.Boolean)
+      since: Schema.optionalKey(Schema.Int)
     },
-    success: KernelEvent,
-    stream: true
+    success: Schema.Array(KernelEvent)
   }),
   Rpc.make("kernel.metrics", { success: Schema.String })
 ) {}

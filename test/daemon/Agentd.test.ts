@@ -278,6 +278,18 @@ describe("agentd core", () => {
         const ps = ok(yield* d.rpc("kernel.ps")) as ReadonlyArray<AgentdApi.ProcessRow>
         assert.isTrue(ps.some((p) => p.pid === d.initPid))
         assert.include(ok(yield* d.rpc("kernel.metrics")) as string, "agentos_processes")
+        const trace = ok(yield* d.rpc("kernel.trace", { pid: a.pid })) as ReadonlyArray<{
+          _tag: string
+          pid: number
+          seq: number
+        }>
+        assert.isTrue(trace.every((e) => e.pid === a.pid))
+        assert.deepStrictEqual(
+          trace.filter((e) => e._tag === "Spawn" || e._tag === "Exit").map((e) => e._tag),
+          ["Spawn", "Exit"]
+        )
+        const later = ok(yield* d.rpc("kernel.trace", { since: trace[0]!.seq })) as ReadonlyArray<{ seq: number }>
+        assert.isTrue(later.every((e) => e.seq > trace[0]!.seq))
       })
     )
   )
