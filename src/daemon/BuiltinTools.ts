@@ -354,7 +354,7 @@ const describe = (error: unknown): string => {
     case "ENOTDIR":
       return "a component of the path is not a directory"
     case "ELOOP":
-      return "is a symlink (it changed while being checked)"
+      return "is a symlink, not followed (it dangles, or was swapped in after the check)"
   }
   return error instanceof Error ? error.message : String(error)
 }
@@ -410,7 +410,10 @@ const writeAtomic = (path: string, content: string): Effect.Effect<void, Tools.T
     try: async () => {
       const directory = nodePath.dirname(path)
       const parent = await fs.stat(directory).catch((error: unknown) => {
-        throw new Refusal(`the directory ${directory} ${describe(error)}`)
+        const code = (error as { readonly code?: unknown }).code
+        throw new Refusal(
+          code === "ENOENT" ? `the directory ${directory} does not exist` : `${directory}: ${describe(error)}`
+        )
       })
       if (!parent.isDirectory()) throw new Refusal(`${directory} is not a directory`)
       const existing = await fs.lstat(path).catch(() => undefined)
