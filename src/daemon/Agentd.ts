@@ -18,7 +18,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Deferred, Effect, Exit, Layer, Queue, type Scope, Stream } from "effect"
+import { Cause, Deferred, Effect, Exit, Layer, Queue, Random, type Scope, Stream } from "effect"
 import * as ConversationAgent from "../agents/ConversationAgent.ts"
 import type * as Tools from "../drivers/Tools.ts"
 import type { Budget, Quota } from "../services/Accounts.ts"
@@ -237,6 +237,10 @@ const initImage = (options: {
       const self = yield* Sys.self()
       const agents = new Map<number, Agent>()
       const byChild = new Map<number, Agent>()
+      /** Agents that have ended: a command naming one is `not-running`, not `unknown-agent` / `not-allowed`. */
+      const ended = new Set<number>()
+      const gone = (id: string, pid: number, otherwise: Reply) =>
+        ended.has(pid) ? refused(id, "not-running", `agent ${pid} has ended`) : otherwise
       const reply = (r: Reply) => Sys.write(control, r)
 
       const start = (text: string, manifest: Manifest.Manifest, restarts: Array<number>) =>
@@ -301,8 +305,11 @@ const initImage = (options: {
             }
             case "Run": {
               const agent = agents.get(command.pid)
-              if (agent === undefined)
-                return yield* reply(refused(command.id, "unknown-agent", `no agent ${command.pid}`))
+              if (agent === undefined) {
+                return yield* reply(
+                  gone(command.id, command.pid, refused(command.id, "unknown-agent", `no agent ${command.pid}`))
+                )
+              }
               if (agent.running !== undefined) {
                 return yield* reply(refused(command.id, "busy", `agent ${command.pid} is answering another message`))
               }
@@ -318,8 +325,11 @@ const initImage = (options: {
             }
             case "Invoke": {
               const agent = agents.get(command.pid)
-              if (agent === undefined)
-                return yield* reply(refused(command.id, "unknown-agent", `no agent ${command.pid}`))
+              if (agent === undefined) {
+                return yield* reply(
+                  gone(command.id, command.pid, refused(command.id, "unknown-agent", `no agent ${command.pid}`))
+                )
+              }
               agent.invokes.add(command.id)
               const sent = yield* Effect.exit(
                 Sys.send(
@@ -338,7 +348,11 @@ const initImage = (options: {
               const agent = agents.get(command.pid)
               if (agent === undefined) {
                 return yield* reply(
-                  refused(command.id, "not-allowed", `pid ${command.pid} is not an agent this daemon started`)
+                  gone(
+                    command.id,
+                    command.pid,
+                    refused(command.id, "not-allowed", `pid ${command.pid} is not an agent this daemon started`)
+                  )
                 )
               }
               // kill and stop end the shell (its conversation is linked to it); suspend and resume reach both
@@ -371,6 +385,7 @@ const initImage = (options: {
           const agent = agents.get(pid)
           if (agent === undefined) return
           agents.delete(pid)
+          ended.add(pid)
           if (agent.child !== undefined) byChild.delete(pid)
           const why = `agent ${pid} (${agent.name}) ended: ${reason._tag}${reason._tag === "Fault" ? `: ${reason.error}` : ""}`
           if (agent.running !== undefined) yield* reply(refused(agent.running, "run-failed", why))
@@ -459,7 +474,8 @@ export const make = (
     const operator = options.operator ?? "operator"
     const commands = yield* Queue.unbounded<Command>()
     const pending = new Map<string, Deferred.Deferred<Reply>>()
-    const nonce = Math.random().toString(36).slice(2, 10)
+    // per daemon run: replies to commands replayed from an earlier run never match a command of this one
+    const nonce = (yield* Random.nextIntBetween(0, 2 ** 31)).toString(36)
     let ids = 0
     const control = Device.make({
       name: "agentd",
@@ -622,7 +638,6 @@ export const make = (
         Effect.gen(function* () {
           const ps = yield* rows()
           const pendingApprovals = yield* kernel.approvals()
-          const clockOffset = Date.now() - (yield* Effect.clockWith((c) => c.currentTimeMillis))
           return pendingApprovals.map((a) => {
             const owner = agentOf(a.pid, ps)
             const request = a.request as { readonly input?: unknown; readonly arguments?: unknown }
@@ -640,7 +655,7 @@ export const make = (
               agent: owner === undefined ? a.name : agents.get(owner)!.name,
               tool: a.tool,
               arguments: args,
-              requestedAt: a.requestedAt + clockOffset
+              requestedAt: a.requestedAt
             }
           })
         }),

@@ -129,7 +129,7 @@ export const ApprovalInfo = Schema.Struct({
   agent: Schema.String,
   tool: Schema.String,
   arguments: Schema.Unknown,
-  /** Epoch millis. */
+  /** Kernel-clock millis (the daemon's kernel runs on the real clock: epoch millis). */
   requestedAt: Schema.Number
 })
 export type ApprovalInfo = typeof ApprovalInfo.Type
