@@ -8,11 +8,17 @@
  * that fails or dies answers nothing for that line and the connection goes on. The socket file is created with mode
  * 0600 (owner only), replacing a stale one; it is removed when the scope closes, and every connection is destroyed.
  *
+ * A handler may write lines ahead of its answer with `connection.emit` (a stream's items; a write waits while the
+ * socket's buffer is full, and does nothing once the client is gone), and learns that the client left from
+ * `connection.closed`: it completes when the client closes, resets or ends its side (after an end, what the client
+ * sent is still answered, but a stream has nobody left to stop it: a client that follows keeps its side open).
+ * Lines are answered one at a time per connection, so a line behind a stream waits for the stream to end.
+ *
  * @since 0.1.0
  */
 import { chmodSync, existsSync, lstatSync, unlinkSync } from "node:fs"
 import { createServer, type Server, type Socket } from "node:net"
-import { Effect, Exit, Fiber, Schema, type Scope } from "effect"
+import { Effect, Exit, Fiber, Latch, Schema, type Scope } from "effect"
 
 /**
  * The server could not listen (the path is taken by a live server or is not a socket, or cannot be created).
@@ -49,6 +55,18 @@ export interface LineServer {
   readonly connections: () => number
 }
 
+/**
+ * What a handler gets besides its line: a way to write ahead of its answer, and a signal that the client left.
+ *
+ * @category models
+ */
+export interface Connection {
+  /** Writes one line (a newline is added) now, waiting while the socket's buffer is full; nothing once closed. */
+  readonly emit: (line: string) => Effect.Effect<void>
+  /** Completes when the client has closed, reset, or ended its side of the connection. */
+  readonly closed: Effect.Effect<void>
+}
+
 const NEWLINE = 0x0a
 
 /**
@@ -58,7 +76,7 @@ const NEWLINE = 0x0a
  */
 export const serve = <R>(
   options: Options,
-  handle: (line: string) => Effect.Effect<string | undefined, never, R>
+  handle: (line: string, connection: Connection) => Effect.Effect<string | undefined, never, R>
 ): Effect.Effect<LineServer, LineServerError, R | Scope.Scope> =>
   Effect.gen(function* () {
     const path = options.path
@@ -79,18 +97,38 @@ export const serve = <R>(
       let closed = false
       // lines are answered in order: each waits for the one before it
       let tail: Promise<void> = Promise.resolve()
+      const gone = Latch.makeUnsafe(false)
       const close = () => {
         closed = true
         chunks = []
         buffered = 0
+        gone.openUnsafe()
         socket.destroy()
       }
+      const emit = (line: string) =>
+        Effect.callback<void>((resume) => {
+          if (closed || !socket.writable) return resume(Effect.void)
+          if (socket.write(line + "\n")) return resume(Effect.void)
+          // backpressure: the OS socket buffer is full; wait until it drains (or the client is gone)
+          const done = () => {
+            socket.off("drain", done)
+            socket.off("close", done)
+            resume(Effect.void)
+          }
+          socket.on("drain", done)
+          socket.on("close", done)
+          return Effect.sync(() => {
+            socket.off("drain", done)
+            socket.off("close", done)
+          })
+        })
+      const connection: Connection = { emit, closed: gone.await }
       const enqueue = (line: string) => {
         tail = tail.then(
           () =>
             new Promise<void>((resolve) => {
               if (closed) return resolve()
-              const fiber = Effect.runForkWith(context)(handle(line))
+              const fiber = Effect.runForkWith(context)(handle(line, connection))
               fibers.add(fiber)
               fiber.addObserver((exit) => {
                 fibers.delete(fiber)
@@ -127,6 +165,7 @@ export const serve = <R>(
         chunks = []
         buffered = 0
         closed = true
+        gone.openUnsafe()
         tail.then(() => {
           if (answer !== undefined && socket.writable) socket.end(answer + "\n")
           else socket.destroy()
@@ -136,10 +175,13 @@ export const serve = <R>(
       socket.on("close", () => {
         closed = true
         chunks = []
+        gone.openUnsafe()
         sockets.delete(socket)
       })
-      // a client that half-closes still gets its answers, then the connection ends
+      // a client that half-closes still gets its answers, then the connection ends; its streams stop (a fully closed
+      // client looks the same as a half-closed one until a write fails, and a quiet stream may never write)
       socket.on("end", () => {
+        gone.openUnsafe()
         tail.then(() => socket.end())
       })
     }

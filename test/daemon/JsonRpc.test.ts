@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Schema } from "effect"
+import { Cause, Effect, Fiber, Latch, Queue, Schema, Stream } from "effect"
 import { Rpc, RpcGroup } from "effect/rpc"
 import { JsonRpc } from "effect-agent-os"
 
@@ -148,5 +148,133 @@ describe("JsonRpc: an RpcGroup as JSON-RPC 2.0", () => {
       const out = yield* serve(req(big))
       assert.strictEqual(out.error.code, -32600)
     })
+  )
+})
+
+class Broken extends Schema.TaggedError<Broken>()("Broken", { after: Schema.Number }) {}
+
+const Streams = RpcGroup.make(
+  Rpc.make("count", { payload: { to: Schema.Int }, success: Schema.Number, error: Broken, stream: true }),
+  Rpc.make("count.queue", { payload: { to: Schema.Int }, success: Schema.Number, stream: true }),
+  Rpc.make("follow", { success: Schema.Number, stream: true }),
+  Rpc.make("ping", { success: Schema.String })
+)
+
+let followFinalized = 0
+let followStarted = 0
+const streamHandlers = Streams.toLayer({
+  count: ({ to }) =>
+    Stream.range(1, Math.abs(to)).pipe(Stream.concat(to < 0 ? Stream.fail(new Broken({ after: -to })) : Stream.empty)),
+  "count.queue": ({ to }) =>
+    Effect.gen(function* () {
+      const queue = yield* Queue.unbounded<number, Cause.Done>()
+      for (let i = 1; i <= to; i++) Queue.offerUnsafe(queue, i)
+      yield* Queue.end(queue)
+      return queue
+    }),
+  follow: () =>
+    Stream.fromEffect(Effect.sync(() => followStarted++)).pipe(
+      Stream.concat(Stream.never),
+      Stream.ensuring(Effect.sync(() => followFinalized++))
+    ),
+  ping: () => Effect.succeed("pong")
+})
+
+/** An emitter that records lines; `close()` makes `closed` complete. */
+const recorder = () => {
+  const lines: Array<unknown> = []
+  const latch = Latch.makeUnsafe(false)
+  const emitter: JsonRpc.Emitter = {
+    emit: (line) => Effect.sync(() => void lines.push(JSON.parse(line))),
+    closed: latch.await,
+    start: () => Effect.sync(() => void lines.push("start"))
+  }
+  return { lines, emitter, close: () => latch.openUnsafe() }
+}
+
+const item = (id: unknown, value: unknown) => ({ jsonrpc: "2.0", method: "stream", params: { id, item: value } })
+
+describe("JsonRpc: streams", () => {
+  it.effect("each item is a notification emitted before the final response (result null)", () =>
+    Effect.gen(function* () {
+      const handle = yield* JsonRpc.make(Streams)
+      const { lines, emitter } = recorder()
+      const out = yield* handle(req({ jsonrpc: "2.0", id: 9, method: "count", params: { to: 3 } }), emitter)
+      assert.deepStrictEqual(lines, ["start", item(9, 1), item(9, 2), item(9, 3)])
+      assert.deepStrictEqual(JSON.parse(out!), { jsonrpc: "2.0", id: 9, result: null })
+    }).pipe(Effect.provide(streamHandlers))
+  )
+
+  it.effect("a handler that answers a queue streams it the same way", () =>
+    Effect.gen(function* () {
+      const handle = yield* JsonRpc.make(Streams)
+      const { lines, emitter } = recorder()
+      const out = yield* handle(req({ jsonrpc: "2.0", id: "q", method: "count.queue", params: { to: 2 } }), emitter)
+      assert.deepStrictEqual(lines, ["start", item("q", 1), item("q", 2)])
+      assert.deepStrictEqual(JSON.parse(out!), { jsonrpc: "2.0", id: "q", result: null })
+    }).pipe(Effect.provide(streamHandlers))
+  )
+
+  it.effect("a stream that fails ends with the error response (its code and encoded error), after its items", () =>
+    Effect.gen(function* () {
+      const handle = yield* JsonRpc.make(Streams, { errorCodes: { Broken: -32050 } })
+      const { lines, emitter } = recorder()
+      const out = JSON.parse(
+        (yield* handle(req({ jsonrpc: "2.0", id: 1, method: "count", params: { to: -2 } }), emitter))!
+      )
+      assert.deepStrictEqual(lines, ["start", item(1, 1), item(1, 2)])
+      assert.strictEqual(out.error.code, -32050)
+      assert.deepStrictEqual(out.error.data, { _tag: "Broken", after: 2 })
+    }).pipe(Effect.provide(streamHandlers))
+  )
+
+  it.effect("the emitter closing interrupts the stream (its finalizer runs) and nothing is answered", () =>
+    Effect.gen(function* () {
+      const handle = yield* JsonRpc.make(Streams)
+      const { lines, emitter, close } = recorder()
+      const before = followFinalized
+      const fiber = yield* Effect.forkChild(handle(req({ jsonrpc: "2.0", id: 2, method: "follow" }), emitter))
+      for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+      close()
+      const out = yield* Fiber.join(fiber)
+      assert.isUndefined(out)
+      // the one item came out before the close
+      assert.deepStrictEqual(lines, ["start", item(2, followStarted - 1)])
+      assert.strictEqual(followFinalized, before + 1)
+    }).pipe(Effect.provide(streamHandlers))
+  )
+
+  it.effect("refused in a batch (-32600, the rest run), without an emitter (-32600); a notification runs nothing", () =>
+    Effect.gen(function* () {
+      const handle = yield* JsonRpc.make(Streams)
+      const { lines, emitter } = recorder()
+      const batch = JSON.parse(
+        (yield* handle(
+          req([
+            { jsonrpc: "2.0", id: 1, method: "count", params: { to: 2 } },
+            { jsonrpc: "2.0", id: 2, method: "ping" }
+          ]),
+          emitter
+        ))!
+      )
+      assert.deepStrictEqual(batch[0], {
+        jsonrpc: "2.0",
+        id: 1,
+        error: { code: -32600, message: "Invalid Request: streams cannot be batched" }
+      })
+      assert.deepStrictEqual(batch[1], { jsonrpc: "2.0", id: 2, result: "pong" })
+      assert.deepStrictEqual(lines, [])
+      const bare = JSON.parse((yield* handle(req({ jsonrpc: "2.0", id: 3, method: "count", params: { to: 2 } })))!)
+      assert.strictEqual(bare.error.code, -32600)
+      const started = followStarted
+      assert.isUndefined(yield* handle(req({ jsonrpc: "2.0", method: "follow" }), emitter))
+      assert.strictEqual(followStarted, started, "nothing ran")
+      assert.deepStrictEqual(lines, [])
+      // params are still checked for a stream request
+      const bad = JSON.parse(
+        (yield* handle(req({ jsonrpc: "2.0", id: 4, method: "count", params: { to: "x" } }), emitter))!
+      )
+      assert.strictEqual(bad.error.code, -32602)
+    }).pipe(Effect.provide(streamHandlers))
   )
 })
