@@ -32,7 +32,7 @@ const CostSchema = Schema.Struct({
 
 /**
  * One journaled driver call. `value` is the driver's JSON-safe result; a failure keeps the `DeviceError` fields.
- * `pid`, `op` and `seq` are non-negative safe integers and every cost is finite and ≥ 0: the checks are part of the
+ * `pid` and `op` are non-negative safe integers, `seq` a positive one, and every cost is finite and ≥ 0: the checks are part of the
  * Schema, so every store that decodes with it, and the journal when it loads any store, refuses a record that breaks
  * them.
  *
@@ -42,7 +42,7 @@ export const JournalRecord = Schema.Struct({
   pid: Schema.Natural,
   op: Schema.Natural,
   /** The order in which results were handed back to processes (kernel-wide, from 1): replay keeps it. */
-  seq: Schema.optionalKey(Schema.Natural),
+  seq: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))),
   device: Schema.String,
   call: Schema.Literals(["open", "read", "write"]),
   /**

@@ -143,8 +143,9 @@ const readChunkBytes = 65_536
 
 const newlineByte = 0x0a
 
-// `fatal` so that bytes that are not UTF-8 make a line corrupt instead of decoding to U+FFFD.
-const utf8Decoder = new TextDecoder("utf-8", { fatal: true })
+// `fatal` so that bytes that are not UTF-8 make a line corrupt instead of decoding to U+FFFD; `ignoreBOM` so that a
+// byte order mark is kept (and the line does not parse) rather than silently dropped.
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
 const utf8Encoder = new TextEncoder()
 
 const decodeRecord = Schema.decodeUnknownExit(JournalRecord)
@@ -200,6 +201,23 @@ interface Parsed {
 const corruptLine = (line: number, why: string) =>
   new JournalError({ reason: "corrupt", message: `journal line ${line} is ${why}`, line })
 
+/**
+ * Parses one line's JSON; nesting deeper than `Canonical.jsonDepthMax` is corrupt before anything recurses over it
+ * (a hostile line nested 200 000 deep would overflow the stack of every decoder).
+ */
+const parseLine = (text: string, line: number): { readonly json: unknown } | JournalError => {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (error) {
+    return corruptLine(line, `not JSON: ${String(error)}`)
+  }
+  if (text.length > Canonical.jsonDepthMax && Canonical.deeperThan(json, Canonical.jsonDepthMax)) {
+    return corruptLine(line, `nested deeper than ${Canonical.jsonDepthMax}`)
+  }
+  return { json }
+}
+
 /** Checks a header against the reader's settings. */
 const checkHeader = (header: Header, settings: ReadSettings): JournalError | undefined => {
   if (header.version !== formatVersion) {
@@ -245,12 +263,9 @@ const decodeRecordLine = (
   header: Header,
   settings: ReadSettings
 ): JournalRecord | JournalError => {
-  let json: unknown
-  try {
-    json = JSON.parse(text)
-  } catch (error) {
-    return corruptLine(line, `not JSON: ${String(error)}`)
-  }
+  const parsed = parseLine(text, line)
+  if (parsed instanceof JournalError) return parsed
+  const json = parsed.json
   if (!isObject(json)) return corruptLine(line, "not a JournalRecord (not an object)")
   const body = withoutMac(json)
   if (settings.key !== undefined && !macMatches(settings.key, header.nonce, body, json.mac)) {
@@ -286,12 +301,9 @@ const parse = (bytes: Uint8Array, settings: ReadSettings): Parsed | JournalError
       return corruptLine(line, `not UTF-8: ${String(error)}`)
     }
     if (header === undefined) {
-      let json: unknown
-      try {
-        json = JSON.parse(text)
-      } catch (error) {
-        return corruptLine(line, `not JSON: ${String(error)}`)
-      }
+      const parsed = parseLine(text, line)
+      if (parsed instanceof JournalError) return parsed
+      const json = parsed.json
       const decoded = decodeHeader(json)
       if (Exit.isFailure(decoded)) {
         return Exit.isSuccess(decodeRecord(json))
@@ -570,8 +582,14 @@ export const make = (
           const handle = yield* openForAppend
           if (checked === undefined) checked = yield* scan(handle)
           const state = checked
-          const body =
-            settings.key === undefined ? json : { ...json, mac: macOf(settings.key, state.header.nonce, json) }
+          let body: Record<string, unknown> = json
+          if (settings.key !== undefined) {
+            try {
+              body = { ...json, mac: macOf(settings.key, state.header.nonce, json) }
+            } catch (error) {
+              return yield* refuse(record, error instanceof Canonical.Unencodable ? error.reason : String(error))
+            }
+          }
           const text = JSON.stringify(body)
           const encoded = utf8Encoder.encode(`${text}\n`)
           if (encoded.length - 1 > settings.lineBytesMax) {

@@ -19,7 +19,7 @@ import { CapabilityTable } from "./CapabilityTable.ts"
 import { MemoryOptions } from "./ContextMemory.ts"
 import { DeviceTable } from "./DeviceTable.ts"
 import { EventLog } from "./EventLog.ts"
-import { makeDelivery } from "./internal/delivery.ts"
+import { countingClock, makeDelivery, type ReplaySleeps } from "./internal/delivery.ts"
 import { type Counters, type KernelState, KILL, MONITOR, noCaps } from "./internal/kernelState.ts"
 import type { Proc } from "./internal/proc.ts"
 import { push, SafeMap, SafeSet } from "./internal/primordials.ts"
@@ -126,7 +126,17 @@ export const make: Effect.Effect<
   const baseContext = Context.add(yield* Effect.context<never>(), Scheduler.Scheduler, scheduler)
   // what a process fiber starts with: Effect's runtime references and nothing else of the build context (no kernel
   // or host service, no memo map, no scope); `Sys` is added per process
-  const processBase = processContext(baseContext, virtual._tag === "Some" ? virtual.value : undefined)
+  // a replay on the real clock counts the processes' pending sleeps (see `internal/delivery.ts`)
+  const replaySleeps: ReplaySleeps | undefined =
+    journal.mode === "replay" && virtual._tag === "None" ? { pending: 0 } : undefined
+  const processBase = processContext(
+    baseContext,
+    virtual._tag === "Some"
+      ? virtual.value
+      : replaySleeps !== undefined
+        ? countingClock(clock, replaySleeps)
+        : undefined
+  )
   // process records live in collections that call the built-ins captured at load (`internal/primordials.ts`)
   const procs = new SafeMap<number, Proc>()
   const history = new Map<number, Process.ExitReason>()
@@ -320,7 +330,12 @@ export const make: Effect.Effect<
     )
   }
 
-  const delivery = makeDelivery(journal, scheduler instanceof KernelScheduler ? scheduler : undefined, virtual)
+  const delivery = makeDelivery(
+    journal,
+    scheduler instanceof KernelScheduler ? scheduler : undefined,
+    virtual,
+    replaySleeps
+  )
   const approvals = makeApprovals(events, now)
   const driverPath = makeDriverPath({
     approvals,

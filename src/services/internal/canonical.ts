@@ -18,6 +18,46 @@ const tagKey = "$agentos"
 /** Nesting depth past which a value is refused: the encoders recurse, and a journal line is bounded anyway. */
 const depthMax = 512
 
+/**
+ * Nesting depth past which a JSON text (a journal line, once parsed) is refused before anything recurses over it:
+ * room for a value at `depthMax` whose every level is wrapped (`{ "$agentos": "object", "entries": … }` adds one
+ * level), inside a record. `canonical` refuses (throws `Unencodable`) past it rather than render two values alike.
+ */
+export const jsonDepthMax = 2 * depthMax + 16
+
+/**
+ * Whether parsed JSON nests deeper than `max`, found without recursion (a line of a hostile file may nest hundreds of
+ * thousands deep). A text no longer than `max` characters cannot nest deeper than `max`: the caller may skip it.
+ */
+export const deeperThan = (json: unknown, max: number): boolean => {
+  if (typeof json !== "object" || json === null) return false
+  const stack: Array<unknown> = [json]
+  const depths: Array<number> = [1]
+  while (stack.length > 0) {
+    const value = stack.pop() as object
+    const depth = depths.pop()!
+    if (depth > max) return true
+    const children = Array.isArray(value) ? value : Object.values(value)
+    for (let i = 0; i < children.length; i++) {
+      const child = children[i]
+      if (typeof child === "object" && child !== null) {
+        stack.push(child)
+        depths.push(depth + 1)
+      }
+    }
+  }
+  return false
+}
+
+/** What an exception thrown while reading a value says, without trusting it to say anything. */
+const describeThrown = (error: unknown): string => {
+  try {
+    return error instanceof Error ? `${error.name}: ${error.message}` : String(error)
+  } catch {
+    return "an exception"
+  }
+}
+
 /** Why a value cannot be encoded faithfully. */
 export class Unencodable {
   readonly reason: string
@@ -105,7 +145,8 @@ export const encode = (value: unknown): unknown => {
     return walk(value, 0)
   } catch (error) {
     if (error instanceof Unencodable) return error
-    throw error
+    // a getter that throws, a revoked proxy, a proxy trap that throws: the value cannot be read, so not stored
+    return new Unencodable(`a value whose reading threw (${describeThrown(error)})`)
   }
 }
 
@@ -175,7 +216,7 @@ export const decode = (json: unknown): unknown => {
 
 /**
  * One string for a value, the same for equal values whatever their key order: JSON with sorted keys over the tagged
- * image. Unlike `encode` it refuses nothing — a typed array is rendered as its bytes, another object by its
+ * image. Unlike `encode` it refuses nothing but nesting deeper than `jsonDepthMax` (throws `Unencodable`) — a typed array is rendered as its bytes, another object by its
  * constructor name and own enumerable properties, a cycle as a marker — so that any request a process makes has a
  * digest.
  */
@@ -204,7 +245,9 @@ export const canonical = (value: unknown): string => {
     }
     if (value === null) return "null"
     const object = value as object
-    if (path.length > depthMax || path.includes(object)) return `{"${tagKey}":"cycle"}`
+    // past the bound a render would have to stop and two values would render alike: refused instead
+    if (path.length >= jsonDepthMax) throw new Unencodable(`nested deeper than ${jsonDepthMax}`)
+    if (path.includes(object)) return `{"${tagKey}":"cycle"}`
     const prototype = Object.getPrototypeOf(object)
     const array = Array.isArray(object)
     if (!array && prototype !== objectPrototype && prototype !== null) {

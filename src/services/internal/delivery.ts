@@ -13,7 +13,9 @@
  * has asked for the next result by the time the kernel is quiescent (the recording's clock did not move either while
  * that call was under way); when it has not, the program no longer matches its journal and the run ends with a
  * `JournalError { reason: "mismatch" }` in every process (`endRun`) instead of waiting forever. On the real clock a
- * process may still be sleeping towards that call, so there the lowest waiting result is handed back instead.
+ * process may still be sleeping towards that call: while a process sleep is pending (`ReplaySleeps`, counted by the
+ * processes' clock) the gate waits for it, and only once none is pending, or the gate has waited `replayForceMs` of
+ * real time for one result, is the lowest waiting result handed back instead, so the run goes on.
  *
  * Private to the package.
  */
@@ -27,6 +29,41 @@ import { CompletionGate } from "./completionGate.ts"
 import type { Proc } from "./proc.ts"
 import type { KernelScheduler } from "./scheduler.ts"
 import { chargeProcess } from "./syscalls.ts"
+
+/** The process sleeps pending in a replay on the real clock (see `countingClock`). */
+export interface ReplaySleeps {
+  pending: number
+}
+
+/**
+ * The real clock of processes in a replay without virtual time: it counts pending sleeps (a `Effect.sleep`, a
+ * timeout), so that the gate waits for a process sleeping towards its next call instead of handing results back out
+ * of order.
+ */
+export const countingClock = (clock: Clock.Clock, sleeps: ReplaySleeps): Clock.Clock => ({
+  currentTimeMillisUnsafe: () => clock.currentTimeMillisUnsafe(),
+  currentTimeMillis: clock.currentTimeMillis,
+  currentTimeNanosUnsafe: () => clock.currentTimeNanosUnsafe(),
+  currentTimeNanos: clock.currentTimeNanos,
+  monotonicTimeNanosUnsafe: () => clock.monotonicTimeNanosUnsafe(),
+  monotonicTimeNanos: clock.monotonicTimeNanos,
+  sleep: (duration) =>
+    Effect.suspend(() => {
+      sleeps.pending++
+      return Effect.ensuring(
+        clock.sleep(duration),
+        Effect.sync(() => {
+          sleeps.pending--
+        })
+      )
+    })
+})
+
+/**
+ * Real milliseconds a replay on the real clock waits, while process sleeps are pending, for the result next in order
+ * before it hands back the lowest waiting one (a process whose heartbeat never ends must not stall a diverged run).
+ */
+const replayForceMs = 2_000
 
 /** Where a live call started: its microtask epoch and scheduler batch. */
 export interface Started {
@@ -95,7 +132,8 @@ const replayStillMs = 250
 export const makeDelivery = (
   journal: JournalShape,
   kernelScheduler: KernelScheduler | undefined,
-  virtual: Option.Option<VirtualClock>
+  virtual: Option.Option<VirtualClock>,
+  sleeps?: ReplaySleeps
 ): Delivery => {
   let inflight = 0
   const diverges = journal.mode === "replay" && virtual._tag === "Some"
@@ -159,7 +197,7 @@ export const makeDelivery = (
       if (caller !== undefined) endRun(caller, error)
       return
     }
-    if (gate !== undefined && gate.size > 0 && gate.deliver(inflight === 0)) {
+    if (gate !== undefined && gate.size > 0 && gate.deliver(inflight === 0 && mayForce())) {
       // the woken process may block again without scheduling anything: look again once it has
       if (gate.size > 0) checkSoon()
       else advancer?.poke()
@@ -168,6 +206,26 @@ export const makeDelivery = (
     advancer?.poke()
   }
   kernelScheduler?.onIdle(quiescent)
+  // the result a real-clock replay has waited for since a timer was armed, and whether that wait is over
+  let forceTimer: { readonly seq: number; expired: boolean; timer: ReturnType<typeof setTimeout> } | undefined
+  /** Whether the gate may hand back a result out of order now (see the module's documentation). */
+  function mayForce(): boolean {
+    if (sleeps === undefined || sleeps.pending === 0 || gate!.ready) return true
+    const seq = gate!.next
+    if (forceTimer !== undefined && forceTimer.seq === seq) return forceTimer.expired
+    if (forceTimer !== undefined) clearTimeout(forceTimer.timer)
+    const armed = {
+      seq,
+      expired: false,
+      timer: setTimeout(() => {
+        armed.expired = true
+        checkSoon()
+      }, replayForceMs)
+    }
+    armed.timer.unref?.()
+    forceTimer = armed
+    return false
+  }
   // microtask epochs: a number that changes once the current synchronous run has ended (one microtask per run,
   // however many calls look at it)
   let epoch = 0

@@ -51,14 +51,15 @@ const readOnlyClock = (clock: Clock.Clock): Clock.Clock =>
   } satisfies Clock.Clock)
 
 /**
- * The allow-listed part of `context`; with a virtual clock, the clock is replaced by a read-only view of it.
+ * The allow-listed part of `context`; with `clock` (the virtual clock, or a replay's counting clock), the clock is
+ * replaced by a read-only view of it.
  */
 export const processContext = (
   context: Context.Context<never>,
-  virtual: Clock.Clock | undefined
+  clock: Clock.Clock | undefined
 ): Context.Context<never> => {
   const kept = new Map<string, unknown>()
   for (const [key, value] of context.mapUnsafe) if (allowed.has(key)) kept.set(key, value)
-  if (virtual !== undefined) kept.set(Clock.Clock.key, readOnlyClock(virtual))
+  if (clock !== undefined) kept.set(Clock.Clock.key, readOnlyClock(clock))
   return Context.makeUnsafe(kept)
 }
