@@ -173,7 +173,18 @@ try {
       "realm: hardened"
     ),
     program("node app.mjs (the esbuild bundle, outside the app)", bin("node"), [bundle], bundleDir),
-    run("vitest: a test on effect-agent-os/testing", bin("vitest"), ["run", "--dir", "test"], { cwd: app, env })
+    run("vitest: a test on effect-agent-os/testing", bin("vitest"), ["run", "--dir", "test"], { cwd: app, env }),
+    (async () => {
+      // the installed bins, as an operator runs them
+      writeFileSync(join(app, "agent.yaml"), 'name: checked\ncapabilities: ["tool: echo"]\n')
+      const validated = await run("agentctl validate (installed bin)", bin("agentctl"), ["validate", "agent.yaml"], {
+        cwd: app,
+        env
+      })
+      if (!validated.includes("valid (checked)")) throw new Error(`agentctl validate said:\n${validated}`)
+      const help = await run("agentd --help (installed bin)", bin("agentd"), ["--help"], { cwd: app, env })
+      if (!help.includes("usage: agentd")) throw new Error(`agentd --help said:\n${help}`)
+    })()
   ])
 
   rmSync(work, { recursive: true, force: true })

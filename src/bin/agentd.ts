@@ -5,14 +5,16 @@
 .
  *
  * ```sh
- * agentd [--state DIR] [--socket PATH] [--http PORT]
+ * agentd [--state DIR] [--socket PATH] [--http PORT] [--audit-file-bytes N] [--audit-files N]
  * ```
  *
  * - `--state DIR` (default `.agentos` in the working directory, mode 0700): the journal (`journal.jsonl`), the
  *   audit trail (`audit.jsonl`, rotated), the socket, the HTTP bearer token (`agentd.token`, 0600) and a lock
  *   (`agentd.pid`: a second daemon on the same state refuses to start; a stale lock from a killed one is taken over);
  * - `--socket PATH` (default `<state>/agentd.sock`, mode 0600);
- * - `--http PORT`: reserved for `POST /rpc` on 127.0.0.1 with a bearer token (not in this version: refused).
+ * - `--http PORT`: also serve `POST /rpc` on 127.0.0.1:PORT (`0` picks a free port; the URL is printed), every
+ *   request with `Authorization: Bearer <token>`, the token in `<state>/agentd.token` (0600, created on first start);
+ * - `--audit-file-bytes N` (default 16 MiB), `--audit-files N` (default 5): the audit trail's rotation bound.
  *
  * Started again after it was killed, it recovers every agent from the journal (see `Agentd`). SIGINT/SIGTERM stop it.
  *
@@ -30,10 +32,11 @@ import * as JournalFileStore from "../services/JournalFileStore.ts"
 import * as Agentd from "../daemon/Agentd.ts"
 import { Api, errorCodes } from "../daemon/Api.ts"
 import * as BuiltinTools from "../daemon/BuiltinTools.ts"
+import * as HttpRpc from "../daemon/HttpRpc.ts"
 import * as JsonRpc from "../daemon/JsonRpc.ts"
 import * as LineServer from "../daemon/LineServer.ts"
 
-const usage = "usage: agentd [--state DIR] [--socket PATH]"
+const usage = "usage: agentd [--state DIR] [--socket PATH] [--http PORT] [--audit-file-bytes N] [--audit-files N]"
 
 const fail = (message: string): never => {
   process.stderr.write(`agentd: ${message}\n${usage}\n`)
@@ -47,6 +50,8 @@ const args = (() => {
         state: { type: "string" },
         socket: { type: "string" },
         http: { type: "string" },
+        "audit-file-bytes": { type: "string" },
+        "audit-files": { type: "string" },
         help: { type: "boolean", short: "h" }
       },
       strict: true,
@@ -62,8 +67,18 @@ if (args.help === true) {
 }
 const state = path.resolve(args.state ?? ".agentos")
 const socket = path.resolve(args.socket ?? path.join(state, "agentd.sock"))
-const httpPort = args.http === undefined ? undefined : Number(args.http)
-if (httpPort !== undefined) fail("--http is not available in this version: use the Unix socket")
+/** A flag that must be a non-negative integer (at least `min`). */
+const integer = (name: string, text: string | undefined, min: number): number | undefined => {
+  if (text === undefined) return undefined
+  const n = /^\d+$/.test(text) ? Number(text) : NaN
+  return Number.isSafeInteger(n) && n >= min
+    ? n
+    : fail(`--${name} must be an integer >= ${min}, not ${JSON.stringify(text)}`)
+}
+const httpPort = integer("http", args.http, 0)
+if (httpPort !== undefined && httpPort > 65535) fail(`--http must be a port (0-65535), not ${httpPort}`)
+const auditFileBytes = integer("audit-file-bytes", args["audit-file-bytes"], 4096)
+const auditFiles = integer("audit-files", args["audit-files"], 1)
 
 /** The state directory (0700) and its lock: one daemon per state directory. */
 const lock = Effect.acquireRelease(
@@ -103,11 +118,18 @@ const main = Effect.gen(function* () {
     llm,
     tools,
     definitions: Tools.definitions(BuiltinTools.toolkit),
-    operator: `operator:${os.userInfo().username}`
+    operator: `operator:${os.userInfo().username}`,
+    audit: { dir: state, fileBytesMax: auditFileBytes, files: auditFiles }
   })
   const handle = yield* JsonRpc.make(Api, { errorCodes }).pipe(Effect.provide(daemon.handlers))
   yield* LineServer.serve({ path: socket }, handle)
-  const lines = [`agentd: listening on ${socket}`, `agentd: state in ${state}`]
+  const lines = [`agentd: listening on ${socket}`]
+  if (httpPort !== undefined) {
+    const token = yield* HttpRpc.ensureToken(path.join(state, "agentd.token"))
+    const http = yield* HttpRpc.serve({ host: "127.0.0.1", port: httpPort, token }, handle)
+    lines.push(`agentd: http on ${http.url} (bearer token in ${path.join(state, "agentd.token")})`)
+  }
+  lines.push(`agentd: state in ${state}`)
   process.stderr.write(`${lines.join("\n")}\n`)
   return yield* Effect.never
 }).pipe(

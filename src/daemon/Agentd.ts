@@ -29,6 +29,7 @@ import * as Kernel from "../layers/Kernel.ts"
 import * as Process from "../services/Process.ts"
 import * as Sys from "../services/Sys.ts"
 import { AgentdError, Api, type AgentInfo, type BudgetInfo, type ProcessRow } from "./Api.ts"
+import * as AuditLog from "./AuditLog.ts"
 import { grantsOf } from "./BuiltinTools.ts"
 import * as Manifest from "./Manifest.ts"
 import type { Rpc, RpcGroup } from "effect/rpc"
@@ -48,6 +49,15 @@ export interface Options {
   readonly operator?: string | undefined
   /** The model when a manifest names none (default: the LLM driver's). */
   readonly model?: string | undefined
+  /**
+   * `recover` (the daemon): replay the journal, then go on live. `replay` (`agentctl replay`): only replay it; no
+   * driver is touched, and a call past its end fails with `JournalError missing`.
+   */
+  readonly mode?: "recover" | "replay" | undefined
+  /** Called with every kernel event from before init boots (synchronously, like `Kernel.subscribe`'s listeners). */
+  readonly onEvent?: ((event: KernelEvent) => void) | undefined
+  /** Keep every kernel event on disk (`AuditLog`), from before init boots; absent, no audit trail. */
+  readonly audit?: AuditLog.Options | undefined
 }
 
 /**
@@ -59,6 +69,8 @@ export interface Daemon {
   readonly kernel: Kernel.KernelShape
   readonly initPid: number
   readonly handlers: Layer.Layer<Rpc.ToHandler<RpcGroup.Rpcs<typeof Api>>>
+  /** The audit trail, when `audit` was given. */
+  readonly audit: AuditLog.AuditLog | undefined
 }
 
 // ---- commands: host → init, through the `agentd` device ---------------------------------------------------------
@@ -390,9 +402,13 @@ const initImage = (options: {
           const why = `agent ${pid} (${agent.name}) ended: ${reason._tag}${reason._tag === "Fault" ? `: ${reason.error}` : ""}`
           if (agent.running !== undefined) yield* reply(refused(agent.running, "run-failed", why))
           for (const id of agent.invokes) yield* reply(refused(id, "run-failed", why))
+          // an agent ended by the journal (a replay past its end, or a journal that no longer fits) would only end
+          // the same way again
+          const byJournal = reason._tag === "Fault" && reason.error.startsWith("JournalError")
           const restart =
-            agent.manifest.restart === "permanent" ||
-            (agent.manifest.restart === "transient" && Process.isAbnormal(reason))
+            !byJournal &&
+            (agent.manifest.restart === "permanent" ||
+              (agent.manifest.restart === "transient" && Process.isAbnormal(reason)))
           if (!restart || agent.stopped) return
           const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
           const recent = agent.restarts.filter((at) => at >= now - restartPeriodMs)
@@ -405,7 +421,16 @@ const initImage = (options: {
 
       const commands = Effect.forever(
         Effect.gen(function* () {
-          const command = yield* Sys.read<Command>(control, { _tag: "Next" })
+          // past the end of a journal that is only replayed (`agentctl replay`) no operator speaks again: init waits,
+          // and the agents go on replaying what they still have
+          const command = yield* Sys.read<Command>(control, { _tag: "Next" }).pipe(
+            Effect.catch((error) =>
+              (error as { readonly _tag?: unknown; readonly reason?: unknown })._tag === "JournalError" &&
+              (error as { readonly reason?: unknown }).reason === "missing"
+                ? Effect.never
+                : Effect.fail(error)
+            )
+          )
           yield* Effect.exit(onCommand(command))
         })
       )
@@ -496,14 +521,16 @@ export const make = (
         })
     })
     const context = yield* Layer.build(
-      Kernel.layer({ drivers: [options.llm, options.tools, control] as never, journal: "recover" })
+      Kernel.layer({ drivers: [options.llm, options.tools, control] as never, journal: options.mode ?? "recover" })
     )
     const kernel = Kernel.Kernel.of(context.mapUnsafe.get(Kernel.Kernel.key) as Kernel.KernelShape)
 
     // the agents this daemon started (init's children), from the kernel's own events: replayed ones included
     const agents = new Map<number, { name: string; exit?: Process.ExitReason }>()
     let initPid = 0
+    const onEvent = options.onEvent
     yield* kernel.subscribe((event: KernelEvent) => {
+      onEvent?.(event)
       if (event._tag === "Spawn") {
         // init is the first root; the agents are its children (spawned while it replays, even before boot returns)
         if (event.parent === 0 && initPid === 0) initPid = event.pid
@@ -513,6 +540,11 @@ export const make = (
         if (agent !== undefined) agent.exit = event.reason
       }
     })
+    // subscribed before init boots: a recovery's replayed events and the first Spawn are on disk too
+    const audit =
+      options.audit === undefined
+        ? undefined
+        : yield* AuditLog.make(options.audit).pipe(Effect.provideService(Kernel.Kernel, kernel))
     yield* kernel.boot(initImage({ definitions: options.definitions, model: options.model }), {
       grant: ["llm", "tools", "agentd"]
     })
@@ -671,17 +703,16 @@ export const make = (
       "kernel.kill": ({ pid }) => signal(pid, "kill"),
       "kernel.suspend": ({ pid }) => signal(pid, "suspend"),
       "kernel.resume": ({ pid }) => signal(pid, "resume"),
-      "kernel.trace": ({ pid, since }) =>
-        Effect.map(kernel.trace(), (events) =>
-          events.filter((e) => (pid === undefined || e.pid === pid) && (since === undefined || e.seq > since))
-        ),
+      "kernel.trace": ({ pid, since, follow, tree }) =>
+        Stream.map(traceStream(kernel, { pid, since, follow, tree }), AuditLog.jsonSafe),
       "kernel.metrics": () => kernel.metricsText()
     })
-    return { kernel, initPid, handlers } as Daemon
+    return { kernel, initPid, handlers, audit } as Daemon
   })
 
 /**
- * The kernel's events as a stream: those the ring still holds (after `since`, of `pid`), then, with `follow`, every
+ * The kernel's events as a stream: those the ring still holds (after `since`, of `pid` — with `tree`, of its
+ * descendants too), then, with `follow`, every
  * new one as it is emitted (subscribed before the ring is read, so none falls in between; none comes twice).
  *
  * @category streams
@@ -692,12 +723,20 @@ export const traceStream = (
     readonly pid?: number | undefined
     readonly since?: number | undefined
     readonly follow?: boolean | undefined
+    /** With `pid`: its descendants' events too (a process spawned by one in the tree joins it). */
+    readonly tree?: boolean | undefined
   }
 ): Stream.Stream<KernelEvent> =>
   Stream.callback<KernelEvent>((queue) =>
     Effect.gen(function* () {
-      const keep = (e: KernelEvent) =>
-        (options.pid === undefined || e.pid === options.pid) && (options.since === undefined || e.seq > options.since)
+      const tree = options.tree === true && options.pid !== undefined ? new Set([options.pid]) : undefined
+      const ofPid = (e: KernelEvent) => {
+        if (options.pid === undefined) return true
+        if (tree === undefined) return e.pid === options.pid
+        if (e._tag === "Spawn" && tree.has(e.parent)) tree.add(e.pid)
+        return tree.has(e.pid)
+      }
+      const keep = (e: KernelEvent) => ofPid(e) && (options.since === undefined || e.seq > options.since)
       let last = 0
       let held: Array<KernelEvent> | undefined = []
       const emit = (e: KernelEvent) => {

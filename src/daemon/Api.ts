@@ -16,7 +16,7 @@
  * | `approval.respond` | `{ id, approve, reason? }` | `{ id, approved }` |
  * | `kernel.ps` | — | `[{ pid, name, parent, status, priority, children, mailbox, caps, startedAt, budget }]` |
  * | `kernel.kill`, `kernel.suspend`, `kernel.resume` | `{ pid }` | `{ pid }` |
- * | `kernel.trace` | `{ pid?, since? }` | the kernel events the ring holds, oldest first |
+ * | `kernel.trace` | `{ pid?, since?, follow?, tree? }` | a stream: the kernel events the ring still holds (of `pid`, and with `tree` of its descendants too; `seq` after `since`), oldest first, then with `follow` each new one as it comes |
  * | `kernel.metrics` | — | Prometheus text |
  *
  * Errors: a `ManifestError` (code `-32001`, every problem with its path in `data.problems`) or an `AgentdError`
@@ -134,6 +134,9 @@ export const ApprovalInfo = Schema.Struct({
 })
 export type ApprovalInfo = typeof ApprovalInfo.Type
 
+/** A kernel event on the wire: JSON-safe (a non-finite number is written as a string, as the audit trail does). */
+export const TraceEvent = Schema.toCodecJson(KernelEvent)
+
 const RunResult = { answer: Schema.String, steps: Schema.Number, spend: Spend }
 const Errors = Schema.Union([ManifestError, AgentdError])
 const PidOnly = { pid: Pid }
@@ -181,9 +184,12 @@ export class Api extends RpcGroup.make(
   Rpc.make("kernel.trace", {
     payload: {
       pid: Schema.optionalKey(Schema.Int),
-      since: Schema.optionalKey(Schema.Int)
+      since: Schema.optionalKey(Schema.Int),
+      follow: Schema.optionalKey(Schema.Boolean),
+      tree: Schema.optionalKey(Schema.Boolean)
     },
-    success: Schema.Array(KernelEvent)
+    success: TraceEvent,
+    stream: true
   }),
   Rpc.make("kernel.metrics", { success: Schema.String })
 ) {}

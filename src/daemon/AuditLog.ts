@@ -139,6 +139,30 @@ const encodeLine = (event: KernelEvent): string => {
   }
 }
 
+/**
+ * The event as it can go on the wire: a `Log` event whose `fields` JSON cannot hold gets them made JSON-safe (a
+ * `bigint` as its digits) or left out; every other event is returned as it is.
+ *
+ * @category encoding
+ */
+export const jsonSafe = (event: KernelEvent): KernelEvent => {
+  if (event._tag !== "Log" || event.fields === undefined) return event
+  try {
+    encodeEvent(event)
+    JSON.stringify(event.fields)
+    return event
+  } catch {
+    const { fields, ...rest } = event
+    try {
+      const safe = JSON.parse(JSON.stringify(fields, (_, v) => (typeof v === "bigint" ? v.toString() : v)))
+      encodeEvent({ ...rest, fields: safe })
+      return { ...rest, fields: safe }
+    } catch {
+      return rest
+    }
+  }
+}
+
 interface Gap {
   readonly dropped: number
   readonly firstSeq: number
@@ -157,6 +181,70 @@ const keep = (filter: Filter | undefined) => (event: KernelEvent) =>
 const fileName = (index: number) => (index === 0 ? "audit.jsonl" : `audit.${index}.jsonl`)
 
 const errorText = (error: unknown) => (error instanceof Error ? error.message : String(error))
+
+/** Every event the files of `dir` hold (rotated ones up to `audit.<files>.jsonl`), oldest first. */
+const readEvents = (dir: string, files: number, filter: Filter | undefined) =>
+  Effect.tryPromise({
+    try: async () => {
+      const keepIt = keep(filter)
+      const events: Array<KernelEvent> = []
+      for (let i = files; i >= 0; i--) {
+        let text: string
+        try {
+          text = await Fs.readFile(join(dir, fileName(i)), "utf8")
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code === "ENOENT") continue
+          throw error
+        }
+        for (const line of text.split("\n")) {
+          if (line.length === 0 || isGapLine(line)) continue
+          let parsed: unknown
+          try {
+            parsed = JSON.parse(line)
+          } catch {
+            // a torn line: the process was killed while writing it
+            continue
+          }
+          const decoded = decodeEvent(parsed)
+          if (decoded._tag === "Success" && keepIt(decoded.value)) events.push(decoded.value)
+        }
+      }
+      return events
+    },
+    catch: (error) => new AuditLogError({ reason: "read", message: errorText(error) })
+  })
+
+/**
+ * Reads the audit trail a (running or stopped) daemon left in `dir`, without a kernel: every event its files hold,
+ * oldest first, and whether they hold a gap (a drop marker: events were lost). A missing directory reads as none.
+ *
+ * @category reading
+ */
+export const readDir = (
+  dir: string,
+  filter?: Filter
+): Effect.Effect<{ readonly events: ReadonlyArray<KernelEvent>; readonly gaps: number }, AuditLogError> =>
+  Effect.gen(function* () {
+    const names = yield* Effect.tryPromise({
+      try: () =>
+        Fs.readdir(dir).catch((error) =>
+          (error as NodeJS.ErrnoException).code === "ENOENT" ? [] : Promise.reject(error)
+        ),
+      catch: (error) => new AuditLogError({ reason: "read", message: errorText(error) })
+    })
+    let files = 0
+    for (const name of names) {
+      const match = /^audit\.(\d+)\.jsonl$/.exec(name)
+      if (match !== null) files = Math.max(files, Number(match[1]))
+    }
+    const events = yield* readEvents(dir, files, filter)
+    let gaps = 0
+    for (let i = files; i >= 0; i--) {
+      const text = yield* Effect.promise(() => Fs.readFile(join(dir, fileName(i)), "utf8").catch(() => ""))
+      for (const line of text.split("\n")) if (isGapLine(line)) gaps++
+    }
+    return { events, gaps }
+  })
 
 /**
  * Starts the audit log for the kernel in context, for the lifetime of the scope.
@@ -358,36 +446,7 @@ export const make = (options: Options): Effect.Effect<AuditLog, AuditLogError, K
     yield* kernel.subscribe(listener)
 
     /** Every event the files hold, oldest first; run under the lock. */
-    const readFiles = (filter: Filter | undefined) =>
-      Effect.tryPromise({
-        try: async () => {
-          const keepIt = keep(filter)
-          const events: Array<KernelEvent> = []
-          for (let i = Math.max(files, 0); i >= 0; i--) {
-            let text: string
-            try {
-              text = await Fs.readFile(join(dir, fileName(i)), "utf8")
-            } catch (error) {
-              if ((error as NodeJS.ErrnoException).code === "ENOENT") continue
-              throw error
-            }
-            for (const line of text.split("\n")) {
-              if (line.length === 0 || isGapLine(line)) continue
-              let parsed: unknown
-              try {
-                parsed = JSON.parse(line)
-              } catch {
-                // a torn line: the process was killed while writing it
-                continue
-              }
-              const decoded = decodeEvent(parsed)
-              if (decoded._tag === "Success" && keepIt(decoded.value)) events.push(decoded.value)
-            }
-          }
-          return events
-        },
-        catch: (error) => new AuditLogError({ reason: "read", message: errorText(error) })
-      })
+    const readFiles = (filter: Filter | undefined) => readEvents(dir, Math.max(files, 0), filter)
 
     const read = (filter?: Filter) => Effect.andThen(flush, lock.withPermit(readFiles(filter)))
 

@@ -33,7 +33,21 @@ const daemon = (store: Journal.JournalStore, script: ReadonlyArray<Step>) =>
         handle(JSON.stringify({ jsonrpc: "2.0", id: ++id, method, ...(params === undefined ? {} : { params }) })),
         (line) => JSON.parse(line!) as { result?: any; error?: { code: number; message: string; data?: any } }
       )
-    return { ...d, rpc, llm }
+    /** A stream method: its items (sent as `stream` notifications ahead of the final response), once it ends. */
+    const rpcStream = (method: string, params?: unknown) =>
+      Effect.gen(function* () {
+        const items: Array<unknown> = []
+        const line = yield* handle(
+          JSON.stringify({ jsonrpc: "2.0", id: ++id, method, ...(params === undefined ? {} : { params }) }),
+          {
+            emit: (l) => Effect.sync(() => void items.push(JSON.parse(l).params.item)),
+            closed: Effect.never
+          }
+        )
+        const final = JSON.parse(line!) as { result?: unknown; error?: { code: number; message: string; data?: any } }
+        return final.error === undefined ? { result: items } : { error: final.error }
+      })
+    return { ...d, rpc, rpcStream, llm }
   }).pipe(Effect.provide(Layer.succeed(Journal.JournalStoreService)(store)))
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "agentd-core-"))
@@ -278,7 +292,7 @@ describe("agentd core", () => {
         const ps = ok(yield* d.rpc("kernel.ps")) as ReadonlyArray<AgentdApi.ProcessRow>
         assert.isTrue(ps.some((p) => p.pid === d.initPid))
         assert.include(ok(yield* d.rpc("kernel.metrics")) as string, "agentos_processes")
-        const trace = ok(yield* d.rpc("kernel.trace", { pid: a.pid })) as ReadonlyArray<{
+        const trace = ok(yield* d.rpcStream("kernel.trace", { pid: a.pid })) as ReadonlyArray<{
           _tag: string
           pid: number
           seq: number
@@ -288,7 +302,7 @@ describe("agentd core", () => {
           trace.filter((e) => e._tag === "Spawn" || e._tag === "Exit").map((e) => e._tag),
           ["Spawn", "Exit"]
         )
-        const later = ok(yield* d.rpc("kernel.trace", { since: trace[0]!.seq })) as ReadonlyArray<{ seq: number }>
+        const later = ok(yield* d.rpcStream("kernel.trace", { since: trace[0]!.seq })) as ReadonlyArray<{ seq: number }>
         assert.isTrue(later.every((e) => e.seq > trace[0]!.seq))
       })
     )

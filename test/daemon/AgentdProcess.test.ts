@@ -4,98 +4,13 @@
  * the quick start, approvals across a kill -9 and restart, and bad input that must not hurt anyone.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, type Scope } from "effect"
-import { type ChildProcess, spawn } from "node:child_process"
+import { Effect } from "effect"
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
-import * as os from "node:os"
 import * as path from "node:path"
 import { OpenAiServer } from "effect-agent-os/testing"
-
-const root = path.resolve(import.meta.dirname, "../..")
-const agentdBin = path.join(root, "src/bin/agentd.ts")
-const nodeArgs = ["--conditions=@effect-agent-os/source", "--experimental-strip-types", "--no-warnings"]
-
-interface Daemon {
-  readonly child: ChildProcess
-  readonly socket: string
-  readonly state: string
-  readonly stderr: () => string
-}
-
-/** Starts agentd in `dir` and waits for its socket. */
-const startDaemon = (dir: string, baseURL: string): Effect.Effect<Daemon, Error, Scope.Scope> =>
-  Effect.acquireRelease(
-    Effect.callback<Daemon, Error>((resume) => {
-      const state = path.join(dir, ".agentos")
-      const socket = path.join(state, "agentd.sock")
-      const child = spawn(process.execPath, [...nodeArgs, agentdBin], {
-        cwd: dir,
-        env: { ...process.env, OPENAI_BASE_URL: baseURL, OPENAI_MODEL: "test-model", OPENAI_API_KEY: "" },
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      let err = ""
-      child.stderr!.on("data", (b) => {
-        err += String(b)
-        if (err.includes("listening on")) resume(Effect.succeed({ child, socket, state, stderr: () => err }))
-      })
-      child.on("exit", (code) => resume(Effect.fail(new Error(`agentd exited ${code}: ${err}`))))
-    }).pipe(
-      Effect.timeout("20 seconds"),
-      Effect.mapError((e) => new Error(String(e)))
-    ),
-    (d) =>
-      Effect.callback<void>((resume) => {
-        if (d.child.exitCode !== null || d.child.signalCode !== null) return resume(Effect.void)
-        d.child.on("exit", () => resume(Effect.void))
-        d.child.kill("SIGTERM")
-      })
-  )
-
-/** A raw JSON-RPC client: sends one line, reads lines until the response with that id. */
-const rawCall = (socket: string, request: unknown, timeoutMs = 15_000) =>
-  Effect.callback<any, Error>((resume) => {
-    const conn = net.createConnection(socket)
-    let buffer = ""
-    const timer = setTimeout(() => {
-      conn.destroy()
-      resume(Effect.fail(new Error(`no answer to ${JSON.stringify(request)}`)))
-    }, timeoutMs)
-    conn.on("connect", () => conn.write(`${typeof request === "string" ? request : JSON.stringify(request)}\n`))
-    conn.on("data", (b) => {
-      buffer += String(b)
-      let nl: number
-      while ((nl = buffer.indexOf("\n")) !== -1) {
-        const line = buffer.slice(0, nl)
-        buffer = buffer.slice(nl + 1)
-        const parsed = JSON.parse(line)
-        if (parsed.method === "stream") continue
-        clearTimeout(timer)
-        conn.end()
-        resume(Effect.succeed(parsed))
-      }
-    })
-    conn.on("error", (e) => {
-      clearTimeout(timer)
-      resume(Effect.fail(e))
-    })
-  })
-
-let ids = 0
-const call = (socket: string, method: string, params?: unknown) =>
-  rawCall(socket, { jsonrpc: "2.0", id: ++ids, method, ...(params === undefined ? {} : { params }) })
-
-const waitFor = <A>(effect: Effect.Effect<A, Error>, until: (a: A) => boolean, what: string) =>
-  Effect.gen(function* () {
-    for (let i = 0; i < 300; i++) {
-      const a = yield* effect
-      if (until(a)) return a
-      yield* Effect.sleep("50 millis")
-    }
-    return yield* Effect.fail(new Error(`timed out waiting for ${what}`))
-  })
-
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "agentd-proc-"))
+import { agentdBin, call, nodeArgs, rawCall, root, startDaemon, tmp, waitFor } from "./processHarness.ts"
 
 describe("agentd process", () => {
   it.live(

@@ -1,0 +1,225 @@
+/**
+ * Replays an `agentd` journal offline — the daemon's own program over the journal, in `replay` mode: no model, no
+ * tool, no operator is asked anything — and compares the events it produces with the audit trail the daemon wrote
+ * while it recorded (`agentctl replay JOURNAL`).
+ *
+ * The recorded run is the audit trail's last kernel run (a restarted daemon starts a new one: its `seq` starts again
+ * at 1, and it replays the journal from the start, so its events are the whole journal's). Events are compared
+ * without their time (`at`), and without `Recover` events (only a recovering daemon emits them). The replay stops
+ * where the journal does: the operator's next command and every call that had no result are missing, so the replay
+ * is a prefix of the recording; it is identical when every event it produced is the recorded one at the same place.
+ * A journal that does not fit the program (another request, a changed or reordered record) ends with a typed
+ * `JournalError` in the process affected, and the report says so.
+ *
+ * @since 0.1.0
+ */
+import { NodeServices } from "@effect/platform-node"
+import { Effect, Layer, Schema } from "effect"
+import * as Fs from "node:fs/promises"
+import { dirname } from "node:path"
+import * as Tools from "../drivers/Tools.ts"
+import * as Device from "../services/Device.ts"
+import type { KernelEvent } from "../services/EventLog.ts"
+import * as JournalFileStore from "../services/JournalFileStore.ts"
+import * as Agentd from "./Agentd.ts"
+import * as AuditLog from "./AuditLog.ts"
+import * as BuiltinTools from "./BuiltinTools.ts"
+
+/**
+ * The replay could not run: the journal is unreadable or refused (`JournalError`'s words in `message`), or the
+ * audit trail could not be read.
+ *
+ * @category errors
+ */
+export class ReplayError extends Schema.TaggedError<ReplayError>()("ReplayError", {
+  reason: Schema.Literals(["journal", "audit"]),
+  message: Schema.String
+}) {}
+
+/**
+ * @category models
+ */
+export interface Options {
+  /** The journal file (`<state>/journal.jsonl`). */
+  readonly journal: string
+  /** The audit directory to compare with (default: the journal's directory). */
+  readonly audit?: string | undefined
+  /** The integrity key the journal was written with (default `AGENTOS_JOURNAL_KEY`, as the daemon reads it). */
+  readonly integrityKey?: string | undefined
+  /** Real milliseconds without a new event after which the replay is done (default 500). */
+  readonly settleMs?: number | undefined
+}
+
+/**
+ * What a replay found.
+ *
+ * @category models
+ */
+export interface Report {
+  readonly journal: string
+  /** Events the replay produced (compared ones: without `at` and `Recover`). */
+  readonly events: number
+  /** Events of the recorded run in the audit trail, or `null` when there is no audit trail to compare with. */
+  readonly recorded: number | null
+  /** Whether the audit trail lost events (drop markers): a comparison is then not possible. */
+  readonly auditGaps: number
+  /** `JournalError`s the replay ended processes with, other than `missing` (the journal's end). */
+  readonly divergences: ReadonlyArray<{ readonly pid: number; readonly error: string }>
+  /** The first event that differs, when one does. */
+  readonly difference: { readonly index: number; readonly recorded: unknown; readonly replayed: unknown } | null
+  /** No divergence, and (when an audit trail was there) every replayed event is the recorded one. */
+  readonly identical: boolean
+}
+
+/** A driver the replay must never reach. */
+const untouched = (name: string) =>
+  Device.make({
+    name,
+    open: () => Effect.die(new Error(`replay touched the ${name} driver`))
+  })
+
+/** JSON with sorted keys: the audit trail and a live event may list the same fields in another order. */
+const sorted = (json: unknown): unknown => {
+  if (Array.isArray(json)) return json.map(sorted)
+  if (typeof json !== "object" || json === null) return json
+  const out: Record<string, unknown> = {}
+  for (const key of Object.keys(json).sort()) out[key] = sorted((json as Record<string, unknown>)[key])
+  return out
+}
+
+/** An event as compared: without its time, as it reads back from JSON. */
+const comparable = (event: KernelEvent): string => {
+  const { at: _at, ...rest } = event
+  return JSON.stringify(sorted(JSON.parse(JSON.stringify(AuditLog.jsonSafe(rest as KernelEvent)))))
+}
+
+const missingFault = (text: string) => text.includes("JournalError") && text.includes("no journal entry")
+
+/**
+ * Replays the journal and compares it with the audit trail.
+ *
+ * @category replay
+ */
+export const replay = (options: Options): Effect.Effect<Report, ReplayError> =>
+  Effect.gen(function* () {
+    yield* Effect.tryPromise({
+      try: () => Fs.access(options.journal),
+      catch: (error) =>
+        new ReplayError({ reason: "journal", message: `cannot read ${options.journal}: ${String(error)}` })
+    })
+    const events: Array<KernelEvent> = []
+    let last = 0
+    yield* Effect.gen(function* () {
+      const daemon = yield* Agentd.make({
+        llm: untouched("llm"),
+        tools: untouched("tools"),
+        definitions: Tools.definitions(BuiltinTools.toolkit),
+        mode: "replay",
+        onEvent: (event) => {
+          events.push(event)
+          last = events.length
+        }
+      })
+      // done once nothing has happened for `settleMs` (every process blocked: the journal has run out)
+      const settleMs = options.settleMs ?? 500
+      let seen = -1
+      while (seen !== last) {
+        seen = last
+        yield* Effect.sleep(settleMs)
+      }
+      void daemon
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        JournalFileStore.layer({
+          path: options.journal,
+          program: "agentd",
+          ...(options.integrityKey === undefined ? {} : { integrityKey: options.integrityKey })
+        }).pipe(Layer.provideMerge(NodeServices.layer))
+      ),
+      Effect.mapError(
+        (error) =>
+          new ReplayError({
+            reason: "journal",
+            message: error instanceof Error ? error.message : String(error)
+          })
+      )
+    )
+
+    const divergences: Array<{ pid: number; error: string }> = []
+    const replayed: Array<string> = []
+    for (const event of events) {
+      if (event._tag === "Recover") continue
+      // the journal's end: a call with no result (in flight when the daemon stopped) ends its process here
+      const text = event._tag === "Exit" ? JSON.stringify(event.reason) : event._tag === "Fault" ? event.error : ""
+      if (text.includes("JournalError")) {
+        if (!missingFault(text)) divergences.push({ pid: event.pid, error: text })
+        continue
+      }
+      replayed.push(comparable(event))
+    }
+
+    const auditDir = options.audit ?? dirname(options.journal)
+    const audit = yield* AuditLog.readDir(auditDir).pipe(
+      Effect.mapError((error) => new ReplayError({ reason: "audit", message: error.message }))
+    )
+    let runStart = -1
+    for (let i = audit.events.length - 1; i >= 0; i--) {
+      if (audit.events[i]!.seq === 1) {
+        runStart = i
+        break
+      }
+    }
+    const recordedEvents =
+      runStart === -1
+        ? []
+        : audit.events
+            .slice(runStart)
+            .filter((e) => e._tag !== "Recover")
+            .map(comparable)
+    const compared = runStart !== -1 && audit.gaps === 0
+    let difference: Report["difference"] = null
+    if (compared) {
+      for (let i = 0; i < replayed.length; i++) {
+        if (replayed[i] !== recordedEvents[i]) {
+          difference = {
+            index: i,
+            recorded: recordedEvents[i] === undefined ? null : JSON.parse(recordedEvents[i]!),
+            replayed: JSON.parse(replayed[i]!)
+          }
+          break
+        }
+      }
+    }
+    return {
+      journal: options.journal,
+      events: replayed.length,
+      recorded: runStart === -1 ? null : recordedEvents.length,
+      auditGaps: audit.gaps,
+      divergences,
+      difference,
+      identical: divergences.length === 0 && difference === null
+    } satisfies Report
+  })
+
+/**
+ * The report in words, as `agentctl replay` prints it.
+ *
+ * @category replay
+ */
+export const describe = (report: Report): string => {
+  const lines = [`replayed ${report.journal}: ${report.events} events, no model or tool called`]
+  if (report.recorded === null) lines.push("no audit trail to compare with")
+  else if (report.auditGaps > 0) lines.push(`the audit trail lost events (${report.auditGaps} gaps): not compared`)
+  else if (report.difference === null) {
+    lines.push(`identical to the recorded run's first ${report.events} of ${report.recorded} events`)
+  } else {
+    lines.push(
+      `differs from the recording at event ${report.difference.index + 1}:`,
+      `  recorded: ${JSON.stringify(report.difference.recorded)}`,
+      `  replayed: ${JSON.stringify(report.difference.replayed)}`
+    )
+  }
+  for (const d of report.divergences) lines.push(`pid ${d.pid} diverged: ${d.error}`)
+  return lines.join("\n")
+}
