@@ -108,7 +108,11 @@ const runImage = (
     return { reason, trace: (yield* kernel.trace()) as ReadonlyArray<Event> } satisfies Ran
   }).pipe(
     Effect.provide(
-      Kernel.layer({ drivers: drivers as Array<Device.Driver>, journal: mode, virtualTime: setting.virtualTime ? true : undefined })
+      Kernel.layer({
+        drivers: drivers as Array<Device.Driver>,
+        journal: mode,
+        virtualTime: setting.virtualTime ? true : undefined
+      })
     ),
     Effect.provide(JournalFileStore.layer({ path: file, integrityKey: setting.key, program: setting.program })),
     (effect) => within(effect, "6 seconds")
@@ -131,7 +135,9 @@ const computed = (trace: ReadonlyArray<Event>) => ({
 
 /** Compares on virtual time the whole trace (times included), on the real clock what was computed. */
 const sameRun = (setting: Setting, a: Ran, b: Ran) =>
-  setting.virtualTime ? JSON.stringify(a.trace) === JSON.stringify(b.trace) : JSON.stringify(computed(a.trace)) === JSON.stringify(computed(b.trace))
+  setting.virtualTime
+    ? JSON.stringify(a.trace) === JSON.stringify(b.trace)
+    : JSON.stringify(computed(a.trace)) === JSON.stringify(computed(b.trace))
 
 type Verdict =
   | { readonly _tag: "Refused"; readonly reason: string; readonly line: number | undefined; readonly message: string }
@@ -204,38 +210,56 @@ const live = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
 // ---------------------------------------------------------------------------------------------------------------------
 
 describe("the header", () => {
-  it.live(
-    "another program, kernel ABI or format version, a missing header, a BOM: refused before anything runs",
-    () =>
-      live(
-        Effect.gen(function* () {
-          const setting = { virtualTime: true, program }
-          const { fs, file, lines } = yield* recorded(setting)
-          const header = parse(lines[0]!)
-          const variants: ReadonlyArray<readonly [string, string, ReadonlyArray<string>, number | undefined]> = [
-            ["abi", joined([JSON.stringify({ ...header, abi: header.abi + 1 }), ...lines.slice(1)]), ["incompatible"], undefined],
-            ["version", joined([JSON.stringify({ ...header, version: 1 }), ...lines.slice(1)]), ["incompatible"], undefined],
-            ["version as a string", joined([JSON.stringify({ ...header, version: "2" }), ...lines.slice(1)]), ["corrupt"], 1],
-            ["program", joined([JSON.stringify({ ...header, program: "other" }), ...lines.slice(1)]), ["incompatible"], undefined],
-            ["no header", joined(lines.slice(1)), ["incompatible"], 1],
-            ["an empty header", joined(["{}", ...lines.slice(1)]), ["corrupt"], 1],
-            ["a BOM", `\uFEFF${joined(lines)}`, ["corrupt"], 1],
-            ["a header that is an array", joined([JSON.stringify([header]), ...lines.slice(1)]), ["corrupt"], 1]
-          ]
-          served.net = 0
-          for (const [name, text, reasons, line] of variants) {
-            yield* fs.writeFileString(file, text)
-            assertRefused(yield* replay(file, setting), reasons, name, line)
-            // read as bytes: a UTF-8 decoder would drop the BOM
-            const bytes = yield* Effect.promise(() => NodeFs.readFile(file))
-            assert.strictEqual(bytes.toString("utf8"), text, `${name}: the journal was not written`)
-          }
-          // the same journal read by a program of another name
-          yield* fs.writeFileString(file, joined(lines))
-          assertRefused(yield* replay(file, { ...setting, program: "impostor" }), ["incompatible"], "reader's program")
-          assert.strictEqual(served.net, 0, "no driver was touched")
-        })
-      )
+  it.live("another program, kernel ABI or format version, a missing header, a BOM: refused before anything runs", () =>
+    live(
+      Effect.gen(function* () {
+        const setting = { virtualTime: true, program }
+        const { fs, file, lines } = yield* recorded(setting)
+        const header = parse(lines[0]!)
+        const variants: ReadonlyArray<readonly [string, string, ReadonlyArray<string>, number | undefined]> = [
+          [
+            "abi",
+            joined([JSON.stringify({ ...header, abi: header.abi + 1 }), ...lines.slice(1)]),
+            ["incompatible"],
+            undefined
+          ],
+          [
+            "version",
+            joined([JSON.stringify({ ...header, version: 1 }), ...lines.slice(1)]),
+            ["incompatible"],
+            undefined
+          ],
+          [
+            "version as a string",
+            joined([JSON.stringify({ ...header, version: "2" }), ...lines.slice(1)]),
+            ["corrupt"],
+            1
+          ],
+          [
+            "program",
+            joined([JSON.stringify({ ...header, program: "other" }), ...lines.slice(1)]),
+            ["incompatible"],
+            undefined
+          ],
+          ["no header", joined(lines.slice(1)), ["incompatible"], 1],
+          ["an empty header", joined(["{}", ...lines.slice(1)]), ["corrupt"], 1],
+          ["a BOM", `\uFEFF${joined(lines)}`, ["corrupt"], 1],
+          ["a header that is an array", joined([JSON.stringify([header]), ...lines.slice(1)]), ["corrupt"], 1]
+        ]
+        served.net = 0
+        for (const [name, text, reasons, line] of variants) {
+          yield* fs.writeFileString(file, text)
+          assertRefused(yield* replay(file, setting), reasons, name, line)
+          // read as bytes: a UTF-8 decoder would drop the BOM
+          const bytes = yield* Effect.promise(() => NodeFs.readFile(file))
+          assert.strictEqual(bytes.toString("utf8"), text, `${name}: the journal was not written`)
+        }
+        // the same journal read by a program of another name
+        yield* fs.writeFileString(file, joined(lines))
+        assertRefused(yield* replay(file, { ...setting, program: "impostor" }), ["incompatible"], "reader's program")
+        assert.strictEqual(served.net, 0, "no driver was touched")
+      })
+    )
   )
 
   it.live("a header line repeated in the middle of the file is corrupt, with or without a key", () =>
@@ -313,7 +337,10 @@ describe("integrity", () => {
         const unkeyed = yield* recorded({ virtualTime: true })
         assertRefused(yield* replay(unkeyed.file, { virtualTime: true, key: KEY }), ["tampered"], "key for unkeyed")
         const env = (key: string) =>
-          Effect.provideService(ConfigProvider.ConfigProvider, ConfigProvider.fromUnknown({ [JournalFileStore.integrityKeyVariable]: key }))
+          Effect.provideService(
+            ConfigProvider.ConfigProvider,
+            ConfigProvider.fromUnknown({ [JournalFileStore.integrityKeyVariable]: key })
+          )
         assertRefused(
           verdictOf(yield* Effect.exit(runImage("replay", unkeyed.file, { virtualTime: true }).pipe(env(KEY)))),
           ["tampered"],
@@ -335,7 +362,11 @@ describe("integrity", () => {
           ["tampered"],
           "option other than env"
         )
-        assertRefused(verdictOf(yield* Effect.exit(runImage("replay", file, { virtualTime: true }).pipe(env("other")))), ["tampered"], "env other")
+        assertRefused(
+          verdictOf(yield* Effect.exit(runImage("replay", file, { virtualTime: true }).pipe(env("other")))),
+          ["tampered"],
+          "env other"
+        )
         assertRefused(yield* replay(file, { virtualTime: true }), ["tampered"], "no key for keyed")
         // every MAC stripped: without a key it is an unkeyed journal (README: not detected), with one it is tampered
         const stripped = lines.map((l) => {
@@ -344,7 +375,11 @@ describe("integrity", () => {
         })
         yield* fs.writeFileString(file, joined(stripped))
         assertRefused(yield* replay(file, { virtualTime: true, key: KEY }), ["tampered"], "stripped, with key")
-        assertRefused(verdictOf(yield* Effect.exit(runImage("replay", file, { virtualTime: true }).pipe(env(KEY)))), ["tampered"], "stripped, env key")
+        assertRefused(
+          verdictOf(yield* Effect.exit(runImage("replay", file, { virtualTime: true }).pipe(env(KEY)))),
+          ["tampered"],
+          "stripped, env key"
+        )
       })
     )
   )
@@ -371,7 +406,11 @@ describe("integrity", () => {
         for (const depth of [100, 509, 510, 511, 512, 513]) {
           yield* fs.remove(file, { force: true })
           const appended = yield* Effect.exit(
-            Effect.scoped(Effect.flatMap(JournalFileStore.make({ path: file, integrityKey: KEY }), (s) => s.append(record(depth, 1))))
+            Effect.scoped(
+              Effect.flatMap(JournalFileStore.make({ path: file, integrityKey: KEY }), (s) =>
+                s.append(record(depth, 1))
+              )
+            )
           )
           if (Exit.isFailure(appended)) {
             // refused at record time is a secure outcome too
@@ -381,7 +420,9 @@ describe("integrity", () => {
             continue
           }
           const text = yield* fs.readFileString(file)
-          const loaded = yield* Effect.scoped(Effect.flatMap(JournalFileStore.make({ path: file, integrityKey: KEY }), (s) => s.load))
+          const loaded = yield* Effect.scoped(
+            Effect.flatMap(JournalFileStore.make({ path: file, integrityKey: KEY }), (s) => s.load)
+          )
           assert.deepStrictEqual(loaded, [record(depth, 1)], `depth ${depth} loads back as it was`)
           const edited = text.replace("LEAF-ORIGINAL", "LEAF-FORGED")
           assert.notStrictEqual(edited, text)
@@ -389,7 +430,10 @@ describe("integrity", () => {
           const exit = yield* Effect.exit(
             Effect.scoped(Effect.flatMap(JournalFileStore.make({ path: file, integrityKey: KEY }), (s) => s.load))
           )
-          assert.isTrue(Exit.isFailure(exit), `depth ${depth}: an edit at the bottom of the value was accepted under the key`)
+          assert.isTrue(
+            Exit.isFailure(exit),
+            `depth ${depth}: an edit at the bottom of the value was accepted under the key`
+          )
           const error = Cause.squash((exit as Exit.Failure<unknown, unknown>).cause)
           assert.instanceOf(error, Journal.JournalError, `depth ${depth}: ${String(error)}`)
           assert.include(["tampered", "corrupt"], (error as Journal.JournalError).reason)
@@ -399,20 +443,26 @@ describe("integrity", () => {
   )
 
   for (const virtualTime of [true, false]) {
-    it.live(`a keyed journal cut at a line boundary: a typed error, not a hang or another run (virtualTime ${virtualTime})`, () =>
-      live(
-        Effect.gen(function* () {
-          const setting = { virtualTime, key: KEY }
-          const { fs, file, lines, ran } = yield* recorded(setting)
-          served.net = 0
-          for (const keep of [1, 2, Math.floor(lines.length / 2), lines.length - 1]) {
-            yield* fs.writeFileString(file, joined(lines.slice(0, keep)))
-            const verdict = yield* replay(file, setting)
-            assert.notStrictEqual(assertTypedOrSame(verdict, setting, ran, `cut to ${keep}`), "same", `cut to ${keep} lines`)
-          }
-          assert.strictEqual(served.net, 0, "a replay touches no driver")
-        })
-      )
+    it.live(
+      `a keyed journal cut at a line boundary: a typed error, not a hang or another run (virtualTime ${virtualTime})`,
+      () =>
+        live(
+          Effect.gen(function* () {
+            const setting = { virtualTime, key: KEY }
+            const { fs, file, lines, ran } = yield* recorded(setting)
+            served.net = 0
+            for (const keep of [1, 2, Math.floor(lines.length / 2), lines.length - 1]) {
+              yield* fs.writeFileString(file, joined(lines.slice(0, keep)))
+              const verdict = yield* replay(file, setting)
+              assert.notStrictEqual(
+                assertTypedOrSame(verdict, setting, ran, `cut to ${keep}`),
+                "same",
+                `cut to ${keep} lines`
+              )
+            }
+            assert.strictEqual(served.net, 0, "a replay touches no driver")
+          })
+        )
     )
   }
 })
@@ -454,7 +504,7 @@ describe("lines", () => {
             assert.strictEqual(yield* fs.readFileString(file), glued, `${mode} wrote nothing`)
           }
           // a complete last line that is garbage is corrupt too, not torn
-          const garbage = joined([...lines, "{\"pid\":1,"])
+          const garbage = joined([...lines, '{"pid":1,'])
           yield* fs.writeFileString(file, garbage)
           assertRefused(yield* replay(file, setting), ["corrupt", "tampered"], "garbage last line", lines.length + 1)
         }
@@ -675,8 +725,14 @@ describe("lines", () => {
           const setting = { virtualTime: true, key }
           const rec = yield* runImage("record", file, setting, reader, [echo], ["echo"])
           assert.deepStrictEqual(rec.reason, Process.normal)
-          const logs = rec.trace.filter((e) => e._tag === "Log").map((e) => (e as unknown as { message: string }).message)
-          assert.deepStrictEqual(logs, forged.map((v) => JSON.stringify(fingerprint(v))), "the recording saw them as they are")
+          const logs = rec.trace
+            .filter((e) => e._tag === "Log")
+            .map((e) => (e as unknown as { message: string }).message)
+          assert.deepStrictEqual(
+            logs,
+            forged.map((v) => JSON.stringify(fingerprint(v))),
+            "the recording saw them as they are"
+          )
           const rep = yield* runImage("replay", file, setting, reader, [echo], ["echo"])
           assert.deepStrictEqual(rep.reason, Process.normal)
           assert.strictEqual(JSON.stringify(rep.trace), JSON.stringify(rec.trace), "replayed as the user's values")
@@ -716,46 +772,55 @@ describe("values a driver hands back", () => {
   }
   const names = Object.keys(throwing)
 
-  it.live("a value the journal cannot store: a typed unencodable error at record time, the journal stays loadable", () =>
-    live(
-      Effect.gen(function* () {
-        const { fs, file } = yield* tempDir
-        const odd = Device.make({
-          name: "odd",
-          open: () =>
-            Effect.succeed({
-              read: (request: unknown) =>
-                Effect.sync(() => {
-                  const name = (request as { readonly name: string }).name
-                  return { value: name === "fine" ? "fine" : throwing[name]!() }
-                })
-            })
-        })
-        const prober = Process.make<Kernel.BootGrant>("init", (grant) =>
-          Effect.gen(function* () {
-            const handle = yield* Sys.open(grant.devices.odd!)
-            const seen: Array<unknown> = []
-            for (const name of names) {
-              const got = yield* outcome(Sys.read(handle, { name }))
-              seen.push(
-                got instanceof Journal.JournalError ? `${got.reason} pid ${got.pid} op ${got.op}` : `not refused: ${String(got)}`
-              )
-            }
-            seen.push(yield* Sys.read(handle, { name: "fine" }))
-            yield* Sys.log("info", JSON.stringify(seen))
+  it.live(
+    "a value the journal cannot store: a typed unencodable error at record time, the journal stays loadable",
+    () =>
+      live(
+        Effect.gen(function* () {
+          const { fs, file } = yield* tempDir
+          const odd = Device.make({
+            name: "odd",
+            open: () =>
+              Effect.succeed({
+                read: (request: unknown) =>
+                  Effect.sync(() => {
+                    const name = (request as { readonly name: string }).name
+                    return { value: name === "fine" ? "fine" : throwing[name]!() }
+                  })
+              })
           })
-        )
-        const ran = yield* runImage("record", file, { virtualTime: true, key: KEY }, prober, [odd], ["odd"])
-        assert.deepStrictEqual(ran.reason, Process.normal, "the process survives, a typed error in hand")
-        const log = ran.trace.find((e) => e._tag === "Log") as unknown as { readonly message: string }
-        assert.deepStrictEqual(JSON.parse(log.message), [...names.map((_, i) => `unencodable pid 1 op ${i + 1}`), "fine"])
-        // what was written loads under the key (nothing half-written, nothing changed)
-        const loaded = yield* Effect.scoped(Effect.flatMap(JournalFileStore.make({ path: file, integrityKey: KEY }), (s) => s.load))
-        assert.isTrue(loaded.some((r) => r.result._tag === "Success" && r.result.value === "fine"))
-        const text = yield* fs.readFileString(file)
-        assert.isTrue(text.endsWith("\n"))
-      })
-    )
+          const prober = Process.make<Kernel.BootGrant>("init", (grant) =>
+            Effect.gen(function* () {
+              const handle = yield* Sys.open(grant.devices.odd!)
+              const seen: Array<unknown> = []
+              for (const name of names) {
+                const got = yield* outcome(Sys.read(handle, { name }))
+                seen.push(
+                  got instanceof Journal.JournalError
+                    ? `${got.reason} pid ${got.pid} op ${got.op}`
+                    : `not refused: ${String(got)}`
+                )
+              }
+              seen.push(yield* Sys.read(handle, { name: "fine" }))
+              yield* Sys.log("info", JSON.stringify(seen))
+            })
+          )
+          const ran = yield* runImage("record", file, { virtualTime: true, key: KEY }, prober, [odd], ["odd"])
+          assert.deepStrictEqual(ran.reason, Process.normal, "the process survives, a typed error in hand")
+          const log = ran.trace.find((e) => e._tag === "Log") as unknown as { readonly message: string }
+          assert.deepStrictEqual(JSON.parse(log.message), [
+            ...names.map((_, i) => `unencodable pid 1 op ${i + 1}`),
+            "fine"
+          ])
+          // what was written loads under the key (nothing half-written, nothing changed)
+          const loaded = yield* Effect.scoped(
+            Effect.flatMap(JournalFileStore.make({ path: file, integrityKey: KEY }), (s) => s.load)
+          )
+          assert.isTrue(loaded.some((r) => r.result._tag === "Success" && r.result.value === "fine"))
+          const text = yield* fs.readFileString(file)
+          assert.isTrue(text.endsWith("\n"))
+        })
+      )
   )
 
   it.live("a getter or a proxy is read once, at record time: the replay hands back that snapshot as plain data", () =>
@@ -787,8 +852,12 @@ describe("values a driver hands back", () => {
         )
         const setting = { virtualTime: true, key: KEY }
         yield* runImage("record", file, setting, reader, [shifty], ["shifty"])
-        const loaded = yield* Effect.scoped(Effect.flatMap(JournalFileStore.make({ path: file, integrityKey: KEY }), (s) => s.load))
-        const stored = loaded.find((r) => r.result._tag === "Success")!.result as { readonly value: Record<string, any> }
+        const loaded = yield* Effect.scoped(
+          Effect.flatMap(JournalFileStore.make({ path: file, integrityKey: KEY }), (s) => s.load)
+        )
+        const stored = loaded.find((r) => r.result._tag === "Success")!.result as {
+          readonly value: Record<string, any>
+        }
         assert.strictEqual(typeof stored.value.counter, "number")
         assert.deepStrictEqual(stored.value.proxied, { a: "seen" })
         const rep = yield* runImage("replay", file, setting, reader, [shifty], ["shifty"])
@@ -823,34 +892,37 @@ describe("replay reads, never writes", () => {
     )
   )
 
-  it.live("a link to a device or a FIFO, a link loop, a directory: io at once; a missing path: missing, not created", () =>
-    live(
-      Effect.gen(function* () {
-        const { fs, path, dir } = yield* tempDir
-        const fifo = path.join(dir, "fifo")
-        yield* Effect.promise(() =>
-          import("node:child_process").then(
-            (m) => new Promise<void>((resolve, reject) => m.execFile("mkfifo", [fifo], (e) => (e ? reject(e) : resolve())))
+  it.live(
+    "a link to a device or a FIFO, a link loop, a directory: io at once; a missing path: missing, not created",
+    () =>
+      live(
+        Effect.gen(function* () {
+          const { fs, path, dir } = yield* tempDir
+          const fifo = path.join(dir, "fifo")
+          yield* Effect.promise(() =>
+            import("node:child_process").then(
+              (m) =>
+                new Promise<void>((resolve, reject) => m.execFile("mkfifo", [fifo], (e) => (e ? reject(e) : resolve())))
+            )
           )
-        )
-        const links: Record<string, string> = { "/dev/zero": "zero", [fifo]: "to-fifo" }
-        for (const [target, name] of Object.entries(links)) {
-          yield* Effect.promise(() => NodeFs.symlink(target, path.join(dir, name)))
-        }
-        yield* Effect.promise(() => NodeFs.symlink(path.join(dir, "loop-b"), path.join(dir, "loop-a")))
-        yield* Effect.promise(() => NodeFs.symlink(path.join(dir, "loop-a"), path.join(dir, "loop-b")))
-        for (const name of ["zero", "to-fifo", "loop-a", "."]) {
-          for (const mode of ["replay", "recover"] as const) {
-            assertRefused(yield* replay(path.join(dir, name), { virtualTime: true }, mode), ["io"], `${name} ${mode}`)
+          const links: Record<string, string> = { "/dev/zero": "zero", [fifo]: "to-fifo" }
+          for (const [target, name] of Object.entries(links)) {
+            yield* Effect.promise(() => NodeFs.symlink(target, path.join(dir, name)))
           }
-        }
-        const missing = path.join(dir, "nowhere", "journal.jsonl")
-        const verdict = yield* replay(missing, { virtualTime: false })
-        assert.strictEqual(verdict._tag, "Fault")
-        assert.match((verdict as { readonly error: string }).error, /no journal entry/)
-        assert.isFalse(yield* fs.exists(path.join(dir, "nowhere")), "replay creates nothing")
-      })
-    )
+          yield* Effect.promise(() => NodeFs.symlink(path.join(dir, "loop-b"), path.join(dir, "loop-a")))
+          yield* Effect.promise(() => NodeFs.symlink(path.join(dir, "loop-a"), path.join(dir, "loop-b")))
+          for (const name of ["zero", "to-fifo", "loop-a", "."]) {
+            for (const mode of ["replay", "recover"] as const) {
+              assertRefused(yield* replay(path.join(dir, name), { virtualTime: true }, mode), ["io"], `${name} ${mode}`)
+            }
+          }
+          const missing = path.join(dir, "nowhere", "journal.jsonl")
+          const verdict = yield* replay(missing, { virtualTime: false })
+          assert.strictEqual(verdict._tag, "Fault")
+          assert.match((verdict as { readonly error: string }).error, /no journal entry/)
+          assert.isFalse(yield* fs.exists(path.join(dir, "nowhere")), "replay creates nothing")
+        })
+      )
   )
 })
 
@@ -879,58 +951,62 @@ describe("recover", () => {
     )
   )
 
-  it.live("over a torn keyed tail: one Recover event for the calls in flight, rerun with their keys, the file clean", () =>
-    live(
-      Effect.gen(function* () {
-        const { fs, path, dir } = yield* tempDir
-        const file = path.join(dir, "recover.jsonl")
-        const keys: Array<string | undefined> = []
-        const side = Device.make({
-          name: "side",
-          open: () =>
-            Effect.succeed({
-              read: (request: unknown, context: Device.CallContext) =>
-                Effect.sync(() => {
-                  keys.push(context.idempotencyKey)
-                  return { value: request, cost: { toolCalls: 1 } }
-                })
-            })
-        })
-        const caller = Process.make<Kernel.BootGrant>("init", (grant) =>
-          Effect.gen(function* () {
-            const handle = yield* Sys.open(grant.devices.side!)
-            for (let i = 0; i < 3; i++) yield* Sys.read(handle, { i })
+  it.live(
+    "over a torn keyed tail: one Recover event for the calls in flight, rerun with their keys, the file clean",
+    () =>
+      live(
+        Effect.gen(function* () {
+          const { fs, path, dir } = yield* tempDir
+          const file = path.join(dir, "recover.jsonl")
+          const keys: Array<string | undefined> = []
+          const side = Device.make({
+            name: "side",
+            open: () =>
+              Effect.succeed({
+                read: (request: unknown, context: Device.CallContext) =>
+                  Effect.sync(() => {
+                    keys.push(context.idempotencyKey)
+                    return { value: request, cost: { toolCalls: 1 } }
+                  })
+              })
           })
-        )
-        const setting = { virtualTime: true, key: KEY }
-        yield* runImage("record", file, setting, caller, [side], ["side"])
-        assert.deepStrictEqual(keys, ["1:1", "1:2", "1:3"])
-        const lines = (yield* fs.readFileString(file)).slice(0, -1).split("\n")
-        // the crash: op 3's result torn half-way (its Started record is whole)
-        const last = lines.at(-1)!
-        assert.strictEqual(parse(last).result._tag, "Success")
-        yield* fs.writeFileString(file, joined(lines.slice(0, -1)) + last.slice(0, last.length >> 1))
-        keys.length = 0
-        const recovered = yield* runImage("recover", file, setting, caller, [side], ["side"])
-        assert.deepStrictEqual(recovered.reason, Process.normal)
-        assert.deepStrictEqual(keys, ["1:3"], "only the call in flight ran again, with its original key")
-        const events = recovered.trace.filter((e) => e._tag === "Recover")
-        assert.deepStrictEqual(
-          events.map((e) => (e as unknown as { readonly calls: unknown }).calls),
-          [[{ pid: 1, op: 3, device: "side", call: "read" }]]
-        )
-        assert.strictEqual(recovered.trace[0]!._tag, "Recover")
-        // the file is whole again and verifies under the key; a replay of it touches nothing and ends normally
-        const text = yield* fs.readFileString(file)
-        assert.isTrue(text.endsWith("\n"))
-        const loaded = yield* Effect.scoped(Effect.flatMap(JournalFileStore.make({ path: file, integrityKey: KEY }), (s) => s.load))
-        assert.strictEqual(loaded.filter((r) => r.result._tag === "Success").length, 3)
-        keys.length = 0
-        const replayed = yield* runImage("replay", file, setting, caller, [side], ["side"])
-        assert.deepStrictEqual(replayed.reason, Process.normal)
-        assert.deepStrictEqual(keys, [])
-      })
-    )
+          const caller = Process.make<Kernel.BootGrant>("init", (grant) =>
+            Effect.gen(function* () {
+              const handle = yield* Sys.open(grant.devices.side!)
+              for (let i = 0; i < 3; i++) yield* Sys.read(handle, { i })
+            })
+          )
+          const setting = { virtualTime: true, key: KEY }
+          yield* runImage("record", file, setting, caller, [side], ["side"])
+          assert.deepStrictEqual(keys, ["1:1", "1:2", "1:3"])
+          const lines = (yield* fs.readFileString(file)).slice(0, -1).split("\n")
+          // the crash: op 3's result torn half-way (its Started record is whole)
+          const last = lines.at(-1)!
+          assert.strictEqual(parse(last).result._tag, "Success")
+          yield* fs.writeFileString(file, joined(lines.slice(0, -1)) + last.slice(0, last.length >> 1))
+          keys.length = 0
+          const recovered = yield* runImage("recover", file, setting, caller, [side], ["side"])
+          assert.deepStrictEqual(recovered.reason, Process.normal)
+          assert.deepStrictEqual(keys, ["1:3"], "only the call in flight ran again, with its original key")
+          const events = recovered.trace.filter((e) => e._tag === "Recover")
+          assert.deepStrictEqual(
+            events.map((e) => (e as unknown as { readonly calls: unknown }).calls),
+            [[{ pid: 1, op: 3, device: "side", call: "read" }]]
+          )
+          assert.strictEqual(recovered.trace[0]!._tag, "Recover")
+          // the file is whole again and verifies under the key; a replay of it touches nothing and ends normally
+          const text = yield* fs.readFileString(file)
+          assert.isTrue(text.endsWith("\n"))
+          const loaded = yield* Effect.scoped(
+            Effect.flatMap(JournalFileStore.make({ path: file, integrityKey: KEY }), (s) => s.load)
+          )
+          assert.strictEqual(loaded.filter((r) => r.result._tag === "Success").length, 3)
+          keys.length = 0
+          const replayed = yield* runImage("replay", file, setting, caller, [side], ["side"])
+          assert.deepStrictEqual(replayed.reason, Process.normal)
+          assert.deepStrictEqual(keys, [])
+        })
+      )
   )
 })
 
@@ -1010,44 +1086,55 @@ describe("the program against its journal", () => {
     )
   }
 
-  it.live("on the real clock without a key: every structural edit is typed or the same run, never a hang", () =>
-    live(
-      Effect.gen(function* () {
-        const setting = { virtualTime: false }
-        const { fs, file, lines, ran } = yield* recorded(setting)
-        const [header, ...records] = lines
-        const results = resultLines(lines).map(([i]) => i - 1)
-        const edit = (at: number, f: (r: Record<string, any>) => Record<string, any>) =>
-          [header!, ...records.map((l, i) => (i === at ? JSON.stringify(f(parse(l))) : l))]
-        const mutations: Array<readonly [string, ReadonlyArray<string>, boolean]> = []
-        for (const at of [results[0]!, results[Math.floor(results.length / 2)]!, results.at(-1)!]) {
-          mutations.push(
-            ["delete", [header!, ...records.filter((_, i) => i !== at)], true],
-            ["duplicate", [header!, ...records.slice(0, at + 1), records[at]!, ...records.slice(at + 1)], true],
-            ["pid", edit(at, (r) => ({ ...r, pid: r.pid + 1 })), true],
-            ["op", edit(at, (r) => ({ ...r, op: r.op + 1 })), true],
-            ["seq", edit(at, (r) => ({ ...r, seq: r.seq + 1 })), true],
-            ["device", edit(at, (r) => ({ ...r, device: "other" })), true],
-            ["call", edit(at, (r) => ({ ...r, call: "write" })), true],
-            ["digest", edit(at, (r) => ({ ...r, digest: "0123456789abcdef" })), true],
-            ["no digest", edit(at, ({ digest: _d, ...r }) => r), true],
-            ["swap", [header!, ...records.map((l, i) => (i === at ? records[results[0]!]! : i === results[0]! ? records[at]! : l))], false]
-          )
-        }
-        served.net = 0
-        const counts: Record<string, number> = {}
-        for (const [name, mutated, mustBeTyped] of mutations) {
-          const text = joined(mutated)
-          yield* fs.writeFileString(file, text)
-          const verdict = yield* replay(file, setting)
-          const result = assertTypedOrSame(verdict, setting, ran, name)
-          if (mustBeTyped && text !== joined(lines)) assert.notStrictEqual(result, "same", `${name} was not detected`)
-          counts[`${name} ${result}`] = (counts[`${name} ${result}`] ?? 0) + 1
-          assert.strictEqual(yield* fs.readFileString(file), text)
-        }
-        assert.strictEqual(served.net, 0, "no replay touched a driver")
-      })
-    ),
+  it.live(
+    "on the real clock without a key: every structural edit is typed or the same run, never a hang",
+    () =>
+      live(
+        Effect.gen(function* () {
+          const setting = { virtualTime: false }
+          const { fs, file, lines, ran } = yield* recorded(setting)
+          const [header, ...records] = lines
+          const results = resultLines(lines).map(([i]) => i - 1)
+          const edit = (at: number, f: (r: Record<string, any>) => Record<string, any>) => [
+            header!,
+            ...records.map((l, i) => (i === at ? JSON.stringify(f(parse(l))) : l))
+          ]
+          const mutations: Array<readonly [string, ReadonlyArray<string>, boolean]> = []
+          for (const at of [results[0]!, results[Math.floor(results.length / 2)]!, results.at(-1)!]) {
+            mutations.push(
+              ["delete", [header!, ...records.filter((_, i) => i !== at)], true],
+              ["duplicate", [header!, ...records.slice(0, at + 1), records[at]!, ...records.slice(at + 1)], true],
+              ["pid", edit(at, (r) => ({ ...r, pid: r.pid + 1 })), true],
+              ["op", edit(at, (r) => ({ ...r, op: r.op + 1 })), true],
+              ["seq", edit(at, (r) => ({ ...r, seq: r.seq + 1 })), true],
+              ["device", edit(at, (r) => ({ ...r, device: "other" })), true],
+              ["call", edit(at, (r) => ({ ...r, call: "write" })), true],
+              ["digest", edit(at, (r) => ({ ...r, digest: "0123456789abcdef" })), true],
+              ["no digest", edit(at, ({ digest: _d, ...r }) => r), true],
+              [
+                "swap",
+                [
+                  header!,
+                  ...records.map((l, i) => (i === at ? records[results[0]!]! : i === results[0]! ? records[at]! : l))
+                ],
+                false
+              ]
+            )
+          }
+          served.net = 0
+          const counts: Record<string, number> = {}
+          for (const [name, mutated, mustBeTyped] of mutations) {
+            const text = joined(mutated)
+            yield* fs.writeFileString(file, text)
+            const verdict = yield* replay(file, setting)
+            const result = assertTypedOrSame(verdict, setting, ran, name)
+            if (mustBeTyped && text !== joined(lines)) assert.notStrictEqual(result, "same", `${name} was not detected`)
+            counts[`${name} ${result}`] = (counts[`${name} ${result}`] ?? 0) + 1
+            assert.strictEqual(yield* fs.readFileString(file), text)
+          }
+          assert.strictEqual(served.net, 0, "no replay touched a driver")
+        })
+      ),
     60_000
   )
 
