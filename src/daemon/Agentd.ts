@@ -31,6 +31,7 @@ import * as Sys from "../services/Sys.ts"
 import { AgentdError, Api, type AgentInfo, type BudgetInfo, type ProcessRow } from "./Api.ts"
 import * as AuditLog from "./AuditLog.ts"
 import { grantsOf } from "./BuiltinTools.ts"
+import * as SpawnAgent from "./SpawnAgent.ts"
 import * as Manifest from "./Manifest.ts"
 import type { Rpc, RpcGroup } from "effect/rpc"
 
@@ -128,6 +129,8 @@ interface ShellArgs {
   readonly system: string | undefined
   readonly model: string | undefined
   readonly definitions: ReadonlyArray<Tools.Definition>
+  /** The manifest grants `spawn_agent`: the conversation gets a spawn cap and runs `SpawnAgent.follow`. */
+  readonly spawns: boolean
 }
 
 /** Messages between init and a shell. */
@@ -146,18 +149,21 @@ const isTagged = (u: unknown): u is { readonly _tag: string } =>
 const shell = (name: string) =>
   Process.make<ShellArgs>(name, (args) =>
     Effect.gen(function* () {
-      const [llm, tools, initCap] = yield* Sys.caps()
-      if (llm === undefined || tools === undefined || initCap === undefined) {
-        return yield* Sys.exit(Process.fault("agent: start caps are [llm, tools, init]"))
+      const [llm, tools, initCap, spawnCap] = yield* Sys.caps()
+      if (llm === undefined || tools === undefined || initCap === undefined || spawnCap === undefined) {
+        return yield* Sys.exit(Process.fault("agent: start caps are [llm, tools, init, spawn]"))
       }
       const toolsHandle = yield* Sys.open(yield* Sys.derive(tools, ["open"]))
+      const follow = { definitions: args.definitions, model: args.model }
       const conversation = ConversationAgent.make({
         name: `${name}/conversation`,
         tools: args.definitions,
         ...(args.system === undefined ? {} : { system: args.system }),
-        ...(args.model === undefined ? {} : { model: args.model })
+        ...(args.model === undefined ? {} : { model: args.model }),
+        ...(args.spawns ? { after: { spawn_agent: SpawnAgent.follow(follow) } } : {})
       })
       const childCaps = [yield* Sys.derive(llm, ["open"]), yield* Sys.derive(tools, ["open"])]
+      if (args.spawns) childCaps.push(yield* Sys.derive(spawnCap, ["spawn"]))
       const { pid: childPid, cap: child } = yield* Sys.spawn(conversation, { caps: childCaps, link: true })
       // init holds a cap to the conversation too, so a suspend or kill reaches the whole agent
       yield* Sys.send(initCap, { _tag: "Child", pid: childPid } satisfies FromShell, {
@@ -190,7 +196,13 @@ const shell = (name: string) =>
           yield* Effect.forkChild(
             Effect.gen(function* () {
               const result = yield* Effect.exit(
-                Sys.read(toolsHandle, { tool: invoke.tool, input: invoke.arguments ?? {} })
+                Effect.flatMap(Sys.read(toolsHandle, { tool: invoke.tool, input: invoke.arguments ?? {} }), (value) =>
+                  // an operator's spawn_agent on behalf of the agent: the helper is the agent's child, as the
+                  // agent's own would be
+                  invoke.tool === "spawn_agent" && args.spawns
+                    ? SpawnAgent.follow({ ...follow, caps: { llm, tools, spawn: spawnCap } })(value)
+                    : Effect.succeed(value)
+                )
               )
               const reply: FromShell = Exit.isSuccess(result)
                 ? { _tag: "Invoked", result: result.value }
@@ -228,15 +240,9 @@ const restartsMax = 3
 const restartPeriodMs = 60_000
 
 const quotaOf = (manifest: Manifest.Manifest): Quota => {
-  const b = manifest.budget
-  return {
-    ...(b.tokens === undefined ? {} : { tokens: b.tokens }),
-    ...(b.usd === undefined ? {} : { usd: b.usd }),
-    ...(b.toolCalls === undefined ? {} : { toolCalls: b.toolCalls }),
-    ...(b.wall === undefined ? {} : { wall: b.wall }),
-    // the agent's conversation process is one child of its own
-    ...(b.children === undefined ? {} : { children: b.children + 1 })
-  }
+  const children = manifest.budget.children
+  // the agent's conversation process is one child of its own
+  return { ...SpawnAgent.quotaOf(manifest), ...(children === undefined ? {} : { children: children + 1 }) }
 }
 
 const initImage = (options: {
@@ -267,7 +273,8 @@ const initImage = (options: {
               init: self,
               system: manifest.systemPrompt,
               model: manifest.model ?? options.model,
-              definitions
+              definitions,
+              spawns: granted.has("spawn_agent")
             },
             // a spawn cap: the shell starts its conversation (a child carved from the agent's budget)
             caps: [llm, tools, initCap, yield* Sys.derive(grant.spawn, ["spawn"])],

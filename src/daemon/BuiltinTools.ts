@@ -1,6 +1,6 @@
 /**
- * Runs the daemon's built-in tools — `echo`, `file_read`, `file_write`, `http_get` — confined by the scopes of the
- * caller's caps.
+ * Runs the daemon's built-in tools — `echo`, `file_read`, `file_write`, `http_get`, `spawn_agent` — confined by the
+ * scopes of the caller's caps.
  *
  * The kernel checks that a call names a tool its cap grants (`Sys.attenuate(cap, { tools })`, else a
  * `CapabilityError` `out-of-scope`) and hands the driver the `scope` each narrowing gave that tool
@@ -15,6 +15,7 @@
  * | `file_read`  | `{ path }`            | `{ path, content }`            | `{ globs: ["/abs/glob/*", …] }`       |
  * | `file_write` | `{ path, content }`   | `{ path, bytes }`              | `{ globs: ["/abs/glob/*", …] }`       |
  * | `http_get`   | `{ url }`             | `{ status, headers, body }`    | `{ hosts: ["127.0.0.1:*", …] }`       |
+ * | `spawn_agent`| `{ manifest, message }` | `{ _tag: "SpawnAgent", name, manifest, message }` | `{ names: ["summarizer", …] }` |
  *
  * **Files.** A path must be absolute (an agent has no working directory; a relative path is refused). It is resolved
  * — `.` and `..` removed, symlinks followed with `realpath` — before it is matched against the globs
@@ -40,6 +41,12 @@
  * is refused); the whole request is bounded by `httpTimeoutMs`. Names are resolved by DNS when fetched: a pattern
  * names hosts, not addresses.
  *
+ * **Agents.** `spawn_agent` only decides: its `manifest` (YAML or JSON text) must decode, and its `name` must be in
+ * every scope's `names`. What it returns is the go-ahead the calling agent acts on in its own process
+ * (`SpawnAgent.follow`, the daemon's conversations run it): there the helper is spawned as the caller's child, with
+ * caps narrowed from the caller's own and a quota carved from the caller's budget, so it is never wider than the
+ * caller.
+ *
  * Every refusal and every I/O error is a `Tools.ToolFailure` with a message for the agent (it reads a `ToolError`
  * `failed`), never a defect. `grantsOf(manifest)` turns a manifest's capabilities into the tools narrowing that gives
  * exactly these scopes.
@@ -55,7 +62,7 @@ import * as Tools from "../drivers/Tools.ts"
 import type { ToolGrant, ToolGrants } from "../services/Capability.ts"
 import type { CallContext } from "../services/Device.ts"
 import * as FileAccess from "./FileAccess.ts"
-import type { Manifest } from "./Manifest.ts"
+import * as Manifest from "./Manifest.ts"
 
 // -----------------------------------------------------------------------------
 // declarations
@@ -96,12 +103,25 @@ export const HttpGet = Tool.make("http_get", {
   })
 })
 
+/** @category tools */
+export const SpawnAgent = Tool.make("spawn_agent", {
+  description:
+    "Starts a helper agent from a manifest (YAML or JSON text: name, system_prompt, capabilities, budget) whose name is one this agent may spawn, asks it `message`, and returns its answer. The helper gets at most this agent's own tools and a part of its budget.",
+  parameters: Schema.Struct({ manifest: Schema.String, message: Schema.String }),
+  success: Schema.Struct({
+    _tag: Schema.Literal("SpawnAgent"),
+    name: Schema.String,
+    manifest: Schema.String,
+    message: Schema.String
+  })
+})
+
 /**
  * The declarations: what `tool.list` and the models are told, and what `make` implements.
  *
  * @category tools
  */
-export const toolkit = Toolkit.make(Echo, FileRead, FileWrite, HttpGet)
+export const toolkit = Toolkit.make(Echo, FileRead, FileWrite, HttpGet, SpawnAgent)
 
 /**
  * The tools as a model is told of them (`Tools.definitions(toolkit)`).
@@ -188,6 +208,29 @@ export const make = (
         Effect.gen(function* () {
           const url = yield* confineUrl(params.url, call)
           return yield* fetchText(url, httpBodyBytesMax, httpTimeoutMs)
+        }),
+      spawn_agent: (params, call) =>
+        Effect.gen(function* () {
+          const scopes = listsOf(call, "names")
+          if (scopes._tag === "none") return yield* refuse("spawn_agent: this agent may not spawn any agent")
+          const manifest = yield* Manifest.decode(params.manifest).pipe(
+            Effect.mapError((error) =>
+              refuse(
+                `spawn_agent: the manifest is invalid: ${error.problems.map((p) => `${p.path || "(root)"}: ${p.message}`).join("; ")}`
+              )
+            )
+          )
+          for (const names of scopes.lists) {
+            if (!names.includes(manifest.name)) {
+              return yield* refuse(`spawn_agent: this agent may not spawn "${manifest.name}"`)
+            }
+          }
+          return {
+            _tag: "SpawnAgent" as const,
+            name: manifest.name,
+            manifest: params.manifest,
+            message: params.message
+          }
         })
     },
     { name: options?.name ?? defaults.name }
@@ -209,7 +252,7 @@ export const make = (
  *
  * @category grants
  */
-export const grantsOf = (manifest: Manifest): ToolGrants => {
+export const grantsOf = (manifest: Manifest.Manifest): ToolGrants => {
   const lists = {
     file_read: new Set<string>(),
     file_write: new Set<string>(),

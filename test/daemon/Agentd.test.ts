@@ -4,71 +4,15 @@
  * restart. The real `agentd` process on a real socket is tested in AgentdProcess.test.ts.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, type Scope } from "effect"
+import { Effect, Fiber, type Scope } from "effect"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
-import { Agentd, AgentdApi, BuiltinTools, Journal, JsonRpc, Tools } from "effect-agent-os"
-import { ScriptedLlm } from "effect-agent-os/testing"
+import { AgentdApi, Journal } from "effect-agent-os"
+import { daemon as daemonOf, lines, ok, pendingApproval, type Step, tmp as tmpDir } from "./coreHarness.ts"
 
-type Step = ScriptedLlm.Step
-
-/** A daemon over `store`, and a function sending one JSON-RPC request to it. */
-const daemon = (store: Journal.JournalStore, script: ReadonlyArray<Step>) =>
-  Effect.gen(function* () {
-    const llm = ScriptedLlm.make(script)
-    const tools = yield* BuiltinTools.make()
-    const d = yield* Agentd.make({
-      llm,
-      tools,
-      definitions: Tools.definitions(BuiltinTools.toolkit),
-      operator: "tester"
-    })
-    const handle = yield* JsonRpc.make(AgentdApi.Api, { errorCodes: AgentdApi.errorCodes }).pipe(
-      Effect.provide(d.handlers)
-    )
-    let id = 0
-    const rpc = (method: string, params?: unknown) =>
-      Effect.map(
-        handle(JSON.stringify({ jsonrpc: "2.0", id: ++id, method, ...(params === undefined ? {} : { params }) })),
-        (line) => JSON.parse(line!) as { result?: any; error?: { code: number; message: string; data?: any } }
-      )
-    /** A stream method: its items (sent as `stream` notifications ahead of the final response), once it ends. */
-    const rpcStream = (method: string, params?: unknown) =>
-      Effect.gen(function* () {
-        const items: Array<unknown> = []
-        const line = yield* handle(
-          JSON.stringify({ jsonrpc: "2.0", id: ++id, method, ...(params === undefined ? {} : { params }) }),
-          {
-            emit: (l) => Effect.sync(() => void items.push(JSON.parse(l).params.item)),
-            closed: Effect.never
-          }
-        )
-        const final = JSON.parse(line!) as { result?: unknown; error?: { code: number; message: string; data?: any } }
-        return final.error === undefined ? { result: items } : { error: final.error }
-      })
-    return { ...d, rpc, rpcStream, llm }
-  }).pipe(Effect.provide(Layer.succeed(Journal.JournalStoreService)(store)))
-
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "agentd-core-"))
-
-const manifest = (lines: ReadonlyArray<string>) => lines.join("\n")
-
-const ok = <A>(response: { result?: A; error?: unknown }): A => {
-  assert.isUndefined(response.error, `error: ${JSON.stringify(response.error)}`)
-  return response.result as A
-}
-
-/** Polls `approval.list` until a request is pending. */
-const pendingApproval = (rpc: (m: string, p?: unknown) => Effect.Effect<{ result?: any }>) =>
-  Effect.gen(function* () {
-    for (let i = 0; i < 400; i++) {
-      const list = (yield* rpc("approval.list")).result as ReadonlyArray<AgentdApi.ApprovalInfo>
-      if (list.length > 0) return list
-      yield* Effect.sleep("5 millis")
-    }
-    return assert.fail("no approval was requested")
-  })
+const daemon = (store: Journal.JournalStore, script: ReadonlyArray<Step>) => daemonOf(script, store)
+const tmp = () => tmpDir("agentd-core-")
+const manifest = lines
 
 const scoped = <A, E>(effect: Effect.Effect<A, E, Scope.Scope>) => Effect.scoped(effect)
 

@@ -4,69 +4,24 @@
  * the secure outcome. Every test is bounded in time.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, type Scope } from "effect"
+import { Effect, Fiber } from "effect"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
-import { Agentd, AgentdApi, BuiltinTools, Journal, JsonRpc, Tools } from "effect-agent-os"
-import { ScriptedLlm } from "effect-agent-os/testing"
+import { AgentdApi } from "effect-agent-os"
+import {
+  bounded,
+  daemon as daemonOf,
+  lines,
+  ok,
+  pendingApproval,
+  reasonOf,
+  type Rpc,
+  type Step,
+  tmp as tmpDir
+} from "./coreHarness.ts"
 
-type Step = ScriptedLlm.Step
-type Response = { result?: any; error?: { code: number; message: string; data?: any } }
-type Rpc = (method: string, params?: unknown) => Effect.Effect<Response>
-
-const daemon = (script: ReadonlyArray<Step | ((request: any) => Step)>, store = Journal.makeMemoryStore()) =>
-  Effect.gen(function* () {
-    const llm = ScriptedLlm.make(script)
-    const tools = yield* BuiltinTools.make()
-    const d = yield* Agentd.make({
-      llm,
-      tools,
-      definitions: Tools.definitions(BuiltinTools.toolkit),
-      operator: "tester"
-    })
-    const handle = yield* JsonRpc.make(AgentdApi.Api, { errorCodes: AgentdApi.errorCodes }).pipe(
-      Effect.provide(d.handlers)
-    )
-    let id = 0
-    const rpc: Rpc = (method, params) =>
-      Effect.map(
-        handle(JSON.stringify({ jsonrpc: "2.0", id: ++id, method, ...(params === undefined ? {} : { params }) })),
-        (line) => JSON.parse(line!) as Response
-      )
-    return { ...d, rpc, llm }
-  }).pipe(Effect.provide(Layer.succeed(Journal.JournalStoreService)(store)))
-
-const tmp = () => fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), "agentd-hostile-")))
-const lines = (ls: ReadonlyArray<string>) => ls.join("\n")
-
-const ok = <A = any>(response: Response): A => {
-  assert.isUndefined(response.error, `error: ${JSON.stringify(response.error)}`)
-  return response.result as A
-}
-const reasonOf = (response: Response) => {
-  assert.isDefined(response.error, `expected an error, got ${JSON.stringify(response.result)}`)
-  return response.error!.data?.reason as string | undefined
-}
-
-/** Runs `effect` scoped, failing the test if it takes longer than `ms`. */
-const bounded = <A, E>(effect: Effect.Effect<A, E, Scope.Scope>, ms = 10_000) =>
-  Effect.scoped(effect).pipe(
-    Effect.timeoutOrElse({
-      duration: ms,
-      orElse: () => Effect.sync(() => assert.fail(`took more than ${ms} ms`))
-    })
-  )
-
-const pendingApproval = (rpc: Rpc) =>
-  Effect.gen(function* () {
-    for (let i = 0; i < 400; i++) {
-      const list = (yield* rpc("approval.list")).result as ReadonlyArray<AgentdApi.ApprovalInfo>
-      if (list.length > 0) return list
-      yield* Effect.sleep("5 millis")
-    }
-    return assert.fail("no approval was requested")
-  })
+const daemon = daemonOf
+const tmp = () => tmpDir("agentd-hostile-")
 
 const waitFor = <A>(what: string, probe: Effect.Effect<A | undefined>) =>
   Effect.gen(function* () {

@@ -155,10 +155,10 @@ describe("echo, definitions and grants", () => {
     )
   )
 
-  it("definitions: the four tools, each with a description and its parameters' JSON Schema", () => {
+  it("definitions: the five tools, each with a description and its parameters' JSON Schema", () => {
     assert.deepStrictEqual(
       BuiltinTools.definitions.map((d) => d.name),
-      ["echo", "file_read", "file_write", "http_get"]
+      ["echo", "file_read", "file_write", "http_get", "spawn_agent"]
     )
     assert.deepStrictEqual(BuiltinTools.definitions, Tools.definitions(BuiltinTools.toolkit))
     for (const definition of BuiltinTools.definitions) {

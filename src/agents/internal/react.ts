@@ -45,6 +45,12 @@ export interface LoopOptions {
   readonly maxTokens?: number | undefined
   readonly temperature?: number | undefined
   readonly model?: string | undefined
+  /**
+   * In-process follow-ups of tools, by name: a successful result of that tool (read back from the tools device, so
+   * checked, charged and journaled like any tool call) is handed to the function, and what it returns is what the
+   * model reads instead. The daemon's `spawn_agent` uses it to start the helper the device allowed.
+   */
+  readonly after?: Readonly<Record<string, (result: unknown) => Effect.Effect<unknown, never, Sys.Sys>>> | undefined
 }
 
 /** The defaults of `LoopOptions`. */
@@ -271,8 +277,20 @@ export const run = (handles: Handles, options: LoopOptions) =>
             unique.push(call)
           }
         })
-        const values =
-          handles.tools === undefined ? unique.map(noTools) : yield* Sys.readAll(handles.tools, unique.map(toolRequest))
+        const values: Array<unknown> =
+          handles.tools === undefined
+            ? unique.map(noTools)
+            : [...(yield* Sys.readAll(handles.tools, unique.map(toolRequest)))]
+        const after = options.after
+        if (after !== undefined) {
+          for (let i = 0; i < unique.length; i++) {
+            const follow = Object.hasOwn(after, unique[i]!.name) ? after[unique[i]!.name] : undefined
+            const value = values[i] as { readonly _tag?: unknown } | null
+            if (follow !== undefined && !(typeof value === "object" && value !== null && value._tag === "ToolError")) {
+              values[i] = yield* follow(values[i])
+            }
+          }
+        }
         const rendered = values.map((value) => renderResult(value, charsMax))
         let fresh = false
         unique.forEach((_, i) => {
