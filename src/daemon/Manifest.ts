@@ -146,6 +146,9 @@ const CapabilityText = Schema.String.check(
 
 const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
 
+/** The most entries `capabilities` and `approval_required` may list: a kernel cap's tool grants are bounded too. */
+export const listMax = 1024
+
 const DurationText = Schema.Union([Schema.String, Schema.Number]).check(
   Schema.makeFilter((input: string | number) =>
     Option.isSome(Duration.fromInput(input as Duration.Input)) ? true : `"${String(input)}" is not a duration`
@@ -163,8 +166,8 @@ export const ManifestFields = Schema.Struct({
   ),
   model: Schema.optionalKey(Schema.String.check(Schema.isNonEmpty())),
   system_prompt: Schema.optionalKey(Schema.String),
-  capabilities: Schema.optionalKey(Schema.Array(CapabilityText)),
-  approval_required: Schema.optionalKey(Schema.Array(Schema.String)),
+  capabilities: Schema.optionalKey(Schema.Array(CapabilityText).check(Schema.isMaxLength(listMax))),
+  approval_required: Schema.optionalKey(Schema.Array(Schema.String).check(Schema.isMaxLength(listMax))),
   approval_timeout: Schema.optionalKey(DurationText),
   budget: Schema.optionalKey(
     Schema.Struct({

@@ -90,6 +90,20 @@ restart: always
     })
   )
 
+  it.effect("at most listMax capabilities: one more is a typed problem at capabilities, nothing decoded", () =>
+    Effect.gen(function* () {
+      const caps = (n: number) =>
+        JSON.stringify({ name: "many", capabilities: Array.from({ length: n }, (_, i) => `tool: t${i}`) })
+      const fine = yield* Manifest.decode(caps(Manifest.listMax))
+      assert.strictEqual(fine.tools.length, Manifest.listMax)
+      const problems = yield* problemsOf(caps(Manifest.listMax + 1))
+      assert.deepStrictEqual(
+        problems.map((p) => p.path),
+        ["capabilities"]
+      )
+    })
+  )
+
   it.effect("approval_required names only tools the manifest grants", () =>
     Effect.gen(function* () {
       const problems = yield* problemsOf(`name: a
