@@ -22,7 +22,7 @@ import { EventLog } from "./EventLog.ts"
 import { countingClock, makeDelivery, type ReplaySleeps } from "./internal/delivery.ts"
 import { type Counters, type KernelState, KILL, MONITOR, noCaps } from "./internal/kernelState.ts"
 import type { Proc } from "./internal/proc.ts"
-import { push, SafeMap, SafeSet } from "./internal/primordials.ts"
+import { SafeMap, SafeSet } from "./internal/primordials.ts"
 import { processContext } from "./internal/processContext.ts"
 import { KernelScheduler } from "./internal/scheduler.ts"
 import { makeSpawner, type Spawner } from "./internal/spawn.ts"
@@ -193,37 +193,51 @@ export const make: Effect.Effect<
   /**
    * An exit signal from `from` (a pid) to `to` (OTP's semantics): a process that traps exits gets it as an `Exit`
    * message; one that does not ignores `Normal` and ends with any other reason, the same reason. Ending it is queued
-   * (`ending`), not recursive, so a long chain of links unwinds in a loop.
+   * (`end`), not recursive, so a long chain of links unwinds in a loop.
    */
   const signal = (from: number, to: Proc, reason: Process.ExitReason, bounded = false): void => {
     if (to.exitReason !== undefined) return
     if (to.trapExit) return deliver(to, { _tag: "Exit", pid: from, reason }, noCaps, bounded)
     if (reason._tag === "Normal") return
-    push(ending, to)
-    push(ending, reason)
-    if (!unwinding) unwind()
+    end(to, reason)
   }
 
-  /** Processes an exit signal ended, waiting for `terminate` (pairs: process, reason). */
-  const ending: Array<Proc | Process.ExitReason> = []
+  /**
+   * Processes to end while an ending is under way (an exit signal it sent), first in first out. A linked list of
+   * object literals: its fields are defined, never assigned through a setter image code put on a prototype.
+   */
+  type Ending = { readonly proc: Proc; readonly reason: Process.ExitReason; next: Ending | undefined }
+  let endingHead: Ending | undefined
+  let endingTail: Ending | undefined
   let unwinding = false
-  const unwind = () => {
+  /** Ends `proc` now, and after it every process its ending ends in turn, in a loop (never recursively). */
+  const end = (proc: Proc, reason: Process.ExitReason) => {
+    if (unwinding) {
+      const node: Ending = { proc, reason, next: undefined }
+      if (endingTail === undefined) endingHead = node
+      else endingTail.next = node
+      endingTail = node
+      return
+    }
     unwinding = true
     try {
-      for (let i = 0; i < ending.length; i += 2) {
-        endNow(ending[i] as Proc, ending[i + 1] as Process.ExitReason)
+      endNow(proc, reason)
+      while (endingHead !== undefined) {
+        const node: Ending = endingHead
+        endingHead = node.next
+        if (endingHead === undefined) endingTail = undefined
+        endNow(node.proc, node.reason)
       }
     } finally {
-      ending.length = 0
+      endingHead = undefined
+      endingTail = undefined
       unwinding = false
     }
   }
 
   const terminate = (proc: Proc, reason: Process.ExitReason): void => {
     if (proc.exitReason !== undefined) return
-    push(ending, proc)
-    push(ending, reason)
-    if (!unwinding) unwind()
+    end(proc, reason)
   }
 
   const endNow = (proc: Proc, reason: Process.ExitReason): void => {
