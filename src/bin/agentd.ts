@@ -5,12 +5,15 @@
 .
  *
  * ```sh
- * agentd [--state DIR] [--socket PATH] [--http PORT] [--audit-file-bytes N] [--audit-files N]
+ * agentd [--state DIR] [--config FILE] [--socket PATH] [--http PORT] [--audit-file-bytes N] [--audit-files N]
  * ```
  *
  * - `--state DIR` (default `.agentos` in the working directory, mode 0700): the journal (`journal.jsonl`), the
  *   audit trail (`audit.jsonl`, rotated), the socket, the HTTP bearer token (`agentd.token`, 0600) and a lock
  *   (`agentd.pid`: a second daemon on the same state refuses to start; a stale lock from a killed one is taken over);
+ * - `--config FILE` (default `<state>/agentd.yaml` when it exists): the LLM server, model and key variable, the
+ *   socket, the HTTP port and the audit bound (`AgentdConfig`); a file that does not decode stops agentd with every
+ *   problem and its path. Flags win over the file, the file over the environment;
  * - `--socket PATH` (default `<state>/agentd.sock`, mode 0600);
  * - `--http PORT`: also serve `POST /rpc` on 127.0.0.1:PORT (`0` picks a free port; the URL is printed), every
  *   request with `Authorization: Bearer <token>`, the token in `<state>/agentd.token` (0600, created on first start);
@@ -21,7 +24,7 @@
  * @since 0.1.0
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
+import { Cause, Effect, Exit, Layer } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -30,6 +33,7 @@ import * as Llm from "../drivers/Llm.ts"
 import * as Tools from "../drivers/Tools.ts"
 import * as JournalFileStore from "../services/JournalFileStore.ts"
 import * as Agentd from "../daemon/Agentd.ts"
+import * as AgentdConfig from "../daemon/AgentdConfig.ts"
 import { Api, errorCodes } from "../daemon/Api.ts"
 import * as BuiltinTools from "../daemon/BuiltinTools.ts"
 import * as HttpRpc from "../daemon/HttpRpc.ts"
@@ -50,6 +54,7 @@ const args = (() => {
         state: { type: "string" },
         socket: { type: "string" },
         http: { type: "string" },
+        config: { type: "string" },
         "audit-file-bytes": { type: "string" },
         "audit-files": { type: "string" },
         help: { type: "boolean", short: "h" }
@@ -66,7 +71,27 @@ if (args.help === true) {
   process.exit(0)
 }
 const state = path.resolve(args.state ?? ".agentos")
-const socket = path.resolve(args.socket ?? path.join(state, "agentd.sock"))
+const config = ((): AgentdConfig.AgentdConfig | undefined => {
+  const file = args.config ?? path.join(state, "agentd.yaml")
+  let text: string
+  try {
+    text = fs.readFileSync(file, "utf8")
+  } catch (error) {
+    if (args.config === undefined && (error as NodeJS.ErrnoException).code === "ENOENT") return undefined
+    return fail(`cannot read the config ${file}: ${(error as Error).message}`)
+  }
+  const decoded = Effect.runSyncExit(AgentdConfig.decode(text))
+  if (Exit.isSuccess(decoded)) return decoded.value
+  const error = Cause.squash(decoded.cause)
+  const problems = error instanceof AgentdConfig.AgentdConfigError ? error.problems : []
+  return fail(
+    [
+      `${file} is not a valid config:`,
+      ...problems.map((p) => `  ${p.path === "" ? "(root)" : p.path}: ${p.message}`)
+    ].join("\n")
+  )
+})()
+const socket = path.resolve(args.socket ?? config?.socket ?? path.join(state, "agentd.sock"))
 /** A flag that must be a non-negative integer (at least `min`). */
 const integer = (name: string, text: string | undefined, min: number): number | undefined => {
   if (text === undefined) return undefined
@@ -75,10 +100,10 @@ const integer = (name: string, text: string | undefined, min: number): number | 
     ? n
     : fail(`--${name} must be an integer >= ${min}, not ${JSON.stringify(text)}`)
 }
-const httpPort = integer("http", args.http, 0)
+const httpPort = integer("http", args.http, 0) ?? config?.http
 if (httpPort !== undefined && httpPort > 65535) fail(`--http must be a port (0-65535), not ${httpPort}`)
-const auditFileBytes = integer("audit-file-bytes", args["audit-file-bytes"], 4096)
-const auditFiles = integer("audit-files", args["audit-files"], 1)
+const auditFileBytes = integer("audit-file-bytes", args["audit-file-bytes"], 4096) ?? config?.audit.fileBytes
+const auditFiles = integer("audit-files", args["audit-files"], 1) ?? config?.audit.files
 
 /** The state directory (0700) and its lock: one daemon per state directory. */
 const lock = Effect.acquireRelease(
@@ -112,7 +137,17 @@ const lock = Effect.acquireRelease(
 
 const main = Effect.gen(function* () {
   yield* lock
-  const llm = yield* Llm.make()
+  const llmConfig = config?.llm
+  const apiKey = llmConfig?.apiKeyEnv === undefined ? undefined : process.env[llmConfig.apiKeyEnv]
+  if (llmConfig?.apiKeyEnv !== undefined && apiKey === undefined) {
+    return fail(`the config names the key variable ${llmConfig.apiKeyEnv}, which is not set`)
+  }
+  const llm = yield* Llm.make({
+    ...(llmConfig?.baseURL === undefined ? {} : { baseURL: llmConfig.baseURL }),
+    ...(llmConfig?.model === undefined ? {} : { model: llmConfig.model }),
+    ...(llmConfig?.timeout === undefined ? {} : { timeout: llmConfig.timeout }),
+    ...(apiKey === undefined ? {} : { apiKey })
+  })
   const tools = yield* BuiltinTools.make()
   const daemon = yield* Agentd.make({
     llm,

@@ -217,6 +217,17 @@ const pathOf = (path: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }>
   return out
 }
 
+/**
+ * A Schema issue as problems, each with its path (`budget.tokens`, `capabilities[2]`).
+ *
+ * @category decoding
+ */
+export const problemsOf = (issue: SchemaIssue.Issue): Array<Problem> =>
+  formatter(issue).issues.map((i) => ({
+    path: pathOf(i.path as ReadonlyArray<PropertyKey> | undefined),
+    message: i.message
+  }))
+
 const fail = (problems: ReadonlyArray<Problem>) =>
   new ManifestError({
     message: `invalid manifest: ${problems.map((p) => (p.path === "" ? p.message : `${p.path}: ${p.message}`)).join("; ")}`,
@@ -231,14 +242,7 @@ const fail = (problems: ReadonlyArray<Problem>) =>
 export const decodeUnknown = (input: unknown): Effect.Effect<Manifest, ManifestError> =>
   Effect.gen(function* () {
     const fields = yield* decodeFields(input, { errors: "all", onExcessProperty: "error" }).pipe(
-      Effect.mapError((error) =>
-        fail(
-          formatter(error.issue).issues.map((issue) => ({
-            path: pathOf(issue.path as ReadonlyArray<PropertyKey> | undefined),
-            message: issue.message
-          }))
-        )
-      )
+      Effect.mapError((error) => fail(problemsOf(error.issue)))
     )
     const capabilities = (fields.capabilities ?? []).map((text) => parseCapability(text) as Capability)
     const tools = [...new Set(capabilities.flatMap(toolOf))]
@@ -274,6 +278,22 @@ export const decodeUnknown = (input: unknown): Effect.Effect<Manifest, ManifestE
   })
 
 /**
+ * Parses a text as JSON when it starts with `{`, else as YAML; what does not parse is one problem at path `""`.
+ *
+ * @category decoding
+ */
+export const parseText = (text: string): Effect.Effect<unknown, Problem> => {
+  const json = text.trimStart().startsWith("{")
+  return Effect.try({
+    try: (): unknown => (json ? JSON.parse(text) : Yaml.parse(text)),
+    catch: (error) => ({
+      path: "",
+      message: `not ${json ? "JSON" : "YAML"}: ${error instanceof Error ? error.message : String(error)}`
+    })
+  })
+}
+
+/**
  * Decodes a manifest from its text: JSON when it starts with `{`, else YAML (a YAML subset: no tags, one document).
  * A text that does not parse is a `ManifestError` whose one problem has the path `""`.
  *
@@ -282,16 +302,6 @@ export const decodeUnknown = (input: unknown): Effect.Effect<Manifest, ManifestE
 export const decode = (text: string): Effect.Effect<Manifest, ManifestError> =>
   Effect.gen(function* () {
     if (typeof text !== "string") return yield* fail([{ path: "", message: "a manifest is text" }])
-    const json = text.trimStart().startsWith("{")
-    const parsed = yield* Effect.try({
-      try: (): unknown => (json ? JSON.parse(text) : Yaml.parse(text)),
-      catch: (error) =>
-        fail([
-          {
-            path: "",
-            message: `not ${json ? "JSON" : "YAML"}: ${error instanceof Error ? error.message : String(error)}`
-          }
-        ])
-    })
+    const parsed = yield* parseText(text).pipe(Effect.mapError((problem) => fail([problem])))
     return yield* decodeUnknown(parsed)
   })
