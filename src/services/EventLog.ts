@@ -73,7 +73,9 @@ export type SyscallName =
  * - `Recover { calls }`: once, when a kernel starts in `recover` mode with calls that were in flight when the
  *   recorded run stopped; each `{ pid, op, device, call }` runs again live (journaling is at least once);
  * - `Approval { id, device, tool, decision, by?, reason? }`: a call of a tool granted with `approval` asked for an
- *   answer (`requested`), or got one (`approved`, `denied`; `by: "timeout"` when its timeout passed first).
+ *   answer (`requested`), or got one (`approved`, `denied`; `by: "timeout"` when its timeout passed first);
+ * - `Policy { rule, decision, device, tool?, on }`: a policy rule decided a call (`on: "call"`) or its result
+ *   (`on: "result"`) otherwise than a plain allow (`deny`, `kill`, `approve`); see `Policy`.
  *
  * @category models
  */
@@ -119,6 +121,14 @@ export const KernelEvent = Schema.Union([
     decision: Schema.Literals(["requested", "approved", "denied"]),
     by: Schema.optionalKey(Schema.String),
     reason: Schema.optionalKey(Schema.String)
+  }),
+  Schema.TaggedStruct("Policy", {
+    ...base,
+    rule: Schema.String,
+    decision: Schema.Literals(["deny", "kill", "approve"]),
+    device: Schema.String,
+    tool: Schema.optionalKey(Schema.String),
+    on: Schema.Literals(["call", "result"])
   })
 ])
 export type KernelEvent = typeof KernelEvent.Type

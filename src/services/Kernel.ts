@@ -23,6 +23,7 @@ import { type ProcessInfo, ProcessTable } from "./ProcessTable.ts"
 import type { Answer as ApprovalAnswer, PendingApproval } from "./internal/approvals.ts"
 import { abi, quotaOf, Snapshot, SnapshotError, unencodableAt } from "./Snapshot.ts"
 import type { ArgumentError, ExitUnknownError, SpawnError } from "./Sys.ts"
+import type { PolicySet } from "./Policy.ts"
 
 export type { ProcessInfo }
 export type { Answer as ApprovalAnswer, PendingApproval } from "./internal/approvals.ts"
@@ -45,6 +46,8 @@ export interface BootGrant {
 export interface BootOptions {
   readonly grant?: ReadonlyArray<string> | undefined
   readonly quota?: Quota | undefined
+  /** Policy sets (`Policy.make`) every driver call of the root and of its whole tree must pass. */
+  readonly policies?: PolicySet | ReadonlyArray<PolicySet> | undefined
 }
 
 /**
@@ -218,7 +221,14 @@ export const make: Effect.Effect<
       Effect.suspend((): Effect.Effect<number, KernelError | QuotaError | SpawnError | ArgumentError> => {
         const grant = grantOf(options)
         if (grant instanceof KernelError) return Effect.fail(grant)
-        return table.boot(init as unknown as Image<BootGrant>, (bootGrant) => bootGrant, grant, options?.quota)
+        return table.boot(
+          init as unknown as Image<BootGrant>,
+          (bootGrant) => bootGrant,
+          grant,
+          options?.quota,
+          undefined,
+          options?.policies
+        )
       }),
     waitExit: table.waitExit,
     ps: () => Effect.sync(() => table.live().map(table.info)),

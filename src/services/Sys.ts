@@ -10,6 +10,7 @@
  *
  * @since 0.1.0
  */
+import type { PolicySet } from "./Policy.ts"
 import type { Duration, Fiber } from "effect"
 import { Context, Effect, Schema } from "effect"
 import type { Budget, Cost, Quota, QuotaError } from "./Accounts.ts"
@@ -68,7 +69,9 @@ export interface AttenuateOptions {
  *   or the child's ceiling if that is lower); read by the inference scheduler;
  * - `priorityMax`: the child's priority ceiling (default the caller's own ceiling, which it may not exceed): the
  *   highest priority the child may take with `Sys.sched`;
- * - `deadline`: the child ends with `Deadline` this long after it starts.
+ * - `deadline`: the child ends with `Deadline` this long after it starts;
+ * - `policies`: policy sets (`Policy.make`) the child's driver calls must pass too, after its parent's own chain
+ *   (a child can only be more bound than its parent, never less).
  *
  * @category models
  */
@@ -80,6 +83,7 @@ export interface SpawnOptions<A> {
   readonly priority?: number | undefined
   readonly priorityMax?: number | undefined
   readonly deadline?: Duration.Input | undefined
+  readonly policies?: PolicySet | ReadonlyArray<PolicySet> | undefined
 }
 
 /**

@@ -40,7 +40,8 @@ describe("EventLog", () => {
       Drop: 0,
       Log: 0,
       Recover: 0,
-      Approval: 0
+      Approval: 0,
+      Policy: 0
     })
   })
 
@@ -143,7 +144,8 @@ describe("EventLog", () => {
       Drop: 1,
       Log: 2,
       Recover: 0,
-      Approval: 0
+      Approval: 0,
+      Policy: 0
     })
     assert.strictEqual(log.lastSeq(), 14)
     assert.strictEqual(log.trace().length, 2)

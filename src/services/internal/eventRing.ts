@@ -35,7 +35,8 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
     Drop: 0,
     Log: 0,
     Recover: 0,
-    Approval: 0
+    Approval: 0,
+    Policy: 0
   }
   const listeners = new SafeSet<(event: KernelEvent) => void>()
   const publish = () => {

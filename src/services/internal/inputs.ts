@@ -16,6 +16,7 @@ import { ArgumentError } from "../Sys.ts"
 import { types } from "node:util"
 import { durationMillis } from "./duration.ts"
 import type { ToolLayer, ToolLayerEntry } from "./capRef.ts"
+import { isPolicySet, type PolicySet } from "../Policy.ts"
 import { freeze, own, push, put, SafeMap } from "./primordials.ts"
 
 // captured at load: image code that replaces them later is never asked about a kernel input
@@ -272,6 +273,23 @@ export interface SpawnInput {
   readonly priority: number | undefined
   readonly priorityMax: number | undefined
   readonly deadlineMs: number | undefined
+  readonly policies: ReadonlyArray<PolicySet> | undefined
+}
+
+/** The most policy sets one process's chain holds (its ancestors' included). */
+export const policyChainMax = 256
+
+/** `policies`: one set made by `Policy.make`, or a list of them, copied. */
+export const policiesOf = (input: unknown): ReadonlyArray<PolicySet> | undefined | Unreadable => {
+  if (input === undefined) return undefined
+  if (isPolicySet(input)) return freeze([input])
+  if (!isArray(input)) return new Unreadable("policies must be a Policy set or a list of them (Policy.make)")
+  const list = refsOf("policies", input, policyChainMax)
+  if (list instanceof Unreadable) return list
+  for (let i = 0; i < list.length; i++) {
+    if (!isPolicySet(list[i])) return new Unreadable(`policies[${i}] is not a Policy set made by Policy.make`)
+  }
+  return list.length === 0 ? undefined : (list as ReadonlyArray<PolicySet>)
 }
 
 export const spawnOptionsOf = (
@@ -297,6 +315,8 @@ export const spawnOptionsOf = (
   if (priority instanceof Unreadable) return priority
   const deadlineMs = millisOf("deadline", options.deadline)
   if (deadlineMs instanceof Unreadable) return deadlineMs
+  const policies = policiesOf(options.policies)
+  if (policies instanceof Unreadable) return policies
   return {
     args,
     caps: caps?.length === 0 ? undefined : caps,
@@ -304,7 +324,8 @@ export const spawnOptionsOf = (
     link: link === true,
     priority,
     priorityMax,
-    deadlineMs
+    deadlineMs,
+    policies
   }
 }
 
@@ -315,7 +336,8 @@ const noSpawnOptions: SpawnInput = freeze({
   link: false,
   priority: undefined,
   priorityMax: undefined,
-  deadlineMs: undefined
+  deadlineMs: undefined,
+  policies: undefined
 })
 
 /** `sched` options, copied. */

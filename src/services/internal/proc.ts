@@ -58,6 +58,8 @@ export class Proc implements MailboxOwner {
   ops = 0
   /** Driver calls of this process waiting for an approval (`waiting-approval` in `ps`). */
   approvals = 0
+  /** The policy sets every driver call of this process must pass: its parent's, then its own (see `Policy`). */
+  policies: ReadonlyArray<import("../Policy.ts").PolicySet> | undefined = undefined
   priority: number
   /** Absolute kernel-clock millis of the scheduling deadline; `undefined` for none. */
   deadlineAt: number | undefined

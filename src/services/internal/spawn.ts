@@ -13,6 +13,7 @@ import type { Snapshot } from "../Snapshot.ts"
 import { ArgumentError, type Spawned, SpawnError, type SpawnOptions, Sys } from "../Sys.ts"
 import type { CapRecord } from "./capRef.ts"
 import * as Inputs from "./inputs.ts"
+import type { PolicySet } from "../Policy.ts"
 import { freeze, includes, map, push, SafeSet } from "./primordials.ts"
 import { CHILD_RIGHTS, type KernelState, noCaps, OPEN, SPAWN } from "./kernelState.ts"
 import { Proc } from "./proc.ts"
@@ -51,8 +52,26 @@ export interface Spawner {
     args: (grant: { readonly spawn: CapRef; readonly devices: Record<string, CapRef> }) => A,
     devices: ReadonlyArray<string>,
     quota: Accounts.Quota | undefined,
-    restored?: Restored | undefined
+    restored?: Restored | undefined,
+    /** Read once and checked here: a `Policy` set or a list of them. */
+    policies?: unknown
   ) => Effect.Effect<number, Accounts.QuotaError | SpawnError | ArgumentError>
+}
+
+/** A child's policy chain: its parent's, then the sets given (at most `Inputs.policyChainMax` in all). */
+const chainOf = (
+  parent: ReadonlyArray<PolicySet> | undefined,
+  given: ReadonlyArray<PolicySet> | undefined
+): ReadonlyArray<PolicySet> | undefined | ArgumentError => {
+  if (given === undefined) return parent
+  if (parent === undefined) return given
+  if (parent.length + given.length > Inputs.policyChainMax) {
+    return new ArgumentError({ call: "spawn", message: `a policy chain holds at most ${Inputs.policyChainMax} sets` })
+  }
+  const chain: Array<PolicySet> = []
+  for (let i = 0; i < parent.length; i++) push(chain, parent[i]!)
+  for (let i = 0; i < given.length; i++) push(chain, given[i]!)
+  return freeze(chain)
 }
 
 export const makeSpawner = (deps: SpawnDeps): Spawner => {
@@ -158,6 +177,9 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
       moved = records
     }
     if (!caps.room(parent.pid, 1)) return deny(parent.pid, new CapabilityError({ call: "spawn", reason: "limit" }))
+    // policies only tighten down the tree: the parent's chain, then the sets given
+    const policies = chainOf(parent.policies, input.policies)
+    if (policies instanceof ArgumentError) return deny(parent.pid, policies)
     // carve the child's account from what the parent has left
     const account = Accounts.carve(parent.account, input.quota, at, limits.mailboxMessagesMax)
     if (account instanceof Accounts.QuotaError) return deny(parent.pid, account)
@@ -176,6 +198,7 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
       ceiling,
       input.deadlineMs === undefined ? undefined : at + input.deadlineMs
     )
+    child.policies = policies
     procs.set(pid, child)
     for (let i = 0; i < moved.length; i++) caps.transfer(moved[i]!, pid)
     parent.account.children++
@@ -195,7 +218,7 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
     return Effect.succeed({ pid, cap: cap.ref })
   }
 
-  const boot: Spawner["boot"] = (image, args, devices, quota, restored) =>
+  const boot: Spawner["boot"] = (image, args, devices, quota, restored, policies) =>
     Effect.suspend((): Effect.Effect<number, Accounts.QuotaError | SpawnError | ArgumentError> => {
       const at = kernel.now()
       if (typeof image !== "object" || image === null || image._tag !== "Image" || typeof image.main !== "function") {
@@ -217,6 +240,8 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
           })
         )
       }
+      const policyChain = Inputs.read("boot", () => Inputs.policiesOf(policies))
+      if (policyChain instanceof ArgumentError) return Effect.fail(policyChain)
       const pid = deps.nextPid()
       const resources: Array<Resource> = [{ _tag: "Spawn" }]
       for (const name of devices) resources.push({ _tag: "Device", name })
@@ -237,6 +262,7 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
         limits.priorityMax,
         restored?.deadlineInMs === undefined ? undefined : at + restored.deadlineInMs
       )
+      proc.policies = policyChain
       procs.set(pid, proc)
       proc.spawnCap = minted[0]
       if (restored !== undefined) {

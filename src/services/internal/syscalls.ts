@@ -25,9 +25,10 @@ import { type CapRef, CapabilityError, isCapRef } from "../Capability.ts"
 import { estimateTokens, Memory, MemoryError, type Segment, textOf } from "../ContextMemory.ts"
 import { type CallContext, DeviceError, type DeviceResult, type Handle } from "../Device.ts"
 import type { HandleEntry } from "../DeviceTable.ts"
-import type { SyscallName } from "../EventLog.ts"
+import type { EventInput, SyscallName } from "../EventLog.ts"
 import { JournalError, type JournalRecord, requestDigest } from "../Journal.ts"
 import type { NameError } from "../NameRegistry.ts"
+import * as Policy from "../Policy.ts"
 import * as Process from "../Process.ts"
 import {
   ArgumentError,
@@ -959,6 +960,39 @@ export class ProcessSys implements SysShape, EagerSys {
       requests = scoped.requests
       grants = scoped.grants
     }
+    // 2b. policies: every request judged (copied first, unless the narrowing did), before anything is reserved,
+    // journaled or run; a `kill` ends the caller now, the other verdicts go with the call
+    let verdicts: Array<Judged> | undefined
+    const chain = proc.policies
+    if (chain !== undefined) {
+      if (record.tools === undefined) {
+        const limit = kernel.limits.messageBytesMax
+        const copied: Array<unknown> = []
+        for (let i = 0; i < requests.length; i++) {
+          const request = Inputs.read(call, () => Inputs.toolRequestOf(requests[i], limit, isCapRef))
+          if (request instanceof ArgumentError) return this.#argument(call, request)
+          push(copied, request.request)
+        }
+        requests = copied
+      }
+      verdicts = []
+      const judgedRequests: Array<unknown> = []
+      for (let i = 0; i < requests.length; i++) {
+        const judged = judgedOf(entry.driver.name, call, requests[i], grants?.[i]?.tool)
+        push(judgedRequests, judged.request)
+        const subject = judged.subject
+        const verdict = Policy.judge(chain, subject)
+        if (verdict.decision !== "allow") {
+          kernel.events.emit(policyEvent(proc.pid, verdict, subject, "call"))
+          if (verdict.decision === "kill") {
+            kernel.terminate(proc, Process.policy(verdict.rule))
+            return Effect.interrupt
+          }
+        }
+        push(verdicts, freeze({ verdict, subject, chain }))
+      }
+      requests = judgedRequests
+    }
     // 4. reserve: a meter this driver charges is used up somewhere up the chain, or a call's reservation does not
     // fit: no call starts
     const dry = Accounts.exhausted(proc.account, entry.driver.meters ?? allMeters)
@@ -995,11 +1029,15 @@ export class ProcessSys implements SysShape, EagerSys {
     // 6. the syscall event (the charges follow as each call settles)
     this.#syscall(call, entry.id)
     const path = kernel.driverPath
-    if (!many) return path.run(proc, entry, call, requests[0], first, reservations?.[0] ?? noCost, grants?.[0])
+    if (!many) {
+      return path.run(proc, entry, call, requests[0], first, reservations?.[0] ?? noCost, grants?.[0], verdicts?.[0])
+    }
     return Effect.forEach(
       requests,
       (request, i) =>
-        Effect.exit(path.run(proc, entry, call, request, first + i, reservations?.[i] ?? noCost, grants?.[i])),
+        Effect.exit(
+          path.run(proc, entry, call, request, first + i, reservations?.[i] ?? noCost, grants?.[i], verdicts?.[i])
+        ),
       { concurrency: "unbounded" }
     ).pipe(
       Effect.flatMap((exits) => {
@@ -1044,6 +1082,73 @@ export class ProcessSys implements SysShape, EagerSys {
   }
 }
 
+// captured at load: what a policy judges must not depend on built-ins image code patched since
+const isArray = Array.isArray
+const jsonParse = JSON.parse
+
+/**
+ * What a policy judges of a (copied) request — the tool it names and that tool's input — and the request the driver
+ * then gets: a model's arguments given as JSON text are parsed once, here, and handed on as `input`, so the driver
+ * runs exactly what was judged (text that does not parse goes on as it was, for the driver to refuse).
+ */
+const judgedOf = (
+  device: string,
+  call: "read" | "write",
+  request: unknown,
+  granted: string | undefined
+): { readonly subject: Policy.Subject; readonly request: unknown } => {
+  const object = typeof request === "object" && request !== null && !isArray(request) ? request : undefined
+  const named = object === undefined ? undefined : own(object as { tool?: unknown }, "tool")
+  const tool = granted ?? (typeof named === "string" ? named : undefined)
+  if (tool === undefined || object === undefined) return { subject: { device, call, tool, input: request }, request }
+  const input = own(object as { input?: unknown }, "input")
+  if (input !== undefined) return { subject: { device, call, tool, input }, request }
+  const text = own(object as { arguments?: unknown }, "arguments")
+  if (typeof text === "string") {
+    let parsed: unknown
+    try {
+      parsed = jsonParse(text)
+    } catch {
+      return { subject: { device, call, tool, input: text }, request }
+    }
+    return { subject: { device, call, tool, input: parsed }, request: freeze({ tool, input: parsed }) }
+  }
+  return { subject: { device, call, tool, input: text }, request }
+}
+
+/** How the policies see a result: its JSON text (a bigint as its digits). */
+const jsonStringify = JSON.stringify
+const renderResult = (value: unknown): string =>
+  jsonStringify(value, (_key, v: unknown) => (typeof v === "bigint" ? v.toString() : v)) ?? "null"
+
+/** The policies' screen of a driver result (see `screenOf`). */
+type Screen = (value: unknown) => Effect.Effect<unknown, DeviceError>
+
+const policyEvent = (
+  pid: number,
+  verdict: Exclude<Policy.Verdict, { decision: "allow" }>,
+  subject: Policy.Subject,
+  on: "call" | "result"
+): EventInput =>
+  subject.tool === undefined
+    ? { _tag: "Policy", pid, rule: verdict.rule, decision: verdict.decision, device: subject.device, on }
+    : {
+        _tag: "Policy",
+        pid,
+        rule: verdict.rule,
+        decision: verdict.decision,
+        device: subject.device,
+        tool: subject.tool,
+        on
+      }
+
+/** A call a policy chain judged: its verdict (not `kill`: that ended the caller), what was judged, the chain. */
+export interface Judged {
+  readonly verdict: Policy.Verdict
+  readonly subject: Policy.Subject
+  readonly chain: ReadonlyArray<Policy.PolicySet>
+}
+
 /** What the narrowings of a handle grant one call: its tool, each narrowing's scope, its approval timeout. */
 export interface Grant {
   readonly tool: string
@@ -1081,7 +1186,8 @@ export interface DriverPath {
     request: unknown,
     op: number,
     reserved: Accounts.Cost,
-    grant?: Grant
+    grant?: Grant,
+    judged?: Judged
   ) => Effect.Effect<unknown, DeviceError | JournalError>
   readonly closeHandle: (id: number) => void
 }
@@ -1108,20 +1214,57 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
     if (close !== undefined) Effect.runForkWith(baseContext)(close)
   }
 
-  /** Releases the reservation and charges the actual cost, then hands the value back (or nothing, if ended). */
-  const settleValue = (proc: Proc, value: unknown, cost: Accounts.Cost, reserved: Release): Effect.Effect<unknown> => {
+  /**
+   * Releases the reservation and charges the actual cost, then hands the value back (or nothing, if ended) — through
+   * the policies' screen of results when there is one.
+   */
+  const settleValue = (
+    proc: Proc,
+    value: unknown,
+    cost: Accounts.Cost,
+    reserved: Release,
+    screen?: Screen
+  ): Effect.Effect<unknown, DeviceError> => {
     reserved.release()
     chargeProcess(proc, cost)
-    return proc.exitReason !== undefined ? Effect.interrupt : Effect.succeed(value)
+    if (proc.exitReason !== undefined) return Effect.interrupt
+    return screen === undefined ? Effect.succeed(value) : screen(value)
   }
+
+  /** A result judged by the policy chain's result rules: passed, withheld (a denial), or the caller ended. */
+  const screenOf =
+    (proc: Proc, entry: HandleEntry, request: unknown, judged: Judged): Screen =>
+    (value) => {
+      let verdict: Policy.Verdict
+      try {
+        verdict = Policy.judgeResult(judged.chain, judged.subject, renderResult(value))
+      } catch {
+        verdict = { decision: "deny", rule: "result-unrenderable" }
+      }
+      if (verdict.decision === "allow") return Effect.succeed(value)
+      proc.kernel.events.emit(policyEvent(proc.pid, verdict, judged.subject, "result"))
+      if (verdict.decision === "kill") {
+        proc.kernel.terminate(proc, Process.policy(verdict.rule))
+        return Effect.interrupt
+      }
+      return Effect.map(
+        denial(entry, request, judged.subject.tool ?? entry.driver.name, {
+          approve: false,
+          by: `policy:${verdict.rule}`,
+          reason: `the result was withheld by policy rule ${verdict.rule}`
+        }),
+        (denied) => denied.value
+      )
+    }
 
   const settle = (
     proc: Proc,
     device: string,
     result: JournalRecord["result"],
-    reserved: Release
+    reserved: Release,
+    screen?: Screen
   ): Effect.Effect<unknown, DeviceError> => {
-    if (result._tag === "Success") return settleValue(proc, result.value, result.cost, reserved)
+    if (result._tag === "Success") return settleValue(proc, result.value, result.cost, reserved, screen)
     reserved.release()
     // the journal never serves a `Started` record as a result, and a live call never makes one
     if (result._tag === "Started") return Effect.die(new Error(`${device}: a Started record is not a result`))
@@ -1185,13 +1328,13 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
   }
 
   const nothingReserved = Release.none
-  const run: DriverPath["run"] = (proc, entry, call, request, op, reservation, grant) =>
+  const run: DriverPath["run"] = (proc, entry, call, request, op, reservation, grant, judged) =>
     Effect.suspend(() => {
       // nothing reserved (a driver without `reserve`): nothing to release, and no finalizer on the hot path
-      if (reservation === noCost) return runReserved(proc, entry, call, request, op, nothingReserved, grant)
+      if (reservation === noCost) return runReserved(proc, entry, call, request, op, nothingReserved, grant, judged)
       const reserved = new Release(proc.account, reservation)
       return Effect.ensuring(
-        runReserved(proc, entry, call, request, op, reserved, grant),
+        runReserved(proc, entry, call, request, op, reserved, grant, judged),
         Effect.sync(() => reserved.release())
       )
     })
@@ -1203,9 +1346,13 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
     request: unknown,
     op: number,
     reserved: Release,
-    grant: Grant | undefined
+    grant: Grant | undefined,
+    judged: Judged | undefined
   ): Effect.Effect<unknown, DeviceError | JournalError> => {
     const device = entry.driver.name
+    // a chain with rules on results screens what the driver answered (live or replayed) before the process gets it
+    const screen =
+      judged !== undefined && Policy.judgesResults(judged.chain) ? screenOf(proc, entry, request, judged) : undefined
     // the request's digest, recorded with its result and checked against it on replay (none in live mode: nothing
     // is journaled)
     const digest = journal.mode === "live" ? undefined : requestDigest(device, call, request)
@@ -1259,7 +1406,7 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
         )
       }
       return delivery.replayed(proc, replayed, recorded._tag === "Success" ? recorded.cost : undefined, () =>
-        settle(proc, device, recorded, reserved)
+        settle(proc, device, recorded, reserved, screen)
       )
     }
     // live
@@ -1285,14 +1432,24 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
           })
     // a tool granted with `approval` waits for the answer first (after its `Started` record: a call waiting when the
     // kernel stops runs again on `recover`, and waits again under the same id); a denial is the call's result
+    // a policy's `deny` is the call's result (journaled like a denied approval); its `approve` waits like a grant's
+    const verdict = judged?.verdict
+    const tool = grant?.tool ?? judged?.subject.tool ?? device
+    const approvalMs = verdict?.decision === "approve" ? (grant?.approvalMs ?? Infinity) : grant?.approvalMs
     const invoked =
-      grant === undefined || grant.approvalMs === undefined
-        ? opened
-        : Effect.flatMap(
-            approvals.await(proc, op, device, grant.tool, request, grant.approvalMs),
-            (answer): Effect.Effect<DeviceResult, DeviceError> =>
-              answer.approve ? opened : denial(entry, request, grant.tool, answer)
-          )
+      verdict?.decision === "deny"
+        ? denial(entry, request, tool, {
+            approve: false,
+            by: `policy:${verdict.rule}`,
+            reason: `denied by policy rule ${verdict.rule}`
+          })
+        : approvalMs === undefined
+          ? opened
+          : Effect.flatMap(
+              approvals.await(proc, op, device, tool, request, approvalMs),
+              (answer): Effect.Effect<DeviceResult, DeviceError> =>
+                answer.approve ? opened : denial(entry, request, tool, answer)
+            )
     // over a persistent store, the call is journaled as started before it runs: a crash before its result leaves a
     // `Started` record, and `recover` says which calls it runs again (a `Recover` event)
     const intent = journal.intents
@@ -1320,7 +1477,7 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
             const cost = result.cost === undefined ? noCost : Inputs.driverCostOf(result.cost)
             return cost === undefined
               ? settle(proc, device, invalidCost(device), reserved)
-              : settleValue(proc, result.value, cost, reserved)
+              : settleValue(proc, result.value, cost, reserved, screen)
           },
           onFailure: (cause) =>
             Cause.hasInterruptsOnly(cause)
@@ -1341,9 +1498,9 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
       )
       const handBack =
         seq === undefined
-          ? Effect.suspend(() => settle(proc, device, result, reserved))
+          ? Effect.suspend(() => settle(proc, device, result, reserved, screen))
           : delivery.deliver(seq, result._tag === "Success" ? result.cost : undefined, proc, () =>
-              settle(proc, device, result, reserved)
+              settle(proc, device, result, reserved, screen)
             )
       if (pending === undefined) return handBack
       // the record is written whole or not at all, even if the caller is ended meanwhile: a `seq` taken is a `seq`

@@ -1,0 +1,383 @@
+/**
+ * Policies the kernel enforces on driver calls, in the syscall path, before the driver runs (and on results before
+ * they reach the process).
+ *
+ * A policy set is an ordered list of rules; the first rule that matches a call decides it:
+ *
+ * ```yaml
+ * - name: read-only
+ *   match: { tool: sql, arguments: { statement: { regex: "(?i)\\b(drop|delete|truncate|alter|update|insert)\\b" } } }
+ *   decision: kill
+ * - name: no-secrets
+ *   match: { tool: "file_*", arguments: { path: { glob: "/etc/**" } } }
+ *   decision: deny
+ * - name: rest
+ *   decision: allow                # a rule without `match` matches everything: the default, at the end
+ * ```
+ *
+ * Match keys (all given must match): `tool` and `device` (globs on the tool the request names — `{ tool, … }` — and
+ * on the device's name), `call` (`read` or `write`: policies judge driver reads and writes), `arguments` (per field of the tool's input — `a.b` for a
+ * nested one — a `{ regex }` or a `{ glob }`; a field that is absent, or not a string or number, does not match), and
+ * `result` (a `{ regex }` or `{ glob }` on the JSON text of what the driver answered: such a rule is judged on the
+ * result, after the driver ran and before the result reaches the process). A regular expression may start with `(?i)`
+ * (case-insensitive); a glob's `*` matches within one `/`-separated segment, `**` across them, `?` one character.
+ *
+ * Decisions: `allow`; `deny` (the call reads back a typed denial naming the rule — a tools device's `ToolError`
+ * `denied` — and the process goes on); `kill` (the process ends with `Policy { rule }`, which it cannot catch); and
+ * `approve` (the call waits in the kernel's approval queue, as a tool granted with `approval` does).
+ *
+ * Fail closed: a call no rule of a set matches is denied by that set (`default-deny`), a rule whose test throws
+ * denies, a policy text that does not parse or names an unknown field is refused with every problem at its path.
+ * A process holds a chain of sets — its parent's, then its own (`Sys.spawn(image, { policies })`) — and a call must
+ * pass every one; the most severe decision wins (kill, then deny, then approve). A process can add sets to its
+ * children, never remove one: policies only tighten down the tree. Every decision other than a plain allow is a
+ * `Policy` kernel event naming the rule.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Schema } from "effect"
+import * as Yaml from "effect/encoding/Yaml"
+import * as SchemaIssue from "effect/SchemaIssue"
+
+/**
+ * @category models
+ */
+export const Decision = Schema.Literals(["allow", "deny", "kill", "approve"])
+export type Decision = typeof Decision.Type
+
+const Pattern = Schema.Union([
+  Schema.Struct({ regex: Schema.String }),
+  Schema.Struct({ glob: Schema.String.check(Schema.isNonEmpty()) })
+])
+
+const NonEmpty = Schema.String.check(Schema.isNonEmpty(), Schema.isMaxLength(256))
+
+/**
+ * A rule as written (YAML or JSON).
+ *
+ * @category schemas
+ */
+export const RuleFields = Schema.Struct({
+  name: Schema.String.check(Schema.isNonEmpty(), Schema.isMaxLength(128)),
+  match: Schema.optionalKey(
+    Schema.Struct({
+      tool: Schema.optionalKey(NonEmpty),
+      device: Schema.optionalKey(NonEmpty),
+      call: Schema.optionalKey(Schema.Literals(["read", "write"])),
+      arguments: Schema.optionalKey(Schema.Record(Schema.String, Pattern)),
+      result: Schema.optionalKey(Pattern)
+    })
+  ),
+  decision: Decision
+})
+export type RuleFields = typeof RuleFields.Type
+
+/**
+ * A policy set as written: its rules, in order.
+ *
+ * @category schemas
+ */
+export const PolicyFields = Schema.Array(RuleFields).check(Schema.isMaxLength(1024))
+
+/**
+ * A policy could not be made: `problems` has every one with its path (`[2].match.arguments.statement.regex`).
+ *
+ * @category errors
+ */
+export class PolicyError extends Schema.TaggedError<PolicyError>()("PolicyError", {
+  message: Schema.String,
+  problems: Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String }))
+}) {}
+
+// Judging runs in the kernel, after image code may have patched built-ins: it calls the ones captured here, at load.
+const apply = Reflect.apply
+const hasOwn = Object.hasOwn
+const regexExec = RegExp.prototype.exec
+const weakMapGet = WeakMap.prototype.get
+const weakMapSet = WeakMap.prototype.set
+const weakMapHas = WeakMap.prototype.has
+
+/** A compiled test of one string. */
+type Test = (text: string) => boolean
+
+interface CompiledRule {
+  readonly name: string
+  readonly decision: Decision
+  readonly tool: Test | undefined
+  readonly device: Test | undefined
+  readonly call: string | undefined
+  readonly arguments: ReadonlyArray<readonly [ReadonlyArray<string>, Test]>
+  readonly result: Test | undefined
+}
+
+/**
+ * A compiled policy set. Only `make` and `decode` make one (the kernel refuses anything else).
+ *
+ * @category models
+ */
+export interface PolicySet {
+  readonly _tag: "PolicySet"
+  /** The rules as written, for `/policy` views and audits. */
+  readonly rules: ReadonlyArray<RuleFields>
+}
+
+const compiled = new WeakMap<PolicySet, ReadonlyArray<CompiledRule>>()
+const rulesOf = (set: PolicySet): ReadonlyArray<CompiledRule> | undefined => apply(weakMapGet, compiled, [set])
+
+/** Whether `u` is a policy set `make` made (not a look-alike). */
+export const isPolicySet = (u: unknown): u is PolicySet =>
+  typeof u === "object" && u !== null && apply(weakMapHas, compiled, [u]) === true
+
+const escape = (text: string) => text.replace(/[.+^${}()|[\]\\]/g, "\\$&")
+
+/** A glob as a regular expression: `**` any run, `*` any run without `/`, `?` one character but `/`. */
+const globTest = (glob: string): Test => {
+  let source = ""
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!
+    if (c === "*" && glob[i + 1] === "*") {
+      source += ".*"
+      i++
+    } else if (c === "*") source += "[^/]*"
+    else if (c === "?") source += "[^/]"
+    else source += escape(c)
+  }
+  const re = new RegExp(`^${source}$`, "s")
+  return (text) => apply(regexExec, re, [text]) !== null
+}
+
+/** A regular expression, `(?i)` at its start as the `i` flag; a syntax error is a problem. */
+const regexTest = (source: string): Test | string => {
+  const insensitive = source.startsWith("(?i)")
+  try {
+    const re = new RegExp(insensitive ? source.slice(4) : source, insensitive ? "iu" : "u")
+    return (text) => apply(regexExec, re, [text]) !== null
+  } catch (error) {
+    return `not a regular expression: ${error instanceof Error ? error.message : String(error)}`
+  }
+}
+
+const patternTest = (pattern: { readonly regex: string } | { readonly glob: string }): Test | string =>
+  "regex" in pattern ? regexTest(pattern.regex) : globTest(pattern.glob)
+
+const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
+const pathOf = (path: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined): string => {
+  let out = ""
+  for (const segment of path ?? []) {
+    const key = typeof segment === "object" && segment !== null ? segment.key : segment
+    out += typeof key === "number" ? `[${key}]` : out.length === 0 ? String(key) : `.${String(key)}`
+  }
+  return out
+}
+const failWith = (problems: ReadonlyArray<{ readonly path: string; readonly message: string }>) =>
+  new PolicyError({
+    message: `invalid policy: ${problems.map((p) => (p.path === "" ? p.message : `${p.path}: ${p.message}`)).join("; ")}`,
+    problems
+  })
+
+const decodeFields = Schema.decodeUnknownEffect(PolicyFields)
+
+/**
+ * Makes a policy set from its rules (as written, already parsed): every problem at once.
+ *
+ * @category constructors
+ */
+export const make = (rules: unknown): Effect.Effect<PolicySet, PolicyError> =>
+  Effect.gen(function* () {
+    const fields = yield* decodeFields(rules, { errors: "all", onExcessProperty: "error" }).pipe(
+      Effect.mapError((error) =>
+        failWith(
+          formatter(error.issue).issues.map((i) => ({
+            path: pathOf(i.path as ReadonlyArray<PropertyKey> | undefined),
+            message: i.message
+          }))
+        )
+      )
+    )
+    const problems: Array<{ path: string; message: string }> = []
+    const out: Array<CompiledRule> = []
+    fields.forEach((rule, i) => {
+      const m = rule.match ?? {}
+      const test = (path: string, pattern: { readonly regex: string } | { readonly glob: string }) => {
+        const t = patternTest(pattern)
+        if (typeof t === "string") {
+          problems.push({ path: `[${i}].match.${path}`, message: t })
+          return undefined
+        }
+        return t
+      }
+      if (m.result !== undefined && rule.decision === "approve") {
+        problems.push({
+          path: `[${i}].decision`,
+          message: "a rule on results cannot wait for an approval (the call ran)"
+        })
+      }
+      const args: Array<readonly [ReadonlyArray<string>, Test]> = []
+      for (const [field, pattern] of Object.entries(m.arguments ?? {})) {
+        const t = test(`arguments.${field}.${"regex" in pattern ? "regex" : "glob"}`, pattern)
+        if (t !== undefined) args.push([field.split("."), t])
+      }
+      out.push(
+        Object.freeze({
+          name: rule.name,
+          decision: rule.decision,
+          tool: m.tool === undefined ? undefined : globTest(m.tool),
+          device: m.device === undefined ? undefined : globTest(m.device),
+          call: m.call,
+          arguments: Object.freeze(args),
+          result:
+            m.result === undefined ? undefined : test(`result.${"regex" in m.result ? "regex" : "glob"}`, m.result)
+        })
+      )
+    })
+    if (problems.length > 0) return yield* failWith(problems)
+    const set: PolicySet = Object.freeze({ _tag: "PolicySet" as const, rules: Object.freeze(fields) })
+    apply(weakMapSet, compiled, [set, Object.freeze(out)])
+    return set
+  })
+
+/**
+ * Makes a policy set from its text: JSON when it starts with `[` or `{`, else YAML.
+ *
+ * @category constructors
+ */
+export const decode = (text: string): Effect.Effect<PolicySet, PolicyError> =>
+  Effect.gen(function* () {
+    const json = /^\s*[[{]/.test(text)
+    const parsed = yield* Effect.try({
+      try: (): unknown => (json ? JSON.parse(text) : Yaml.parse(text)),
+      catch: (error) =>
+        failWith([
+          { path: "", message: `not ${json ? "JSON" : "YAML"}: ${error instanceof Error ? error.message : error}` }
+        ])
+    })
+    return yield* make(parsed ?? [])
+  })
+
+// ---- judging -----------------------------------------------------------------------------------------------------
+
+/**
+ * What a call is judged on (the kernel builds it from the copied request).
+ *
+ * @category judging
+ */
+export interface Subject {
+  readonly device: string
+  readonly call: "read" | "write"
+  /** The tool the request names, if any. */
+  readonly tool: string | undefined
+  /** The tool's input (or the request itself when it names no tool). */
+  readonly input: unknown
+}
+
+/**
+ * A decision and the rule that made it (`default-deny` when no rule of a set matched).
+ *
+ * @category judging
+ */
+export type Verdict =
+  { readonly decision: "allow" } | { readonly decision: "deny" | "kill" | "approve"; readonly rule: string }
+
+const allow: Verdict = Object.freeze({ decision: "allow" })
+const severity: Readonly<Record<Decision, number>> = { allow: 0, approve: 1, deny: 2, kill: 3 }
+
+const fieldOf = (input: unknown, path: ReadonlyArray<string>): string | undefined => {
+  let at: unknown = input
+  for (let i = 0; i < path.length; i++) {
+    const key = path[i]!
+    if (typeof at !== "object" || at === null || !hasOwn(at, key)) return undefined
+    at = (at as Record<string, unknown>)[key]
+  }
+  return typeof at === "string" ? at : typeof at === "number" && Number.isFinite(at) ? String(at) : undefined
+}
+
+const matchesCall = (rule: CompiledRule, subject: Subject): boolean =>
+  (rule.call === undefined || rule.call === subject.call) &&
+  (rule.device === undefined || rule.device(subject.device)) &&
+  (rule.tool === undefined || (subject.tool !== undefined && rule.tool(subject.tool))) &&
+  argumentsMatch(rule, subject)
+
+const argumentsMatch = (rule: CompiledRule, subject: Subject): boolean => {
+  for (let i = 0; i < rule.arguments.length; i++) {
+    // by index: destructuring would call an array iterator image code may have replaced
+    const entry = rule.arguments[i]!
+    const value = fieldOf(subject.input, entry[0])
+    if (value === undefined || !entry[1](value)) return false
+  }
+  return true
+}
+
+const verdictOf = (rule: CompiledRule): Verdict =>
+  rule.decision === "allow" ? allow : { decision: rule.decision, rule: rule.name }
+
+/** The most severe of two verdicts (the first on a tie). */
+const worse = (a: Verdict, b: Verdict): Verdict => (severity[b.decision] > severity[a.decision] ? b : a)
+
+/**
+ * Judges a call against every set of the chain, before the driver runs: in each set the first rule that matches
+ * decides (rules with a `result` key wait for the result); a set none of whose rules matches denies; a test that
+ * throws denies. The most severe verdict of the chain is the call's.
+ *
+ * @category judging
+ */
+export const judge = (chain: ReadonlyArray<PolicySet>, subject: Subject): Verdict => {
+  let verdict: Verdict = allow
+  for (let c = 0; c < chain.length; c++) {
+    const rules = rulesOf(chain[c]!)
+    if (rules === undefined) return { decision: "deny", rule: "not-a-policy" }
+    let decided: Verdict = { decision: "deny", rule: "default-deny" }
+    for (let r = 0; r < rules.length; r++) {
+      const rule = rules[r]!
+      if (rule.result !== undefined) continue
+      try {
+        if (!matchesCall(rule, subject)) continue
+      } catch {
+        decided = { decision: "deny", rule: rule.name }
+        break
+      }
+      decided = verdictOf(rule)
+      break
+    }
+    verdict = worse(verdict, decided)
+    if (verdict.decision === "kill") return verdict
+  }
+  return verdict
+}
+
+/** Whether any set of the chain has a rule judged on results (so the kernel renders results only then). */
+export const judgesResults = (chain: ReadonlyArray<PolicySet>): boolean => {
+  for (let c = 0; c < chain.length; c++) {
+    const rules = rulesOf(chain[c]!) ?? []
+    for (let r = 0; r < rules.length; r++) if (rules[r]!.result !== undefined) return true
+  }
+  return false
+}
+
+/**
+ * Judges what a driver answered, before it reaches the process: in each set the first rule with a `result` key
+ * whose keys all match decides; a result no such rule matches passes. `text` is the result's JSON text.
+ *
+ * @category judging
+ */
+export const judgeResult = (chain: ReadonlyArray<PolicySet>, subject: Subject, text: string): Verdict => {
+  let verdict: Verdict = allow
+  for (let c = 0; c < chain.length; c++) {
+    const rules = rulesOf(chain[c]!)
+    if (rules === undefined) return { decision: "deny", rule: "not-a-policy" }
+    for (let r = 0; r < rules.length; r++) {
+      const rule = rules[r]!
+      if (rule.result === undefined) continue
+      let matched: boolean
+      try {
+        matched = matchesCall(rule, subject) && rule.result(text)
+      } catch {
+        verdict = worse(verdict, { decision: "deny", rule: rule.name })
+        break
+      }
+      if (!matched) continue
+      verdict = worse(verdict, verdictOf(rule))
+      break
+    }
+  }
+  return verdict
+}
