@@ -154,7 +154,8 @@ const main = Effect.gen(function* () {
     tools,
     definitions: Tools.definitions(BuiltinTools.toolkit),
     operator: `operator:${os.userInfo().username}`,
-    audit: { dir: state, fileBytesMax: auditFileBytes, files: auditFiles }
+    audit: { dir: state, fileBytesMax: auditFileBytes, files: auditFiles },
+    policies: config?.policies
   })
   const handle = yield* JsonRpc.make(Api, { errorCodes }).pipe(Effect.provide(daemon.handlers))
   yield* LineServer.serve({ path: socket }, handle)

@@ -23,6 +23,7 @@ import * as ConversationAgent from "../agents/ConversationAgent.ts"
 import type * as Tools from "../drivers/Tools.ts"
 import type { Budget, Quota } from "../services/Accounts.ts"
 import type { CapRef } from "../services/Capability.ts"
+import type { PolicySet } from "../services/Policy.ts"
 import * as Device from "../services/Device.ts"
 import type { KernelEvent } from "../services/EventLog.ts"
 import * as Kernel from "../layers/Kernel.ts"
@@ -57,6 +58,8 @@ export interface Options {
   readonly mode?: "recover" | "replay" | undefined
   /** Called with every kernel event from before init boots (synchronously, like `Kernel.subscribe`'s listeners). */
   readonly onEvent?: ((event: KernelEvent) => void) | undefined
+  /** Policies every agent's calls must pass (before its manifest's own `policies:`); see `Policy`. */
+  readonly policies?: PolicySet | undefined
   /** Keep every kernel event on disk (`AuditLog`), from before init boots; absent, no audit trail. */
   readonly audit?: AuditLog.Options | undefined
 }
@@ -248,9 +251,15 @@ const quotaOf = (manifest: Manifest.Manifest): Quota => {
 const initImage = (options: {
   readonly definitions: ReadonlyArray<Tools.Definition>
   readonly model: string | undefined
+  readonly policies: PolicySet | undefined
 }) =>
   Process.make<Kernel.BootGrant>("agentd", (grant) =>
     Effect.gen(function* () {
+      /** An agent's policy chain: the daemon's, then its manifest's. */
+      const policiesOf = (manifest: Manifest.Manifest): ReadonlyArray<PolicySet> => [
+        ...(options.policies === undefined ? [] : [options.policies]),
+        ...(manifest.policies === undefined ? [] : [manifest.policies])
+      ]
       const control = yield* Sys.open(grant.devices.agentd!)
       const self = yield* Sys.self()
       const agents = new Map<number, Agent>()
@@ -278,7 +287,8 @@ const initImage = (options: {
             },
             // a spawn cap: the shell starts its conversation (a child carved from the agent's budget)
             caps: [llm, tools, initCap, yield* Sys.derive(grant.spawn, ["spawn"])],
-            quota: quotaOf(manifest)
+            quota: quotaOf(manifest),
+            ...(policiesOf(manifest).length === 0 ? {} : { policies: policiesOf(manifest) })
           })
           yield* Sys.monitor(cap)
           const agent: Agent = {
@@ -552,9 +562,12 @@ export const make = (
       options.audit === undefined
         ? undefined
         : yield* AuditLog.make(options.audit).pipe(Effect.provideService(Kernel.Kernel, kernel))
-    yield* kernel.boot(initImage({ definitions: options.definitions, model: options.model }), {
-      grant: ["llm", "tools", "agentd"]
-    })
+    yield* kernel.boot(
+      initImage({ definitions: options.definitions, model: options.model, policies: options.policies }),
+      {
+        grant: ["llm", "tools", "agentd"]
+      }
+    )
 
     /** Sends a command to init and waits for its reply. */
     const ask = (command: (id: string) => Command) =>

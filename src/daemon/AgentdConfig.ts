@@ -12,6 +12,9 @@
  * http: 8080                              # POST /rpc on 127.0.0.1 (as --http)
  * socket: /run/agentd/agentd.sock         # (as --socket)
  * audit: { file_bytes: 16777216, files: 5 }
+ * policies:                               # every agent's calls must pass these (see `Policy`), then its manifest's
+ *   - { name: no-etc, match: { tool: "file_*", arguments: { path: { glob: "/etc/**" } } }, decision: kill }
+ *   - { name: rest, decision: allow }
  * ```
  *
  * Command-line flags win over the file, the file over the environment.
@@ -19,6 +22,7 @@
  * @since 0.1.0
  */
 import { Duration, Effect, Option, Schema } from "effect"
+import * as Policy from "../services/Policy.ts"
 import { type Problem, problemsOf } from "./Manifest.ts"
 import * as Manifest from "./Manifest.ts"
 
@@ -64,7 +68,8 @@ export const ConfigFields = Schema.Struct({
       file_bytes: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(4096))),
       files: Schema.optionalKey(Positive)
     })
-  )
+  ),
+  policies: Schema.optionalKey(Schema.Array(Schema.Unknown))
 })
 
 /**
@@ -82,6 +87,8 @@ export interface AgentdConfig {
   readonly http?: number
   readonly socket?: string
   readonly audit: { readonly fileBytes?: number; readonly files?: number }
+  /** The daemon's `policies:`, compiled. */
+  readonly policies?: Policy.PolicySet
 }
 
 const decodeFields = Schema.decodeUnknownEffect(ConfigFields)
@@ -103,6 +110,19 @@ export const decode = (text: string): Effect.Effect<AgentdConfig, AgentdConfigEr
     const fields = yield* decodeFields(parsed ?? {}, { errors: "all", onExcessProperty: "error" }).pipe(
       Effect.mapError((error) => fail(problemsOf(error.issue)))
     )
+    const policies =
+      fields.policies === undefined
+        ? undefined
+        : yield* Policy.make(fields.policies).pipe(
+            Effect.mapError((error) =>
+              fail(
+                error.problems.map((p) => ({
+                  path: `policies${p.path.startsWith("[") ? "" : "."}${p.path}`,
+                  message: p.message
+                }))
+              )
+            )
+          )
     const llm = fields.llm ?? {}
     const timeout =
       llm.timeout === undefined ? undefined : Option.getOrThrow(Duration.fromInput(llm.timeout as Duration.Input))
@@ -115,6 +135,7 @@ export const decode = (text: string): Effect.Effect<AgentdConfig, AgentdConfigEr
       },
       ...(fields.http === undefined ? {} : { http: fields.http }),
       ...(fields.socket === undefined ? {} : { socket: fields.socket }),
+      ...(policies === undefined ? {} : { policies }),
       audit: {
         ...(fields.audit?.file_bytes === undefined ? {} : { fileBytes: fields.audit.file_bytes }),
         ...(fields.audit?.files === undefined ? {} : { files: fields.audit.files })

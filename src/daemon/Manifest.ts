@@ -33,7 +33,8 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Option, Schema } from "effect"
+import { Cause, Duration, Effect, Option, Schema } from "effect"
+import * as Policy from "../services/Policy.ts"
 import * as Yaml from "effect/encoding/Yaml"
 import * as SchemaIssue from "effect/SchemaIssue"
 
@@ -178,7 +179,9 @@ export const ManifestFields = Schema.Struct({
       children: Schema.optionalKey(Count)
     })
   ),
-  restart: Schema.optionalKey(Schema.Literals(["permanent", "transient", "temporary"]))
+  restart: Schema.optionalKey(Schema.Literals(["permanent", "transient", "temporary"])),
+  /** Policy rules the agent's calls must pass (see `Policy`), after the daemon's own. */
+  policies: Schema.optionalKey(Schema.Array(Schema.Unknown))
 })
 
 /**
@@ -203,6 +206,8 @@ export interface Manifest {
     readonly children?: number
   }
   readonly restart: "permanent" | "transient" | "temporary"
+  /** The manifest's `policies:`, compiled; `undefined` when it has none. */
+  readonly policies: Policy.PolicySet | undefined
 }
 
 const decodeFields = Schema.decodeUnknownEffect(ManifestFields)
@@ -241,8 +246,28 @@ const fail = (problems: ReadonlyArray<Problem>) =>
  */
 export const decodeUnknown = (input: unknown): Effect.Effect<Manifest, ManifestError> =>
   Effect.gen(function* () {
+    // the policies are compiled whatever else is wrong, so that their problems come with the others
+    const rawPolicies =
+      typeof input === "object" && input !== null && Object.hasOwn(input, "policies")
+        ? (input as { readonly policies?: unknown }).policies
+        : undefined
+    const compiledPolicies = rawPolicies === undefined ? undefined : yield* Effect.exit(Policy.make(rawPolicies))
+    const policyProblems: Array<Problem> = []
+    if (compiledPolicies !== undefined && compiledPolicies._tag === "Failure") {
+      const error = Cause.squash(compiledPolicies.cause)
+      if (error instanceof Policy.PolicyError) {
+        for (const p of error.problems) {
+          policyProblems.push({
+            path: `policies${p.path.startsWith("[") || p.path === "" ? "" : "."}${p.path}`,
+            message: p.message
+          })
+        }
+      } else policyProblems.push({ path: "policies", message: String(error) })
+    }
     const fields = yield* decodeFields(input, { errors: "all", onExcessProperty: "error" }).pipe(
-      Effect.mapError((error) => fail(problemsOf(error.issue)))
+      Effect.mapError((error) =>
+        fail([...problemsOf(error.issue).filter((p) => !p.path.startsWith("policies")), ...policyProblems])
+      )
     )
     const capabilities = (fields.capabilities ?? []).map((text) => parseCapability(text) as Capability)
     const tools = [...new Set(capabilities.flatMap(toolOf))]
@@ -253,6 +278,8 @@ export const decodeUnknown = (input: unknown): Effect.Effect<Manifest, ManifestE
         problems.push({ path: `approval_required[${i}]`, message: `"${tool}" is not a tool the manifest grants` })
       }
     })
+    const policies = compiledPolicies?._tag === "Success" ? compiledPolicies.value : undefined
+    problems.push(...policyProblems)
     if (problems.length > 0) return yield* fail(problems)
     const duration = (input: string | number | undefined) =>
       input === undefined ? undefined : Option.getOrThrow(Duration.fromInput(input as Duration.Input))
@@ -273,7 +300,8 @@ export const decodeUnknown = (input: unknown): Effect.Effect<Manifest, ManifestE
         ...(wall === undefined ? {} : { wall }),
         ...(budget.children === undefined ? {} : { children: budget.children })
       },
-      restart: fields.restart ?? "temporary"
+      restart: fields.restart ?? "temporary",
+      policies
     } satisfies Manifest
   })
 

@@ -7,7 +7,7 @@ import { Effect, Layer, type Scope } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Agentd, AgentdApi, BuiltinTools, Journal, JsonRpc, Tools } from "effect-agent-os"
+import { Agentd, AgentdApi, BuiltinTools, Journal, JsonRpc, type Policy, Tools } from "effect-agent-os"
 import { ScriptedLlm } from "effect-agent-os/testing"
 
 export type Step = ScriptedLlm.Step
@@ -17,7 +17,8 @@ export type Rpc = (method: string, params?: unknown) => Effect.Effect<Response>
 /** A daemon over `store` and `script`; `rpc` sends one request, `rpcStream` collects a stream method's items. */
 export const daemon = (
   script: ReadonlyArray<Step | ((request: any) => Step)>,
-  store: Journal.JournalStore = Journal.makeMemoryStore()
+  store: Journal.JournalStore = Journal.makeMemoryStore(),
+  policies?: Policy.PolicySet
 ) =>
   Effect.gen(function* () {
     const llm = ScriptedLlm.make(script)
@@ -26,7 +27,8 @@ export const daemon = (
       llm,
       tools,
       definitions: Tools.definitions(BuiltinTools.toolkit),
-      operator: "tester"
+      operator: "tester",
+      policies
     })
     const handle = yield* JsonRpc.make(AgentdApi.Api, { errorCodes: AgentdApi.errorCodes }).pipe(
       Effect.provide(d.handlers)
