@@ -154,10 +154,26 @@ export const make: Effect.Effect<
     exitsByReason: { Normal: 0, Killed: 0, Quota: 0, Fault: 0, Deadline: 0, Shutdown: 0, Policy: 0 }
   }
 
+  // the recorded pids in the order they ended, a ring: finding the oldest through `history.keys()` walked every
+  // entry deleted from the front of the map since its last rehash (most of an exit's time past the bound)
+  // (typed, so no write reaches a setter image code put on a prototype; grown by doubling up to the bound)
+  let order = new Float64Array(Math.min(limits.exitHistoryMax + 1, 1024))
+  let orderHead = 0
+  let orderCount = 0
   const record = (pid: number, reason: Process.ExitReason) => {
     history.set(pid, reason)
+    if (orderCount === order.length) {
+      const grown = new Float64Array(Math.min(order.length * 2, limits.exitHistoryMax + 1))
+      for (let i = 0; i < orderCount; i++) grown[i] = order[(orderHead + i) % order.length]!
+      order = grown
+      orderHead = 0
+    }
+    order[(orderHead + orderCount) % order.length] = pid
+    orderCount++
     if (history.size > limits.exitHistoryMax) {
-      const oldest = history.keys().next().value as number
+      const oldest = order[orderHead]!
+      orderHead = (orderHead + 1) % order.length
+      orderCount--
       history.delete(oldest)
       // nothing can use a cap to this process any more: reclaim them
       caps.revokeDesignating(oldest)
