@@ -19,6 +19,11 @@
  *   request with `Authorization: Bearer <token>`, the token in `<state>/agentd.token` (0600, created on first start);
  * - `--audit-file-bytes N` (default 16 MiB), `--audit-files N` (default 5): the audit trail's rotation bound.
  *
+ * The state directory and its files are checked before anything is opened (`StateFiles`: this user's, nobody else
+ * may write them, no symbolic link written through); the journal's records carry MACs under `<state>/journal.key`
+ * (0600, made with a new journal; `AGENTOS_JOURNAL_KEY` instead when set). A refusal exits 2; a fatal error later is
+ * printed on stderr and exits 1.
+ *
  * Started again after it was killed, it recovers every agent from the journal (see `Agentd`). SIGINT/SIGTERM stop it.
  *
  * @since 0.1.0
@@ -39,6 +44,7 @@ import * as BuiltinTools from "../daemon/BuiltinTools.ts"
 import * as HttpRpc from "../daemon/HttpRpc.ts"
 import * as JsonRpc from "../daemon/JsonRpc.ts"
 import * as LineServer from "../daemon/LineServer.ts"
+import * as StateFiles from "../daemon/StateFiles.ts"
 
 const usage = "usage: agentd [--state DIR] [--socket PATH] [--http PORT] [--audit-file-bytes N] [--audit-files N]"
 
@@ -71,14 +77,48 @@ if (args.help === true) {
   process.exit(0)
 }
 const state = path.resolve(args.state ?? ".agentos")
-const config = ((): AgentdConfig.AgentdConfig | undefined => {
-  const file = args.config ?? path.join(state, "agentd.yaml")
-  let text: string
+/** A refusal of the state directory or one of its files: exit 2 with what to do. */
+const checked = <A>(f: () => A): A => {
   try {
-    text = fs.readFileSync(file, "utf8")
+    return f()
   } catch (error) {
-    if (args.config === undefined && (error as NodeJS.ErrnoException).code === "ENOENT") return undefined
-    return fail(`cannot read the config ${file}: ${(error as Error).message}`)
+    return fail(error instanceof Error ? error.message : String(error))
+  }
+}
+// before anything is read from it or written to it (see `StateFiles`)
+checked(() => {
+  StateFiles.prepareDir(state)
+  StateFiles.checkFile(path.join(state, StateFiles.names.lock))
+  for (const name of fs.readdirSync(state)) {
+    if (/^audit(\.\d+)?\.jsonl$/.test(name)) StateFiles.checkFile(path.join(state, name))
+  }
+})
+const journalFile = path.join(state, StateFiles.names.journal)
+const journalExists = checked(() => StateFiles.checkFile(journalFile))
+/**
+ * The journal's integrity key: `AGENTOS_JOURNAL_KEY` when it is set (read by the store), else `<state>/journal.key`,
+ * made with a new journal. A journal written before keys (it exists, the key file does not) goes on without MACs.
+ */
+const integrityKey = ((): string | undefined => {
+  if (process.env[JournalFileStore.integrityKeyVariable] !== undefined) return undefined
+  const file = path.join(state, StateFiles.names.journalKey)
+  const existing = checked(() => StateFiles.readSecret(file))
+  if (existing !== undefined) return existing
+  if (journalExists) {
+    process.stderr.write(
+      `agentd: ${journalFile} has no integrity key (${file}): its records are not authenticated; ` +
+        `a new state directory gets one\n`
+    )
+    return undefined
+  }
+  return checked(() => StateFiles.ensureSecret(file, state))
+})()
+const config = ((): AgentdConfig.AgentdConfig | undefined => {
+  const file = args.config ?? path.join(state, StateFiles.names.config)
+  // an operator's --config may be a link; the default one in the state directory is never followed
+  const text = checked(() => StateFiles.readConfig(file, { followLinks: args.config !== undefined }))
+  if (text === undefined) {
+    return args.config === undefined ? undefined : fail(`cannot read the config ${file}: no such file`)
   }
   const decoded = Effect.runSyncExit(AgentdConfig.decode(text))
   if (Exit.isSuccess(decoded)) return decoded.value
@@ -91,7 +131,7 @@ const config = ((): AgentdConfig.AgentdConfig | undefined => {
     ].join("\n")
   )
 })()
-const socket = path.resolve(args.socket ?? config?.socket ?? path.join(state, "agentd.sock"))
+const socket = path.resolve(args.socket ?? config?.socket ?? path.join(state, StateFiles.names.socket))
 /** A flag that must be a non-negative integer (at least `min`). */
 const integer = (name: string, text: string | undefined, min: number): number | undefined => {
   if (text === undefined) return undefined
@@ -108,8 +148,7 @@ const auditFiles = integer("audit-files", args["audit-files"], 1) ?? config?.aud
 /** The state directory (0700) and its lock: one daemon per state directory. */
 const lock = Effect.acquireRelease(
   Effect.sync(() => {
-    fs.mkdirSync(state, { recursive: true, mode: 0o700 })
-    const file = path.join(state, "agentd.pid")
+    const file = path.join(state, StateFiles.names.lock)
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
         fs.writeFileSync(file, `${process.pid}\n`, { flag: "wx", mode: 0o600 })
@@ -161,9 +200,9 @@ const main = Effect.gen(function* () {
   yield* LineServer.serve({ path: socket }, handle)
   const lines = [`agentd: listening on ${socket}`]
   if (httpPort !== undefined) {
-    const token = yield* HttpRpc.ensureToken(path.join(state, "agentd.token"))
+    const token = yield* HttpRpc.ensureToken(path.join(state, StateFiles.names.token))
     const http = yield* HttpRpc.serve({ host: "127.0.0.1", port: httpPort, token }, handle)
-    lines.push(`agentd: http on ${http.url} (bearer token in ${path.join(state, "agentd.token")})`)
+    lines.push(`agentd: http on ${http.url} (bearer token in ${path.join(state, StateFiles.names.token)})`)
   }
   lines.push(`agentd: state in ${state}`)
   process.stderr.write(`${lines.join("\n")}\n`)
@@ -171,10 +210,24 @@ const main = Effect.gen(function* () {
 }).pipe(
   Effect.scoped,
   Effect.provide(
-    JournalFileStore.layer({ path: path.join(state, "journal.jsonl"), program: "agentd" }).pipe(
-      Layer.provideMerge(NodeServices.layer)
-    )
+    JournalFileStore.layer({
+      path: journalFile,
+      program: "agentd",
+      ...(integrityKey === undefined ? {} : { integrityKey })
+    }).pipe(Layer.provideMerge(NodeServices.layer))
   )
 )
 
-NodeRuntime.runMain(main)
+NodeRuntime.runMain(
+  main.pipe(
+    // a fatal error is the operator's to read on stderr (stdout stays clean), then agentd exits 1
+    Effect.tapCause((cause) =>
+      Effect.sync(() => {
+        if (Cause.hasInterruptsOnly(cause)) return
+        const error = Cause.squash(cause)
+        process.stderr.write(`agentd: ${error instanceof Error ? error.message : Cause.pretty(cause)}\n`)
+      })
+    )
+  ),
+  { disableErrorReporting: true }
+)

@@ -22,23 +22,13 @@
  *
  * @since 0.1.0
  */
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto"
-import {
-  chmodSync,
-  closeSync,
-  constants,
-  fstatSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  writeSync,
-  fsyncSync
-} from "node:fs"
+import { createHash, timingSafeEqual } from "node:crypto"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import type { Socket } from "node:net"
 import { dirname } from "node:path"
 import { Effect, Exit, Fiber, Latch, Schema, type Scope } from "effect"
 import type { Emitter } from "./JsonRpc.ts"
+import * as StateFiles from "./StateFiles.ts"
 
 /**
  * What went wrong: `host` (a host other than 127.0.0.1, or a bad port), `listen` (the port is taken, …), `token-unsafe`
@@ -263,8 +253,6 @@ export const serve = <R>(
     return { host: "127.0.0.1", port, url: `http://127.0.0.1:${port}/rpc` } satisfies HttpRpc
   })
 
-const tokenPattern = /^[\x21-\x7e]{32,}$/
-
 /**
  * The token in the file at `path`, made first when there is none: 32 random bytes as hex, in a file created with
  * mode 0600 (and its directory 0700 when it creates that too).
@@ -278,72 +266,13 @@ const tokenPattern = /^[\x21-\x7e]{32,}$/
  */
 export const ensureToken = (path: string): Effect.Effect<string, HttpRpcError> =>
   Effect.try({
-    try: () => {
-      const existing = readToken(path)
-      if (existing !== undefined) return existing
-      const parent = dirname(path)
-      try {
-        mkdirSync(parent, { mode: 0o700 })
-        chmodSync(parent, 0o700)
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === "ENOENT") {
-          mkdirSync(parent, { recursive: true, mode: 0o700 })
-          chmodSync(parent, 0o700)
-        } else if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error
-      }
-      const token = randomBytes(32).toString("hex")
-      let fd: number
-      try {
-        fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
-      } catch (error) {
-        // another process made it first: theirs is the token
-        if ((error as NodeJS.ErrnoException).code === "EEXIST") return readToken(path) ?? unreadable(path)
-        throw error
-      }
-      try {
-        writeSync(fd, token + "\n")
-        fsyncSync(fd)
-      } finally {
-        closeSync(fd)
-      }
-      return token
-    },
+    try: () => StateFiles.ensureSecret(path, dirname(path)),
     catch: (error) =>
-      error instanceof HttpRpcError ? error : new HttpRpcError({ reason: "token-io", message: String(error) })
+      error instanceof StateFiles.StateFilesError
+        ? new HttpRpcError({
+            reason:
+              error.reason === "unsafe" ? "token-unsafe" : error.reason === "invalid" ? "token-invalid" : "token-io",
+            message: error.message
+          })
+        : new HttpRpcError({ reason: "token-io", message: String(error) })
   })
-
-const unreadable = (path: string): never => {
-  throw new HttpRpcError({ reason: "token-invalid", message: `${path} holds no token` })
-}
-
-/** The token in `path`, or undefined when there is no such file; throws `HttpRpcError` for an unsafe or bad one. */
-const readToken = (path: string): string | undefined => {
-  let fd: number
-  try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    if (code === "ENOENT") return undefined
-    if (code === "ELOOP") throw new HttpRpcError({ reason: "token-unsafe", message: `${path} is a symbolic link` })
-    throw error
-  }
-  try {
-    const stat = fstatSync(fd)
-    if (!stat.isFile()) throw new HttpRpcError({ reason: "token-unsafe", message: `${path} is not a regular file` })
-    if ((stat.mode & 0o077) !== 0) {
-      throw new HttpRpcError({
-        reason: "token-unsafe",
-        message: `${path} has mode ${(stat.mode & 0o777).toString(8)}: others may read it (chmod 600, or delete it)`
-      })
-    }
-    if (process.getuid !== undefined && stat.uid !== process.getuid()) {
-      throw new HttpRpcError({ reason: "token-unsafe", message: `${path} belongs to another user` })
-    }
-    if (stat.size > 4096) throw new HttpRpcError({ reason: "token-invalid", message: `${path} is too large` })
-    const token = readFileSync(fd, "utf8").trim()
-    if (!tokenPattern.test(token)) unreadable(path)
-    return token
-  } finally {
-    closeSync(fd)
-  }
-}
