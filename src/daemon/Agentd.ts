@@ -538,7 +538,13 @@ export const make = (
         })
     })
     const context = yield* Layer.build(
-      Kernel.layer({ drivers: [options.llm, options.tools, control] as never, journal: options.mode ?? "recover" })
+      Kernel.layer({
+        drivers: [options.llm, options.tools, control] as never,
+        journal: options.mode ?? "recover",
+        // a replay goes as far as each process's journal goes: init's read of the next command is always in flight
+        // when the daemon stopped, and the agents' records after it must still replay (`Replay` decides the end)
+        journalEnd: "call"
+      })
     )
     const kernel = Kernel.Kernel.of(context.mapUnsafe.get(Kernel.Kernel.key) as Kernel.KernelShape)
 

@@ -16,7 +16,7 @@
 import { NodeServices } from "@effect/platform-node"
 import { Effect, Layer, Schema } from "effect"
 import * as Fs from "node:fs/promises"
-import { dirname } from "node:path"
+import { dirname, join } from "node:path"
 import * as Tools from "../drivers/Tools.ts"
 import * as Device from "../services/Device.ts"
 import type { KernelEvent } from "../services/EventLog.ts"
@@ -24,6 +24,7 @@ import * as JournalFileStore from "../services/JournalFileStore.ts"
 import * as Agentd from "./Agentd.ts"
 import * as AuditLog from "./AuditLog.ts"
 import * as BuiltinTools from "./BuiltinTools.ts"
+import * as StateFiles from "./StateFiles.ts"
 
 /**
  * The replay could not run: the journal is unreadable or refused (`JournalError`'s words in `message`), or the
@@ -44,7 +45,10 @@ export interface Options {
   readonly journal: string
   /** The audit directory to compare with (default: the journal's directory). */
   readonly audit?: string | undefined
-  /** The integrity key the journal was written with (default `AGENTOS_JOURNAL_KEY`, as the daemon reads it). */
+  /**
+   * The integrity key the journal was written with. Default, as the daemon reads it: `AGENTOS_JOURNAL_KEY` when it
+   * is set, else the `journal.key` file beside the journal when there is one (checked like the daemon checks it).
+   */
   readonly integrityKey?: string | undefined
   /** Real milliseconds without a new event after which the replay is done (default 500). */
   readonly settleMs?: number | undefined
@@ -65,9 +69,20 @@ export interface Report {
   readonly auditGaps: number
   /** `JournalError`s the replay ended processes with, other than `missing` (the journal's end). */
   readonly divergences: ReadonlyArray<{ readonly pid: number; readonly error: string }>
+  /**
+   * Events the replay produced past the recorded run's end: results the journal holds that the recorded processes
+   * had not been handed back yet when the daemon stopped (the journal is verified, so they are its own).
+   */
+  readonly beyond: number
+  /** The journal's records were verified under an integrity key (MACs). */
+  readonly authenticated: boolean
   /** The first event that differs, when one does. */
   readonly difference: { readonly index: number; readonly recorded: unknown; readonly replayed: unknown } | null
-  /** No divergence, and (when an audit trail was there) every replayed event is the recorded one. */
+  /**
+   * Verified (`authenticated`) and compared (an audit trail with no gaps was there), no divergence, and every replayed
+   * event the recorded one at the same place. A replay of a journal it cannot verify, or with nothing to compare
+   * with, is never called identical: whoever could write the journal could have written a consistent one.
+   */
   readonly identical: boolean
 }
 
@@ -93,6 +108,19 @@ const comparable = (event: KernelEvent): string => {
   return JSON.stringify(sorted(JSON.parse(JSON.stringify(AuditLog.jsonSafe(rest as KernelEvent)))))
 }
 
+/** The key to verify the journal with (see `Options.integrityKey`). */
+const keyFor = (options: Options): Effect.Effect<string | undefined, ReplayError> =>
+  Effect.try({
+    try: () => {
+      if (options.integrityKey !== undefined) return options.integrityKey
+      const fromEnv = process.env[JournalFileStore.integrityKeyVariable]
+      if (fromEnv !== undefined) return fromEnv
+      return StateFiles.readSecret(join(dirname(options.journal), StateFiles.names.journalKey))
+    },
+    catch: (error) =>
+      new ReplayError({ reason: "journal", message: error instanceof Error ? error.message : String(error) })
+  })
+
 const missingFault = (text: string) => text.includes("JournalError") && text.includes("no journal entry")
 
 /**
@@ -107,6 +135,7 @@ export const replay = (options: Options): Effect.Effect<Report, ReplayError> =>
       catch: (error) =>
         new ReplayError({ reason: "journal", message: `cannot read ${options.journal}: ${String(error)}` })
     })
+    const integrityKey = yield* keyFor(options)
     const events: Array<KernelEvent> = []
     let last = 0
     yield* Effect.gen(function* () {
@@ -134,7 +163,7 @@ export const replay = (options: Options): Effect.Effect<Report, ReplayError> =>
         JournalFileStore.layer({
           path: options.journal,
           program: "agentd",
-          ...(options.integrityKey === undefined ? {} : { integrityKey: options.integrityKey })
+          ...(integrityKey === undefined ? {} : { integrityKey })
         }).pipe(Layer.provideMerge(NodeServices.layer))
       ),
       Effect.mapError(
@@ -179,8 +208,10 @@ export const replay = (options: Options): Effect.Effect<Report, ReplayError> =>
             .map(comparable)
     const compared = runStart !== -1 && audit.gaps === 0
     let difference: Report["difference"] = null
+    const beyond = compared ? Math.max(0, replayed.length - recordedEvents.length) : 0
+    const authenticated = integrityKey !== undefined
     if (compared) {
-      for (let i = 0; i < replayed.length; i++) {
+      for (let i = 0; i < replayed.length - beyond; i++) {
         if (replayed[i] !== recordedEvents[i]) {
           difference = {
             index: i,
@@ -197,8 +228,10 @@ export const replay = (options: Options): Effect.Effect<Report, ReplayError> =>
       recorded: runStart === -1 ? null : recordedEvents.length,
       auditGaps: audit.gaps,
       divergences,
+      beyond,
+      authenticated,
       difference,
-      identical: divergences.length === 0 && difference === null
+      identical: compared && authenticated && divergences.length === 0 && difference === null
     } satisfies Report
   })
 
@@ -208,10 +241,28 @@ export const replay = (options: Options): Effect.Effect<Report, ReplayError> =>
  * @category replay
  */
 export const describe = (report: Report): string => {
-  const lines = [`replayed ${report.journal}: ${report.events} events, no model or tool called`]
-  if (report.recorded === null) lines.push("no audit trail to compare with")
+  const lines = [
+    `replayed ${report.journal}: ${report.events} events, no model or tool called, ` +
+      (report.authenticated ? "every record verified under its integrity key" : "no integrity key (not verified)")
+  ]
+  if (report.recorded === null) lines.push("no audit trail to compare with: not compared")
   else if (report.auditGaps > 0) lines.push(`the audit trail lost events (${report.auditGaps} gaps): not compared`)
-  else if (report.difference === null) {
+  else if (report.difference === null && report.divergences.length > 0) {
+    lines.push(
+      `diverged: its ${report.events} events before the journal stopped fitting the program match the recorded ` +
+        `run's first ${report.events} of ${report.recorded}`
+    )
+  } else if (report.difference === null && !report.authenticated) {
+    lines.push(
+      `its events match the recorded run's, but without an integrity key the journal is not verified: ` +
+        `whoever could write it could have written a consistent one (not vouched for)`
+    )
+  } else if (report.difference === null && report.beyond > 0) {
+    lines.push(
+      `identical to the recorded run's ${report.recorded} events, then ${report.beyond} more from results the ` +
+        `journal holds that the recorded run had not handed back when the daemon stopped`
+    )
+  } else if (report.difference === null) {
     lines.push(`identical to the recorded run's first ${report.events} of ${report.recorded} events`)
   } else {
     lines.push(

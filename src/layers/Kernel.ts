@@ -55,7 +55,7 @@ export const layer = <const Drivers extends ReadonlyArray<DriverInput> = []>(
           >
         ),
         InferenceScheduler.layer,
-        Journal.layer(options?.journal ?? "live")
+        Journal.layer(options?.journal ?? "live", { end: options?.journalEnd })
       )
     ),
     Layer.provide(KernelConfig.layer(options?.limits)),

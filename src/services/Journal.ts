@@ -145,6 +145,22 @@ export const layerMemory = (initial?: ReadonlyArray<JournalRecord>): Layer.Layer
   Layer.sync(JournalStoreService)(() => makeMemoryStore(initial))
 
 /**
+ * How a replay ends where a process's journal does (`end`):
+ *
+ * - `"run"` (default): a call with no record ends every process of the run with `Fault` (a `JournalError`), so
+ *   nothing waits for what the journal does not have and a replay never hangs;
+ * - `"call"`: a call that was in flight when the recording stopped (a `Started` record, no result) fails with
+ *   `JournalError { reason: "missing" }` in its own process only, and every other process replays as far as its own
+ *   records go. A process may then wait for ever on one that ended: the host decides when the replay is over (as
+ *   `agentctl replay` does once no event comes). A call with no record at all still ends the run.
+ *
+ * @category models
+ */
+export interface JournalOptions {
+  readonly end?: "run" | "call" | undefined
+}
+
+/**
  * The kernel's view of the journal: in each mode, whether a call is served from the journal, and where results go.
  *
  * @category models
@@ -164,6 +180,11 @@ export interface JournalShape {
   readonly lastSeq: () => number
   /** The loaded record with this `seq`, to name it in an error. */
   readonly bySeq: (seq: number) => JournalRecord | undefined
+  /**
+   * Whether a `missing` call ends only itself (`JournalOptions.end` is `"call"`) because it was in flight when the
+   * recording stopped (a `Started` record and no result): that process's journal ends there, the others' go on.
+   */
+  readonly inFlight: (pid: number, op: number) => boolean
   /** In `replay`, a loaded record no call has asked for yet (the one with the lowest `seq` first), if any. */
   readonly unconsumed: () => JournalRecord | undefined
   /**
@@ -239,7 +260,11 @@ const checked = (stored: unknown): Effect.Effect<JournalRecord, JournalError> =>
  *
  * @category constructors
  */
-export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShape, JournalError> =>
+export const make = (
+  mode: Mode,
+  store: JournalStore,
+  options?: JournalOptions
+): Effect.Effect<JournalShape, JournalError> =>
   Effect.gen(function* () {
     const loaded = mode === "replay" || mode === "recover" ? yield* store.load : []
     // by pid, then op: one key per pair whatever the numbers (a single `pid * 2^32 + op` key loses precision once
@@ -255,11 +280,18 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
     const seqs = new Map<number, JournalRecord>()
     // calls started (a `Started` record); several for one call when it was re-run after more than one crash
     const started: Array<JournalRecord> = []
+    const startedOps = new Map<number, Set<number>>()
     for (const stored of loaded) {
       // every store gets the Schema's checks, also one that hands back records it never decoded (memory, SQL rows)
       const record = yield* checked(stored)
       if (record.result._tag === "Started") {
         started.push(record)
+        let ops = startedOps.get(record.pid)
+        if (ops === undefined) {
+          ops = new Set()
+          startedOps.set(record.pid, ops)
+        }
+        ops.add(record.op)
         continue
       }
       let ops = index.get(record.pid)
@@ -324,6 +356,10 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
         return calls
       },
       intents: (mode === "record" || mode === "recover") && store.appendUnsafe === undefined,
+      inFlight: (pid, op) => {
+        if (index.get(pid)?.has(op) === true) return false
+        return mode === "replay" && options?.end === "call" && startedOps.get(pid)?.has(op) === true
+      },
       unconsumed: () => {
         if (mode !== "replay" || consumed.size === size) return undefined
         for (let seq = 1; seq <= lastSeq; seq++) if (!consumed.has(seqs.get(seq)!)) return seqs.get(seq)
@@ -339,10 +375,10 @@ export const make = (mode: Mode, store: JournalStore): Effect.Effect<JournalShap
  *
  * @category layers
  */
-export const layer = (mode: Mode = "live"): Layer.Layer<Journal, JournalError> =>
+export const layer = (mode: Mode = "live", options?: JournalOptions): Layer.Layer<Journal, JournalError> =>
   Layer.effect(Journal)(
     Effect.gen(function* () {
       const store = yield* Effect.serviceOption(JournalStoreService)
-      return yield* make(mode, store._tag === "Some" ? store.value : makeMemoryStore())
+      return yield* make(mode, store._tag === "Some" ? store.value : makeMemoryStore(), options)
     })
   )

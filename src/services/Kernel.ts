@@ -341,6 +341,8 @@ export const layerWithoutDependencies: Layer.Layer<
  * - `drivers`: device drivers, or effects building them from the host app's services (their requirements become the
  *   layer's); each name may appear once;
  * - `journal`: the journal mode (default `live`), over the `Journal.JournalStoreService` in context, or in memory;
+ * - `journalEnd`: in `replay`, what the end of one process's journal ends: the run (default) or the call
+ *   (`Journal.JournalOptions`);
  * - `memory`: the context-memory recaller factory and pager (default BM25 and a marker pager);
  * - `virtualTime`: run every process on a virtual clock that jumps to the next timer whenever all processes are
  *   blocked (see `VirtualTime`).
@@ -351,6 +353,7 @@ export interface KernelOptions<Drivers extends ReadonlyArray<DriverInput> = Read
   readonly limits?: Partial<KernelConfig.KernelLimits> | undefined
   readonly drivers?: Drivers | undefined
   readonly journal?: Journal.Mode | undefined
+  readonly journalEnd?: "run" | "call" | undefined
   readonly virtualTime?: boolean | undefined
   readonly memory?: Partial<ContextMemory.MemoryOptions> | undefined
 }

@@ -148,13 +148,14 @@ describe("agentctl", () => {
           const report = JSON.parse((yield* agentctl(["replay", journal, "--json"], { cwd: dir })).stdout)
           assert.isTrue(report.identical)
           assert.isAbove(report.events, 10)
-          // a model answer changed in the journal: the replay is not identical (a typed divergence or a difference)
+          assert.isTrue(report.authenticated, "agentd made the journal's integrity key")
+          // a model answer changed in the journal: refused (its MAC), or not identical (a divergence or a difference)
           const text = fs.readFileSync(journal, "utf8")
           assert.include(text, "The tool said")
           fs.writeFileSync(journal, text.replace("The tool said: hello from a tool", "The tool said: something else"))
           const changed = yield* agentctl(["replay", journal], { cwd: dir, timeoutMs: 60_000 })
           assert.strictEqual(changed.code, 1, changed.stdout)
-          assert.match(changed.stdout + changed.stderr, /differs|diverged|not identical/)
+          assert.match(changed.stdout + changed.stderr, /MAC does not verify|differs|diverged|not identical/)
         })
       ),
     120_000

@@ -114,3 +114,27 @@ describe("Journal load checks", () => {
     })
   )
 })
+
+describe("Journal end (in-flight calls in a replay)", () => {
+  const started = (pid: number, op: number): JournalRecord => ({ ...record(pid, op), result: { _tag: "Started" } })
+  const records = [record(1, 1), started(1, 2), record(2, 1), started(2, 2), record(2, 2)]
+
+  it.effect("default: no call ends only itself; end call: only a Started call without a result does", () =>
+    Effect.gen(function* () {
+      const byRun = yield* replaying(records)
+      const byCall = yield* Journal.make("replay", Journal.makeMemoryStore(records), { end: "call" })
+      for (const journal of [byRun, byCall]) {
+        // a missing call is a typed `missing` either way; a re-run call that completed is served
+        assert.strictEqual((journal.replayed(1, 2) as Journal.JournalError).reason, "missing")
+        assert.deepStrictEqual(journal.replayed(2, 2), record(2, 2))
+      }
+      assert.isFalse(byRun.inFlight(1, 2))
+      assert.isTrue(byCall.inFlight(1, 2), "in flight when the recording stopped")
+      assert.isFalse(byCall.inFlight(2, 2), "it has its result")
+      assert.isFalse(byCall.inFlight(1, 3), "never started: the program asks what the recording never did")
+      // only a replay: recover runs in-flight calls again, live
+      const recovering = yield* Journal.make("recover", Journal.makeMemoryStore(records), { end: "call" })
+      assert.isFalse(recovering.inFlight(1, 2))
+    })
+  )
+})

@@ -1358,7 +1358,19 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
     const digest = journal.mode === "live" ? undefined : requestDigest(device, call, request)
     // 5. replayed from the journal
     const replayed = journal.replayed(proc.pid, op)
-    if (replayed instanceof JournalError) return diverged(proc, replayed)
+    if (replayed instanceof JournalError) {
+      // a call that was in flight when the recording stopped: this process's journal ends here, the others' go on
+      return replayed.reason === "missing" && journal.inFlight(proc.pid, op)
+        ? Effect.fail(
+            new JournalError({
+              reason: "missing",
+              message: `no journal entry for pid ${proc.pid} op ${op}: the call was in flight when the recording stopped`,
+              pid: proc.pid,
+              op
+            })
+          )
+        : diverged(proc, replayed)
+    }
     if (replayed !== undefined) {
       if (replayed.device !== device || replayed.call !== call) {
         return diverged(
