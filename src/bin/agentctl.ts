@@ -9,7 +9,8 @@
  * agentctl validate FILE | replay JOURNAL
  * ```
  *
- * `--json` prints data as JSON (one document, or one event per line for `trace`). A failure prints
+ * `--timeout SECONDS` bounds the wait for the daemon's answer (default 30; `run` and `trace -f` unbounded unless it
+ * is given; 0: no limit). `--json` prints data as JSON (one document, or one event per line for `trace`). A failure prints
  * `agentctl: <what went wrong>` on stderr (a manifest's every problem with its path) and exits with status 1.
  *
  * @since 0.1.0
@@ -33,19 +34,48 @@ class Failed {
 
 const defaultSocket = process.env.AGENTD_SOCKET ?? ".agentos/agentd.sock"
 
+/** Seconds a one-shot request waits for the daemon's answer when `--timeout` is not given. */
+const defaultTimeoutSeconds = 30
+
 const root = Command.make("agentctl").pipe(
   Command.withSharedFlags({
     socket: Flag.String("socket").pipe(
       Flag.withDefault(defaultSocket),
       Flag.withDescription("agentd's socket (default $AGENTD_SOCKET or .agentos/agentd.sock)")
     ),
-    json: Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("print data as JSON"))
+    json: Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("print data as JSON")),
+    timeout: Flag.Finite("timeout").pipe(
+      Flag.optional,
+      Flag.withDescription(
+        `seconds to wait for the daemon's answer (default ${defaultTimeoutSeconds}; run and trace -f wait as long ` +
+          "as it takes unless given; 0: no limit)"
+      )
+    )
   }),
   Command.withDescription("operate an effect-agent-os daemon (agentd)")
 )
 
 /** The shared flags and a client on the socket. */
-const context = Effect.map(root, ({ socket, json }) => ({ json, client: Client.make({ socket }) }))
+const context = Effect.map(root, ({ socket, json, timeout }) => ({ json, timeout, client: Client.make({ socket }) }))
+
+/**
+ * Bounds a request by `--timeout`: a daemon that never answers is an error, not a hang. `waits` (run, trace -f):
+ * unbounded unless the flag is given.
+ */
+const bounded = <A, R>(
+  timeout: Option.Option<number>,
+  waits: boolean,
+  effect: Effect.Effect<A, Failed, R>
+): Effect.Effect<A, Failed, R> => {
+  const seconds = Option.isSome(timeout) ? timeout.value : waits ? 0 : defaultTimeoutSeconds
+  if (!(seconds > 0)) return effect
+  return effect.pipe(
+    Effect.timeoutOrElse({
+      duration: Math.ceil(seconds * 1000),
+      orElse: () => Effect.fail(new Failed(`agentd did not answer within ${seconds} s (--timeout)`))
+    })
+  )
+}
 
 const describeProblems = (data: unknown): Array<string> => {
   const problems = (data as { readonly problems?: ReadonlyArray<{ path?: unknown; message?: unknown }> })?.problems
@@ -65,8 +95,12 @@ const wording = (error: Client.ClientError): string => {
 }
 
 const call = (method: string, params?: Record<string, unknown>) =>
-  Effect.flatMap(context, ({ client }) =>
-    client.call(method, params).pipe(Effect.mapError((error) => new Failed(wording(error))))
+  Effect.flatMap(context, ({ client, timeout }) =>
+    bounded(
+      timeout,
+      method === "agent.run",
+      client.call(method, params).pipe(Effect.mapError((error) => new Failed(wording(error))))
+    )
   )
 
 const print = (json: boolean, data: unknown, human: () => string) =>
@@ -239,16 +273,20 @@ const trace = Command.make(
   },
   ({ follow, pid, since, tree }) =>
     Effect.gen(function* () {
-      const { json, client } = yield* context
+      const { json, client, timeout } = yield* context
       const params: Record<string, unknown> = { follow }
       if (Option.isSome(pid)) params.pid = pid.value
       if (Option.isSome(since)) params.since = since.value
       if (tree) params.tree = true
-      yield* client.stream("kernel.trace", params).pipe(
-        Stream.runForEach((item) =>
-          Console.log(json ? JSON.stringify(item) : describeEvent(item as Record<string, unknown>))
-        ),
-        Effect.mapError((error) => new Failed(wording(error)))
+      yield* bounded(
+        timeout,
+        follow,
+        client.stream("kernel.trace", params).pipe(
+          Stream.runForEach((item) =>
+            Console.log(json ? JSON.stringify(item) : describeEvent(item as Record<string, unknown>))
+          ),
+          Effect.mapError((error) => new Failed(wording(error)))
+        )
       )
     })
 ).pipe(Command.withDescription("print the kernel's events (-f: and follow new ones)"))
@@ -343,7 +381,17 @@ const replay = Command.make(
         ...(Option.isSome(audit) ? { audit: audit.value } : {})
       }).pipe(Effect.mapError((error) => new Failed(error.message)))
       yield* print(json, report, () => Replay.describe(report))
-      if (!report.identical) return yield* Effect.fail(new Failed("the replay is not identical to the recording"))
+      if (!report.identical) {
+        return yield* Effect.fail(
+          new Failed(
+            report.recorded === null || report.auditGaps > 0
+              ? "the replay could not be compared with a complete recording"
+              : report.divergences.length === 0 && report.difference === null
+                ? "the journal could not be verified (no integrity key): the replay does not vouch for it"
+                : "the replay is not identical to the recording"
+          )
+        )
+      }
     })
 ).pipe(Command.withDescription("replay an agentd journal offline (no model, no tool) and compare it with the audit"))
 

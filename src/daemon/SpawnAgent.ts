@@ -8,6 +8,7 @@
  *   hosts both allow, and every approval the caller's layers require); its LLM cap is derived from the caller's;
  * - **budget**: the helper is the caller's child, with its manifest's budget as a quota carved from the caller's
  *   (the kernel refuses a quota the caller cannot cover, and the helper's spend is the caller's spend);
+ * - **model**: the helper runs on the caller's model; a helper manifest naming another one is refused;
  * - the helper gets no spawn cap and no `spawn_agent` tool: helpers do not start helpers in this version.
  *
  * The helper is a `ConversationAgent` asked `message` once; its answer is the tool's result
@@ -35,7 +36,10 @@ import * as Manifest from "./Manifest.ts"
 export interface Options {
   /** The tool definitions the caller itself was given: the helper's are the ones its manifest grants among them. */
   readonly definitions: ReadonlyArray<Tools.Definition>
-  /** The model when the helper's manifest names none. */
+  /**
+   * The caller's model (its manifest's, or the daemon's default): the helper runs on it. The helper's manifest is
+   * text the caller's model wrote, so a `model:` in it that names another model is refused, never followed.
+   */
   readonly model?: string | undefined
   /** The caller's caps to narrow from; default its start caps `[llm, tools, spawn]`. */
   readonly caps?: { readonly llm: CapRef; readonly tools: CapRef; readonly spawn: CapRef } | undefined
@@ -66,6 +70,8 @@ export const follow =
   (result: unknown): Effect.Effect<unknown, never, Sys.Sys> =>
     Effect.gen(function* () {
       const go = result as { readonly _tag?: unknown; readonly manifest?: unknown; readonly message?: unknown }
+      // the device's own refusal (a `ToolError` naming why) is what the model reads, unchanged
+      if (go?._tag === "ToolError") return result
       if (go?._tag !== "SpawnAgent" || typeof go.manifest !== "string" || typeof go.message !== "string") {
         return failed("spawn_agent: the tools device did not allow a spawn")
       }
@@ -73,6 +79,12 @@ export const follow =
       const decoded = yield* Effect.exit(Manifest.decode(go.manifest))
       if (decoded._tag === "Failure") return failed("spawn_agent: the manifest is invalid")
       const manifest = decoded.value
+      if (manifest.model !== undefined && manifest.model !== options.model) {
+        return failed(
+          `spawn_agent: a helper runs on its caller's model (${options.model ?? "the daemon's default"}); ` +
+            `the manifest names ${manifest.model}`
+        )
+      }
       const [llm, tools, spawn] =
         options.caps === undefined ? yield* Sys.caps() : [options.caps.llm, options.caps.tools, options.caps.spawn]
       if (llm === undefined || tools === undefined || spawn === undefined) {
@@ -92,7 +104,7 @@ export const follow =
             name: manifest.name,
             tools: definitions,
             ...(manifest.systemPrompt === undefined ? {} : { system: manifest.systemPrompt }),
-            ...((manifest.model ?? options.model) === undefined ? {} : { model: manifest.model ?? options.model })
+            ...(options.model === undefined ? {} : { model: options.model })
           })
           return yield* Sys.spawn(image, {
             caps: childCaps,
