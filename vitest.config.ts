@@ -5,6 +5,7 @@ export default defineConfig({
   resolve: {
     alias: {
       "effect-agent-os/hardened": fileURLToPath(new URL("./src/hardened.ts", import.meta.url)),
+      "effect-agent-os/mcp": fileURLToPath(new URL("./src/mcp.ts", import.meta.url)),
       "effect-agent-os/testing": fileURLToPath(new URL("./src/testing.ts", import.meta.url)),
       "effect-agent-os": fileURLToPath(new URL("./src/index.ts", import.meta.url))
     }
