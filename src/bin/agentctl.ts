@@ -6,7 +6,7 @@
  * ```sh
  * agentctl ps | spawn FILE | run FILE MESSAGE | stop PID | kill PID | suspend PID | resume PID
  * agentctl trace [-f] [--pid N] [--tree] [--since SEQ] | approvals | approve ID | deny ID [--reason TEXT]
- * agentctl validate FILE | replay JOURNAL
+ * agentctl validate FILE | replay JOURNAL | mcp FILE...
  * ```
  *
  * `--timeout SECONDS` bounds the wait for the daemon's answer (default 30; `run` and `trace -f` unbounded unless it
@@ -395,6 +395,34 @@ const replay = Command.make(
     })
 ).pipe(Command.withDescription("replay an agentd journal offline (no model, no tool) and compare it with the audit"))
 
+const mcp = Command.make(
+  "mcp",
+  {
+    files: Argument.String("file").pipe(
+      Argument.variadic({ min: 1 }),
+      Argument.withDescription("agent manifests: each becomes a tool")
+    )
+  },
+  ({ files }) =>
+    Effect.gen(function* () {
+      const { socket } = yield* root
+      const manifests = yield* Effect.forEach(files, (file) =>
+        Effect.map(readFile(file), (text) => ({ source: file, text }))
+      )
+      // loaded only here: the other commands do not need the MCP SDK
+      const McpServe = yield* Effect.tryPromise({
+        try: () => import("../daemon/McpServe.ts"),
+        catch: (error) =>
+          new Failed(`agentctl mcp needs @modelcontextprotocol/sdk installed: ${(error as Error).message}`)
+      })
+      yield* McpServe.serve({ socket, manifests }).pipe(Effect.mapError((error) => new Failed(error.message)))
+    })
+).pipe(
+  Command.withDescription(
+    "serve agents as MCP tools over stdio (each manifest a tool; a call runs the agent on agentd)"
+  )
+)
+
 const app = root.pipe(
   Command.withSubcommands([
     ps,
@@ -409,7 +437,8 @@ const app = root.pipe(
     approve,
     deny,
     validate,
-    replay
+    replay,
+    mcp
   ])
 )
 
