@@ -195,6 +195,24 @@ export const remaining = (account: Account, meter: Meter): number => {
 }
 
 /**
+ * The fraction of its tightest budget an account has used, per meter (what policies' `spend` compares): the highest
+ * `used / limit` over the chain, 0 where no level has a limit.
+ */
+export const spentOf = (account: Account): { tokens: number; toolCalls: number; usd: number } => {
+  let tokens = 0
+  let toolCalls = 0
+  let usd = 0
+  for (let a: Account | undefined = account; a !== undefined; a = a.parent) {
+    if (a.tokensMax !== Infinity) tokens = Math.max(tokens, a.tokensMax === 0 ? 1 : a.tokens / a.tokensMax)
+    if (a.toolCallsMax !== Infinity) {
+      toolCalls = Math.max(toolCalls, a.toolCallsMax === 0 ? 1 : a.toolCalls / a.toolCallsMax)
+    }
+    if (a.usdMax !== Infinity) usd = Math.max(usd, a.usdMax === 0 ? 1 : a.usd / a.usdMax)
+  }
+  return { tokens, toolCalls, usd }
+}
+
+/**
  * Reserves what a call may cost, at every level of the chain, before it starts: all-or-nothing. Returns the first
  * meter that has not that much left somewhere up the chain (nothing is reserved then), or `undefined`.
  *

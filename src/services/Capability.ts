@@ -165,15 +165,19 @@ export class CapabilityError extends Schema.TaggedError<CapabilityError>()("Capa
     "wrong-resource",
     "amplification",
     "limit",
-    "out-of-scope"
+    "out-of-scope",
+    "policy"
   ]),
   cap: Schema.optionalKey(Schema.Number),
-  right: Schema.optionalKey(Schema.String)
+  right: Schema.optionalKey(Schema.String),
+  /** `policy`: the rule that denied it. */
+  rule: Schema.optionalKey(Schema.String)
 }) {
   override get message(): string {
     const what = this.cap === undefined ? "capability" : `cap#${this.cap}`
     const right = this.right === undefined ? "" : ` (right ${this.right})`
-    return `${this.call}: ${what} refused: ${this.reason}${right}`
+    const rule = this.rule === undefined ? "" : ` (rule ${this.rule})`
+    return `${this.call}: ${what} refused: ${this.reason}${right}${rule}`
   }
 }
 

@@ -74,7 +74,8 @@ export type SyscallName =
  *   recorded run stopped; each `{ pid, op, device, call }` runs again live (journaling is at least once);
  * - `Approval { id, device, tool, decision, by?, reason? }`: a call of a tool granted with `approval` asked for an
  *   answer (`requested`), or got one (`approved`, `denied`; `by: "timeout"` when its timeout passed first);
- * - `Policy { rule, decision, device, tool?, on }`: a policy rule decided a call (`on: "call"`) or its result
+ * - `Policy { rule, decision, device, tool?, on }`: a policy rule decided a call (`on: "call"`), a message sent
+ *   (`on: "send"`, device `""`) or a call's result
  *   (`on: "result"`) otherwise than a plain allow (`deny`, `kill`, `approve`); see `Policy`.
  *
  * @category models
@@ -128,7 +129,7 @@ export const KernelEvent = Schema.Union([
     decision: Schema.Literals(["deny", "kill", "approve"]),
     device: Schema.String,
     tool: Schema.optionalKey(Schema.String),
-    on: Schema.Literals(["call", "result"])
+    on: Schema.Literals(["call", "result", "send"])
   })
 ])
 export type KernelEvent = typeof KernelEvent.Type

@@ -22,6 +22,16 @@
  * result, after the driver ran and before the result reaches the process). A regular expression may start with `(?i)`
  * (case-insensitive); a glob's `*` matches within one `/`-separated segment, `**` across them, `?` one character.
  *
+ * On the caller's state: `spend` (`{ tokens?, toolCalls?, usd? }`, fractions 0 to 1: matches once any meter named
+ * has used at least that fraction of the caller's tightest budget) and `rate` (`{ over, per }`: matches a call when
+ * more than `over` calls that the rule's other keys matched were judged by it in the last `per` — a duration such
+ * as `"1 minute"`, or milliseconds — counting denied attempts too, per process, on the kernel's clock).
+ *
+ * On messages sent (`Sys.send`): `call: send` and `message` (`{ type?, to? }`: globs on the body's `_tag` and on the
+ * receiver's name). A set judges messages only when it has such a rule: then a message no rule of it matches is
+ * denied (`default-deny`, an allow list of types), and a denied send fails with `CapabilityError { reason: "policy",
+ * rule }`. Rules without any key of calls or messages (no `match`, or only `spend` / `rate`) judge both.
+ *
  * Decisions: `allow`; `deny` (the call reads back a typed denial naming the rule — a tools device's `ToolError`
  * `denied` — and the process goes on); `kill` (the process ends with `Policy { rule }`, which it cannot catch); and
  * `approve` (the call waits in the kernel's approval queue, as a tool granted with `approval` does).
@@ -35,7 +45,7 @@
  *
  * @since 0.1.0
  */
-import { Effect, Schema } from "effect"
+import { Duration, Effect, Option, Schema } from "effect"
 import * as Yaml from "effect/encoding/Yaml"
 import * as SchemaIssue from "effect/SchemaIssue"
 
@@ -52,6 +62,12 @@ const Pattern = Schema.Union([
 
 const NonEmpty = Schema.String.check(Schema.isNonEmpty(), Schema.isMaxLength(256))
 
+/** A fraction of a budget, 0 to 1. */
+const Fraction = Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThanOrEqualTo(1))
+
+/** The most calls a `rate` may allow in its window (each rule keeps that many times per process). */
+export const rateOverMax = 10_000
+
 /**
  * A rule as written (YAML or JSON).
  *
@@ -63,9 +79,25 @@ export const RuleFields = Schema.Struct({
     Schema.Struct({
       tool: Schema.optionalKey(NonEmpty),
       device: Schema.optionalKey(NonEmpty),
-      call: Schema.optionalKey(Schema.Literals(["read", "write"])),
+      call: Schema.optionalKey(Schema.Literals(["read", "write", "send"])),
       arguments: Schema.optionalKey(Schema.Record(Schema.String, Pattern)),
-      result: Schema.optionalKey(Pattern)
+      result: Schema.optionalKey(Pattern),
+      message: Schema.optionalKey(
+        Schema.Struct({ type: Schema.optionalKey(NonEmpty), to: Schema.optionalKey(NonEmpty) })
+      ),
+      spend: Schema.optionalKey(
+        Schema.Struct({
+          tokens: Schema.optionalKey(Fraction),
+          toolCalls: Schema.optionalKey(Fraction),
+          usd: Schema.optionalKey(Fraction)
+        })
+      ),
+      rate: Schema.optionalKey(
+        Schema.Struct({
+          over: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThanOrEqualTo(rateOverMax)),
+          per: Schema.Union([Schema.String, Schema.Finite.check(Schema.isGreaterThan(0))])
+        })
+      )
     })
   ),
   decision: Decision
@@ -108,6 +140,15 @@ interface CompiledRule {
   readonly call: string | undefined
   readonly arguments: ReadonlyArray<readonly [ReadonlyArray<string>, Test]>
   readonly result: Test | undefined
+  /**
+   * What the rule judges: `sends` (`call: send`, or a `message` key: messages sent only), `calls` (a key of driver
+   * calls: `tool`, `device`, `arguments`, `result`, `call: read | write`), or `both` (no such key).
+   */
+  readonly kind: "sends" | "calls" | "both"
+  readonly messageType: Test | undefined
+  readonly messageTo: Test | undefined
+  readonly spend: { readonly tokens?: number; readonly toolCalls?: number; readonly usd?: number } | undefined
+  readonly rate: { readonly over: number; readonly perMs: number } | undefined
 }
 
 /**
@@ -212,6 +253,44 @@ export const make = (rules: unknown): Effect.Effect<PolicySet, PolicyError> =>
           message: "a rule on results cannot wait for an approval (the call ran)"
         })
       }
+      const sends = m.call === "send" || m.message !== undefined
+      const calls =
+        m.tool !== undefined ||
+        m.device !== undefined ||
+        m.arguments !== undefined ||
+        m.result !== undefined ||
+        m.call === "read" ||
+        m.call === "write"
+      if (m.message !== undefined && m.call !== undefined && m.call !== "send") {
+        problems.push({ path: `[${i}].match.message`, message: "a message is matched on sends only (call: send)" })
+      }
+      if (sends) {
+        for (const key of ["tool", "device", "arguments", "result"] as const) {
+          if (m[key] !== undefined) {
+            problems.push({ path: `[${i}].match.${key}`, message: "matches driver calls, not messages sent" })
+          }
+        }
+        if (rule.decision === "approve") {
+          problems.push({ path: `[${i}].decision`, message: "a message sent cannot wait for an approval" })
+        }
+      }
+      let rate: { readonly over: number; readonly perMs: number } | undefined
+      if (m.rate !== undefined) {
+        const per =
+          typeof m.rate.per === "number"
+            ? Option.some(Duration.millis(m.rate.per))
+            : Duration.fromInput(m.rate.per as never)
+        if (
+          Option.isNone(per) ||
+          !(Duration.toMillis(per.value) > 0) ||
+          !Number.isFinite(Duration.toMillis(per.value))
+        ) {
+          problems.push({ path: `[${i}].match.rate.per`, message: 'not a duration (e.g. "1 minute", or milliseconds)' })
+        } else rate = Object.freeze({ over: m.rate.over, perMs: Duration.toMillis(per.value) })
+        if (m.result !== undefined) {
+          problems.push({ path: `[${i}].match.rate`, message: "a rate counts calls, not results" })
+        }
+      }
       const args: Array<readonly [ReadonlyArray<string>, Test]> = []
       for (const [field, pattern] of Object.entries(m.arguments ?? {})) {
         const t = test(`arguments.${field}.${"regex" in pattern ? "regex" : "glob"}`, pattern)
@@ -226,7 +305,12 @@ export const make = (rules: unknown): Effect.Effect<PolicySet, PolicyError> =>
           call: m.call,
           arguments: Object.freeze(args),
           result:
-            m.result === undefined ? undefined : test(`result.${"regex" in m.result ? "regex" : "glob"}`, m.result)
+            m.result === undefined ? undefined : test(`result.${"regex" in m.result ? "regex" : "glob"}`, m.result),
+          kind: sends ? "sends" : calls ? "calls" : "both",
+          messageType: m.message?.type === undefined ? undefined : globTest(m.message.type),
+          messageTo: m.message?.to === undefined ? undefined : globTest(m.message.to),
+          spend: m.spend === undefined ? undefined : Object.freeze({ ...m.spend }),
+          rate
         })
       )
     })
@@ -262,12 +346,65 @@ export const decode = (text: string): Effect.Effect<PolicySet, PolicyError> =>
  * @category judging
  */
 export interface Subject {
+  /** The device's name (`""` for a message sent). */
   readonly device: string
-  readonly call: "read" | "write"
+  readonly call: "read" | "write" | "send"
   /** The tool the request names, if any. */
   readonly tool: string | undefined
-  /** The tool's input (or the request itself when it names no tool). */
+  /** The tool's input (or the request itself when it names no tool; the body of a message sent). */
   readonly input: unknown
+  /** A message sent: its type (the body's `_tag`, when it is a string) and the receiver's name. */
+  readonly message?: { readonly type: string | undefined; readonly to: string } | undefined
+  /** The caller's spend, per meter, as the fraction of its tightest budget used (0 without a limit). */
+  readonly spent?: { readonly tokens: number; readonly toolCalls: number; readonly usd: number } | undefined
+  /** The caller's call counts for `rate` rules (`makeRates`), and the kernel clock's time in ms. */
+  readonly rates?: Rates | undefined
+  readonly now?: number | undefined
+}
+
+/**
+ * One process's memory of the calls `rate` rules counted (the kernel keeps one per process). Opaque.
+ *
+ * @category judging
+ */
+export interface Rates {
+  readonly _tag: "PolicyRates"
+}
+
+const ratesOf = new WeakMap<Rates, WeakMap<CompiledRule, { times: Float64Array; next: number; count: number }>>()
+
+/**
+ * A process's empty `Rates`.
+ *
+ * @category judging
+ */
+export const makeRates = (): Rates => {
+  const rates: Rates = Object.freeze({ _tag: "PolicyRates" as const })
+  apply(weakMapSet, ratesOf, [rates, new WeakMap()])
+  return rates
+}
+
+/**
+ * Whether this call is more than `over` in `perMs` for the rule, counting it: a ring of the last `over` times per
+ * rule and process (a typed array: no index reaches a prototype).
+ */
+const overRate = (rule: CompiledRule, rate: { readonly over: number; readonly perMs: number }, subject: Subject) => {
+  const now = subject.now
+  const rates = subject.rates === undefined ? undefined : apply(weakMapGet, ratesOf, [subject.rates])
+  // without a memory or a clock, a rate cannot be counted: it matches (closed)
+  if (rates === undefined || typeof now !== "number") return true
+  if (rate.over === 0) return true
+  let ring = apply(weakMapGet, rates, [rule]) as { times: Float64Array; next: number; count: number } | undefined
+  if (ring === undefined) {
+    ring = { times: new Float64Array(rate.over), next: 0, count: 0 }
+    apply(weakMapSet, rates, [rule, ring])
+  }
+  // the oldest of the last `over` calls: within the window, this call is one too many
+  const over = ring.count === rate.over && ring.times[ring.next]! > now - rate.perMs
+  ring.times[ring.next] = now
+  ring.next = (ring.next + 1) % rate.over
+  if (ring.count < rate.over) ring.count++
+  return over
 }
 
 /**
@@ -291,11 +428,43 @@ const fieldOf = (input: unknown, path: ReadonlyArray<string>): string | undefine
   return typeof at === "string" ? at : typeof at === "number" && Number.isFinite(at) ? String(at) : undefined
 }
 
+const judgesKind = (rule: CompiledRule, subject: Subject): boolean =>
+  rule.kind === "both" || (rule.kind === "sends") === (subject.call === "send")
+
 const matchesCall = (rule: CompiledRule, subject: Subject): boolean =>
+  judgesKind(rule, subject) &&
   (rule.call === undefined || rule.call === subject.call) &&
   (rule.device === undefined || rule.device(subject.device)) &&
   (rule.tool === undefined || (subject.tool !== undefined && rule.tool(subject.tool))) &&
-  argumentsMatch(rule, subject)
+  argumentsMatch(rule, subject) &&
+  messageMatches(rule, subject) &&
+  spendMatches(rule, subject) &&
+  // last: a rate counts only the calls every other key matched
+  (rule.rate === undefined || overRate(rule, rule.rate, subject))
+
+const messageMatches = (rule: CompiledRule, subject: Subject): boolean => {
+  if (rule.messageType === undefined && rule.messageTo === undefined) return true
+  const message = subject.message
+  if (message === undefined) return false
+  return (
+    (rule.messageType === undefined || (message.type !== undefined && rule.messageType(message.type))) &&
+    (rule.messageTo === undefined || rule.messageTo(message.to))
+  )
+}
+
+/** Matches once any meter it names has used at least that fraction of the caller's budget. */
+const spendMatches = (rule: CompiledRule, subject: Subject): boolean => {
+  const spend = rule.spend
+  if (spend === undefined) return true
+  const spent = subject.spent
+  // a spend the kernel did not give cannot be below the threshold: it matches (closed)
+  if (spent === undefined) return true
+  return (
+    (spend.tokens !== undefined && spent.tokens >= spend.tokens) ||
+    (spend.toolCalls !== undefined && spent.toolCalls >= spend.toolCalls) ||
+    (spend.usd !== undefined && spent.usd >= spend.usd)
+  )
+}
 
 const argumentsMatch = (rule: CompiledRule, subject: Subject): boolean => {
   for (let i = 0; i < rule.arguments.length; i++) {
@@ -325,10 +494,13 @@ export const judge = (chain: ReadonlyArray<PolicySet>, subject: Subject): Verdic
   for (let c = 0; c < chain.length; c++) {
     const rules = rulesOf(chain[c]!)
     if (rules === undefined) return { decision: "deny", rule: "not-a-policy" }
+    // a set judges messages sent only when it has rules for them
+    if (subject.call === "send" && !judgesSends(rules)) continue
     let decided: Verdict = { decision: "deny", rule: "default-deny" }
     for (let r = 0; r < rules.length; r++) {
       const rule = rules[r]!
       if (rule.result !== undefined) continue
+      if (!judgesKind(rule, subject)) continue
       try {
         if (!matchesCall(rule, subject)) continue
       } catch {
@@ -342,6 +514,21 @@ export const judge = (chain: ReadonlyArray<PolicySet>, subject: Subject): Verdic
     if (verdict.decision === "kill") return verdict
   }
   return verdict
+}
+
+const judgesSends = (rules: ReadonlyArray<CompiledRule>): boolean => {
+  for (let r = 0; r < rules.length; r++) if (rules[r]!.kind === "sends") return true
+  return false
+}
+
+/**
+ * Whether any set of the chain judges messages sent (so the kernel judges a send only then).
+ *
+ * @category judging
+ */
+export const judgesMessages = (chain: ReadonlyArray<PolicySet>): boolean => {
+  for (let c = 0; c < chain.length; c++) if (judgesSends(rulesOf(chain[c]!) ?? [])) return true
+  return false
 }
 
 /** Whether any set of the chain has a rule judged on results (so the kernel renders results only then). */

@@ -60,6 +60,8 @@ export class Proc implements MailboxOwner {
   approvals = 0
   /** The policy sets every driver call of this process must pass: its parent's, then its own (see `Policy`). */
   policies: ReadonlyArray<import("../Policy.ts").PolicySet> | undefined = undefined
+  /** What the policies' `rate` rules counted of this process's calls, made at its first judged call. */
+  policyRates: import("../Policy.ts").Rates | undefined = undefined
   priority: number
   /** Absolute kernel-clock millis of the scheduling deadline; `undefined` for none. */
   deadlineAt: number | undefined

@@ -336,6 +336,37 @@ export class ProcessSys implements SysShape, EagerSys {
       const full = this.#room("send", targetPid, moved.length)
       if (full !== undefined) return this.#deny("send", full)
     }
+    // 3b. policies with rules on messages sent: judged on the copied body and the receiver's name
+    const chain = proc.policies
+    if (chain !== undefined && Policy.judgesMessages(chain)) {
+      const tag =
+        typeof copied === "object" && copied !== null && !isArray(copied)
+          ? own(copied as { _tag?: unknown }, "_tag")
+          : undefined
+      const subject = judgedIn(proc, {
+        device: "",
+        call: "send",
+        tool: undefined,
+        input: copied,
+        message: freeze({ type: typeof tag === "string" ? tag : undefined, to: target?.name ?? "" })
+      })
+      const verdict = Policy.judge(chain, subject)
+      if (verdict.decision !== "allow") {
+        kernel.events.emit({
+          _tag: "Policy",
+          pid: proc.pid,
+          rule: verdict.rule,
+          decision: verdict.decision,
+          device: "",
+          on: "send"
+        })
+        if (verdict.decision === "kill") {
+          kernel.terminate(proc, Process.policy(verdict.rule))
+          return Effect.interrupt
+        }
+        return this.#deny("send", new CapabilityError({ call: "send", reason: "policy", rule: verdict.rule }))
+      }
+    }
     const deadline = input.deadlineMs === undefined ? undefined : kernel.now() + input.deadlineMs
     // 6. event, then act
     this.#syscall("send", targetPid)
@@ -980,7 +1011,7 @@ export class ProcessSys implements SysShape, EagerSys {
       for (let i = 0; i < requests.length; i++) {
         const judged = judgedOf(entry.driver.name, call, requests[i], grants?.[i]?.tool)
         push(judgedRequests, judged.request)
-        const subject = judged.subject
+        const subject = judgedIn(proc, judged.subject)
         const verdict = Policy.judge(chain, subject)
         if (verdict.decision !== "allow") {
           kernel.events.emit(policyEvent(proc.pid, verdict, subject, "call"))
@@ -1114,6 +1145,25 @@ const judgedOf = (
     return { subject: { device, call, tool, input: parsed }, request: freeze({ tool, input: parsed }) }
   }
   return { subject: { device, call, tool, input: text }, request }
+}
+
+/** A subject with what the caller's state adds: its spend, its rate memory, the kernel clock's time. */
+const judgedIn = (proc: Proc, subject: Policy.Subject): Policy.Subject => {
+  let rates = proc.policyRates
+  if (rates === undefined) {
+    rates = Policy.makeRates()
+    proc.policyRates = rates
+  }
+  return freeze({
+    device: subject.device,
+    call: subject.call,
+    tool: subject.tool,
+    input: subject.input,
+    message: subject.message,
+    spent: Accounts.spentOf(proc.account),
+    rates,
+    now: proc.kernel.now()
+  })
 }
 
 /** How the policies see a result: its JSON text (a bigint as its digits). */
