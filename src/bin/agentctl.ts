@@ -44,7 +44,7 @@ const root = Command.make("agentctl").pipe(
       Flag.withDescription("agentd's socket (default $AGENTD_SOCKET or .agentos/agentd.sock)")
     ),
     json: Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("print data as JSON")),
-    timeout: Flag.Finite("timeout").pipe(
+    timeout: Flag.String("timeout").pipe(
       Flag.optional,
       Flag.withDescription(
         `seconds to wait for the daemon's answer (default ${defaultTimeoutSeconds}; run and trace -f wait as long ` +
@@ -63,12 +63,19 @@ const context = Effect.map(root, ({ socket, json, timeout }) => ({ json, timeout
  * unbounded unless the flag is given.
  */
 const bounded = <A, R>(
-  timeout: Option.Option<number>,
+  timeout: Option.Option<string>,
   waits: boolean,
   effect: Effect.Effect<A, Failed, R>
 ): Effect.Effect<A, Failed, R> => {
-  const seconds = Option.isSome(timeout) ? timeout.value : waits ? 0 : defaultTimeoutSeconds
-  if (!(seconds > 0)) return effect
+  // plain decimal seconds only: "1e-400" would read as 0, which is "no limit"
+  const text = Option.getOrUndefined(timeout)
+  if (text !== undefined && !/^\d{1,9}(\.\d{1,9})?$/.test(text)) {
+    return Effect.fail(
+      new Failed(`--timeout must be seconds (e.g. 30 or 2.5; 0 for no limit), not ${JSON.stringify(text)}`)
+    )
+  }
+  const seconds = text !== undefined ? Number(text) : waits ? 0 : defaultTimeoutSeconds
+  if (seconds === 0) return effect
   return effect.pipe(
     Effect.timeoutOrElse({
       duration: Math.ceil(seconds * 1000),
@@ -386,9 +393,11 @@ const replay = Command.make(
           new Failed(
             report.recorded === null || report.auditGaps > 0
               ? "the replay could not be compared with a complete recording"
-              : report.divergences.length === 0 && report.difference === null
-                ? "the journal could not be verified (no integrity key): the replay does not vouch for it"
-                : "the replay is not identical to the recording"
+              : report.divergences.length > 0 || report.difference !== null
+                ? "the replay is not identical to the recording"
+                : report.unmatched.journal > 0 || report.unmatched.audit > 0
+                  ? "the journal and the audit trail do not cover the same run (one of them was cut)"
+                  : "the journal could not be verified (no integrity key): the replay does not vouch for it"
           )
         )
       }

@@ -94,13 +94,19 @@ checked(() => {
   }
 })
 const journalFile = path.join(state, StateFiles.names.journal)
-const journalExists = checked(() => StateFiles.checkFile(journalFile))
+// an empty file (`touch`ed, or made by a start that died before its header) holds no journal yet
+const journalExists = checked(() => StateFiles.checkFile(journalFile) && fs.statSync(journalFile).size > 0)
 /**
  * The journal's integrity key: `AGENTOS_JOURNAL_KEY` when it is set (read by the store), else `<state>/journal.key`,
  * made with a new journal. A journal written before keys (it exists, the key file does not) goes on without MACs.
  */
 const integrityKey = ((): string | undefined => {
-  if (process.env[JournalFileStore.integrityKeyVariable] !== undefined) return undefined
+  const fromEnv = process.env[JournalFileStore.integrityKeyVariable]
+  if (fromEnv !== undefined) {
+    return fromEnv.length > 0
+      ? undefined
+      : fail(`${JournalFileStore.integrityKeyVariable} is set but empty: give the key, or unset it`)
+  }
   const file = path.join(state, StateFiles.names.journalKey)
   const existing = checked(() => StateFiles.readSecret(file))
   if (existing !== undefined) return existing

@@ -182,22 +182,49 @@ const fileName = (index: number) => (index === 0 ? "audit.jsonl" : `audit.${inde
 
 const errorText = (error: unknown) => (error instanceof Error ? error.message : String(error))
 
-/** Every event the files of `dir` hold (rotated ones up to `audit.<files>.jsonl`), oldest first. */
-const readEvents = (dir: string, files: number, filter: Filter | undefined) =>
+/** The largest audit file read back, in bytes (a file past it is refused, not read). */
+const readBytesMax = 1024 * 1024 * 1024
+
+/**
+ * One audit file's text, or `undefined` when there is none: opened without following a link and without blocking
+ * (a FIFO, a device, a directory or a link is refused), and bounded.
+ */
+const readAuditFile = async (path: string): Promise<string | undefined> => {
+  let handle: Fs.FileHandle
+  try {
+    handle = await Fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === "ENOENT") return undefined
+    if (code === "ELOOP") throw new Error(`${path} is a symbolic link`)
+    throw error
+  }
+  try {
+    const stat = await handle.stat()
+    if (!stat.isFile()) throw new Error(`${path} is not a regular file`)
+    if (stat.size > readBytesMax) throw new Error(`${path} is larger than ${readBytesMax} bytes`)
+    return await handle.readFile("utf8")
+  } finally {
+    await handle.close()
+  }
+}
+
+/** The events and drop markers of the given files (newest index first in `indices`: oldest events first). */
+const readFiles = (dir: string, indices: ReadonlyArray<number>, filter: Filter | undefined) =>
   Effect.tryPromise({
     try: async () => {
       const keepIt = keep(filter)
       const events: Array<KernelEvent> = []
-      for (let i = files; i >= 0; i--) {
-        let text: string
-        try {
-          text = await Fs.readFile(join(dir, fileName(i)), "utf8")
-        } catch (error) {
-          if ((error as NodeJS.ErrnoException).code === "ENOENT") continue
-          throw error
-        }
+      let gaps = 0
+      for (const i of indices) {
+        const text = await readAuditFile(join(dir, fileName(i)))
+        if (text === undefined) continue
         for (const line of text.split("\n")) {
-          if (line.length === 0 || isGapLine(line)) continue
+          if (line.length === 0) continue
+          if (isGapLine(line)) {
+            gaps++
+            continue
+          }
           let parsed: unknown
           try {
             parsed = JSON.parse(line)
@@ -209,14 +236,23 @@ const readEvents = (dir: string, files: number, filter: Filter | undefined) =>
           if (decoded._tag === "Success" && keepIt(decoded.value)) events.push(decoded.value)
         }
       }
-      return events
+      return { events, gaps }
     },
     catch: (error) => new AuditLogError({ reason: "read", message: errorText(error) })
   })
 
+/** Every event the files of `dir` hold (rotated ones up to `audit.<files>.jsonl`), oldest first. */
+const readEvents = (dir: string, files: number, filter: Filter | undefined) => {
+  const indices: Array<number> = []
+  for (let i = files; i >= 0; i--) indices.push(i)
+  return Effect.map(readFiles(dir, indices, filter), (read) => read.events)
+}
+
 /**
  * Reads the audit trail a (running or stopped) daemon left in `dir`, without a kernel: every event its files hold,
  * oldest first, and whether they hold a gap (a drop marker: events were lost). A missing directory reads as none.
+ * Only the files that are there are read (`audit.jsonl`, `audit.<n>.jsonl`), each a regular file (a link, a FIFO
+ * or a directory in their place is an error, never followed or waited on).
  *
  * @category reading
  */
@@ -232,18 +268,13 @@ export const readDir = (
         ),
       catch: (error) => new AuditLogError({ reason: "read", message: errorText(error) })
     })
-    let files = 0
+    const indices: Array<number> = []
     for (const name of names) {
-      const match = /^audit\.(\d+)\.jsonl$/.exec(name)
-      if (match !== null) files = Math.max(files, Number(match[1]))
+      const match = /^audit(?:\.([1-9]\d{0,8}))?\.jsonl$/.exec(name)
+      if (match !== null) indices.push(match[1] === undefined ? 0 : Number(match[1]))
     }
-    const events = yield* readEvents(dir, files, filter)
-    let gaps = 0
-    for (let i = files; i >= 0; i--) {
-      const text = yield* Effect.promise(() => Fs.readFile(join(dir, fileName(i)), "utf8").catch(() => ""))
-      for (const line of text.split("\n")) if (isGapLine(line)) gaps++
-    }
-    return { events, gaps }
+    indices.sort((a, b) => b - a)
+    return yield* readFiles(dir, indices, filter)
   })
 
 /**

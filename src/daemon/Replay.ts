@@ -74,6 +74,13 @@ export interface Report {
    * had not been handed back yet when the daemon stopped (the journal is verified, so they are its own).
    */
   readonly beyond: number
+  /**
+   * Driver results the two runs do not share, which mean a cut file: `journal`, results the recorded run was charged
+   * for after the replay's last event (the journal lacks them: every charged result was journaled first); `audit`,
+   * results charged, or processes spawned, in the events past the recording's end (a daemon stopped with results
+   * still to hand back replays a few events more, never a new result: past them, the audit trail was cut).
+   */
+  readonly unmatched: { readonly journal: number; readonly audit: number }
   /** The journal's records were verified under an integrity key (MACs). */
   readonly authenticated: boolean
   /** The first event that differs, when one does. */
@@ -112,9 +119,17 @@ const comparable = (event: KernelEvent): string => {
 const keyFor = (options: Options): Effect.Effect<string | undefined, ReplayError> =>
   Effect.try({
     try: () => {
-      if (options.integrityKey !== undefined) return options.integrityKey
+      if (options.integrityKey !== undefined) {
+        if (options.integrityKey.length === 0) throw new Error("the integrity key given is empty")
+        return options.integrityKey
+      }
       const fromEnv = process.env[JournalFileStore.integrityKeyVariable]
-      if (fromEnv !== undefined) return fromEnv
+      if (fromEnv !== undefined) {
+        if (fromEnv.length === 0) {
+          throw new Error(`${JournalFileStore.integrityKeyVariable} is set but empty: give the key, or unset it`)
+        }
+        return fromEnv
+      }
       return StateFiles.readSecret(join(dirname(options.journal), StateFiles.names.journalKey))
     },
     catch: (error) =>
@@ -209,6 +224,16 @@ export const replay = (options: Options): Effect.Effect<Report, ReplayError> =>
     const compared = runStart !== -1 && audit.gaps === 0
     let difference: Report["difference"] = null
     const beyond = compared ? Math.max(0, replayed.length - recordedEvents.length) : 0
+    const tagOf = (json: string) => (JSON.parse(json) as { readonly _tag?: unknown })._tag
+    const unmatched = {
+      journal: compared ? recordedEvents.slice(replayed.length).filter((e) => tagOf(e) === "Charge").length : 0,
+      audit: compared
+        ? replayed.slice(recordedEvents.length).filter((e) => {
+            const tag = tagOf(e)
+            return tag === "Charge" || tag === "Spawn"
+          }).length
+        : 0
+    }
     const authenticated = integrityKey !== undefined
     if (compared) {
       for (let i = 0; i < replayed.length - beyond; i++) {
@@ -231,7 +256,14 @@ export const replay = (options: Options): Effect.Effect<Report, ReplayError> =>
       beyond,
       authenticated,
       difference,
-      identical: compared && authenticated && divergences.length === 0 && difference === null
+      unmatched,
+      identical:
+        compared &&
+        authenticated &&
+        divergences.length === 0 &&
+        difference === null &&
+        unmatched.journal === 0 &&
+        unmatched.audit === 0
     } satisfies Report
   })
 
@@ -251,6 +283,17 @@ export const describe = (report: Report): string => {
     lines.push(
       `diverged: its ${report.events} events before the journal stopped fitting the program match the recorded ` +
         `run's first ${report.events} of ${report.recorded}`
+    )
+  } else if (report.difference === null && report.unmatched.journal > 0) {
+    lines.push(
+      `its ${report.events} events match the recorded run's first ${report.events} of ${report.recorded}, but the ` +
+        `recording was charged for ${report.unmatched.journal} driver results past them that the journal does not ` +
+        `have: the journal was cut`
+    )
+  } else if (report.difference === null && report.unmatched.audit > 0) {
+    lines.push(
+      `its first ${report.recorded} events match the recorded run's ${report.recorded}, then ${report.beyond} more ` +
+        `with ${report.unmatched.audit} results or spawns the recording does not have: the audit trail was cut`
     )
   } else if (report.difference === null && !report.authenticated) {
     lines.push(

@@ -7,7 +7,8 @@
  *
  * - `prepareDir(dir)`: the directory is made (0700) when it is missing; an existing one must be a directory this
  *   user owns that nobody else may write (a group or other write bit is refused: others may already have planted
- *   files); one that others may only read or enter is made 0700;
+ *   files); one that others may only read or enter is made 0700; every directory above it must be this user's or
+ *   root's, and one that others may write must be sticky (as `/tmp`), else they could swap the state directory;
  * - `checkFile(path)`: a file the daemon appends to or reads back (journal, audit trail, lock) must, when it exists,
  *   be a regular file (a symbolic link is refused, never followed), this user's, and not writable by others; one
  *   that others may read is made 0600;
@@ -34,9 +35,12 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
+  realpathSync,
   type Stats,
+  statSync,
   writeSync
 } from "node:fs"
+import { dirname } from "node:path"
 import { Schema } from "effect"
 
 /**
@@ -112,6 +116,24 @@ export const prepareDir = (dir: string): void => {
       )
     }
     if ((stat.mode & 0o077) !== 0) chmodSync(dir, 0o700)
+    // whoever may write a directory above it may rename the state directory away and put their own in its place
+    let at = realpathSync(dir)
+    while (dirname(at) !== at) {
+      at = dirname(at)
+      const parent = statSync(at)
+      const me = uid()
+      if (me !== undefined && parent.uid !== me && parent.uid !== 0) {
+        throw unsafe(dir, `${at}, above ${dir}, belongs to another user (uid ${parent.uid})`)
+      }
+      // a sticky directory (as /tmp) lets others add their own entries, not rename ours
+      if ((parent.mode & 0o022) !== 0 && (parent.mode & 0o1000) === 0) {
+        throw unsafe(
+          dir,
+          `${at}, above ${dir}, has mode ${mode(parent)}: others may write it and swap the state directory ` +
+            `(use a state directory under directories only you can write)`
+        )
+      }
+    }
   } catch (error) {
     rethrow(dir, error)
   }

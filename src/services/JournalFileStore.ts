@@ -375,19 +375,25 @@ const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => {
   return out
 }
 
-const keyOf = (given: string | Uint8Array | undefined): Effect.Effect<Uint8Array | undefined> =>
+const keyOf = (given: string | Uint8Array | undefined): Effect.Effect<Uint8Array | undefined, JournalError> =>
   Effect.gen(function* () {
-    const key =
-      given ??
-      Option.getOrUndefined(
-        yield* Config.option(Config.String(integrityKeyVariable)).pipe(
-          Effect.orElseSucceed(() => Option.none<string>())
-        )
-      )
-    if (key === undefined) return undefined
-    const bytes = typeof key === "string" ? utf8Encoder.encode(key) : Uint8Array.from(key)
-    if (bytes.length === 0) return yield* Effect.die(new RangeError("JournalFileStore: the integrity key is empty"))
-    return bytes
+    if (given !== undefined) {
+      const bytes = typeof given === "string" ? utf8Encoder.encode(given) : Uint8Array.from(given)
+      if (bytes.length === 0) return yield* Effect.die(new RangeError("JournalFileStore: the integrity key is empty"))
+      return bytes
+    }
+    const fromEnv = Option.getOrUndefined(
+      yield* Config.option(Config.String(integrityKeyVariable)).pipe(Effect.orElseSucceed(() => Option.none<string>()))
+    )
+    if (fromEnv === undefined) return undefined
+    // set but empty: a mistake in the environment, never "no key" (which would write and read without MACs)
+    if (fromEnv.length === 0) {
+      return yield* new JournalError({
+        reason: "incompatible",
+        message: `${integrityKeyVariable} is set but empty: give the key, or unset it`
+      })
+    }
+    return utf8Encoder.encode(fromEnv)
   })
 
 /**
@@ -492,7 +498,7 @@ export const make = (
       if (appendHandle !== undefined) return appendHandle
       yield* fs.makeDirectory(path.dirname(file), { recursive: true }).pipe(Effect.mapError(ioError))
       const handle = yield* Effect.acquireRelease(
-        fs.open(file, { flag: "a+" }).pipe(Effect.mapError(ioError)),
+        fs.open(file, { flag: "a+", mode: 0o600 }).pipe(Effect.mapError(ioError)),
         (handle) =>
           exclusive(Effect.suspend(() => (sync !== "none" && unsynced ? fsync(handle) : Effect.void))).pipe(
             Effect.catch((error) => Effect.logWarning(`JournalFileStore: fsync on close of ${file} failed`, error))
