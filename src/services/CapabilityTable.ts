@@ -9,7 +9,7 @@
  */
 import { Context, Effect, Layer } from "effect"
 import { CapabilityError, type Resource } from "./Capability.ts"
-import { type CapRecord, mintRecord, recordOf, type ToolLayer } from "./internal/capRef.ts"
+import { type CapRecord, type MessageLayer, mintRecord, recordOf, type ToolLayer } from "./internal/capRef.ts"
 import { freeze, push, SafeMap, SafeSet } from "./internal/primordials.ts"
 import { KernelConfig } from "./KernelConfig.ts"
 
@@ -41,7 +41,13 @@ export interface CapabilityTableShape {
    * Makes a narrower copy owned by the same process; `rights` must be a subset, `expiresAt` no later; `tools`, when
    * given, is one more narrowing on top of the source's.
    */
-  readonly derive: (source: CapRecord, rights: number, expiresAt: number, tools?: ToolLayer) => CapRecord
+  readonly derive: (
+    source: CapRecord,
+    rights: number,
+    expiresAt: number,
+    tools?: ToolLayer,
+    message?: MessageLayer
+  ) => CapRecord
   /** Revokes a cap and, transitively, every cap derived from it. */
   readonly revoke: (record: CapRecord) => void
   /** Whether `owner` may hold `count` more caps (`KernelConfig.capsPerProcessMax`). */
@@ -102,8 +108,8 @@ export const makeUnsafe = (
   }
 
   // by index and by definition: a patched array iterator or index setter never sees a layer
-  const layered = (below: ReadonlyArray<ToolLayer> | undefined, top: ToolLayer): ReadonlyArray<ToolLayer> => {
-    const out: Array<ToolLayer> = []
+  const layered = <L>(below: ReadonlyArray<L> | undefined, top: L): ReadonlyArray<L> => {
+    const out: Array<L> = []
     if (below !== undefined) for (let i = 0; i < below.length; i++) push(out, below[i]!)
     push(out, top)
     return freeze(out)
@@ -116,7 +122,8 @@ export const makeUnsafe = (
     expiresAt = Infinity,
     parent?: CapRecord,
     onRevoke?: () => void,
-    tools?: ReadonlyArray<ToolLayer>
+    tools?: ReadonlyArray<ToolLayer>,
+    messages?: ReadonlyArray<MessageLayer>
   ) => {
     const record = mintRecord({
       id: nextId++,
@@ -128,6 +135,7 @@ export const makeUnsafe = (
       expiresAt,
       parent,
       tools,
+      messages,
       derived: undefined,
       revoked: false,
       onRevoke
@@ -194,7 +202,7 @@ export const makeUnsafe = (
       }
       return record
     },
-    derive: (source, rights, expiresAt, tools) =>
+    derive: (source, rights, expiresAt, tools, message) =>
       mint(
         source.owner,
         source.resource,
@@ -202,7 +210,8 @@ export const makeUnsafe = (
         Math.min(expiresAt, source.expiresAt),
         source,
         undefined,
-        tools === undefined ? source.tools : layered(source.tools, tools)
+        tools === undefined ? source.tools : layered(source.tools, tools),
+        message === undefined ? source.messages : layered(source.messages, message)
       ),
     revoke,
     room: (owner, count) => (owned.get(owner)?.size ?? 0) + count <= capsPerProcessMax,

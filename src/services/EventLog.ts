@@ -94,7 +94,7 @@ export const KernelEvent = Schema.Union([
   }),
   Schema.TaggedStruct("Drop", {
     ...base,
-    reason: Schema.Literals(["dead", "deadline", "overflow", "full"]),
+    reason: Schema.Literals(["dead", "deadline", "overflow", "full", "invalid"]),
     target: Schema.Number
   }),
   Schema.TaggedStruct("Log", {

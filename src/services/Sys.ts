@@ -56,6 +56,18 @@ export interface AttenuateOptions {
   readonly rights?: ReadonlyArray<Right> | undefined
   readonly expiresIn?: Duration.Input | undefined
   readonly tools?: ToolGrants | undefined
+  /**
+   * A typed pipe: on a process cap, a Schema (no services) every body sent through the cap (and every cap derived
+   * from it) must decode as, checked by the kernel on the copied body before anything is delivered; the receiver gets
+   * the decoded value. Narrowing again adds a layer: a body must decode through each, in order.
+   */
+  readonly message?: Schema.Schema<any> | undefined
+  /**
+   * What a body that does not decode does: `fail` (default; the send fails with an `ArgumentError` naming the
+   * Schema's issue) or `drop` (dead-lettered: a `Drop` event `invalid`, the send returns, the caps on it stay the
+   * sender's).
+   */
+  readonly invalid?: "fail" | "drop" | undefined
 }
 
 /**

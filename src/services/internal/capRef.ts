@@ -17,6 +17,18 @@ export interface ToolLayerEntry {
 /** One `tools` narrowing: the tools it grants, by name. */
 export type ToolLayer = SafeMap<string, ToolLayerEntry>
 
+/**
+ * One `message` narrowing of a process cap (a typed pipe): what a body sent through it must decode as, and what
+ * becomes of one that does not (`fail`: the send fails with an `ArgumentError`; `drop`: a `Drop` event `invalid`).
+ */
+export interface MessageLayer {
+  /** The body decoded (the receiver gets `value`), or why it does not decode. Never throws. */
+  readonly decode: (
+    body: unknown
+  ) => { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly why: string }
+  readonly invalid: "fail" | "drop"
+}
+
 /** The kernel-side record behind a ref. Only the kernel sees it. */
 export interface CapRecord {
   readonly id: number
@@ -32,6 +44,8 @@ export interface CapRecord {
   readonly parent: CapRecord | undefined
   /** The `tools` narrowings this cap went through, outermost first; `undefined` when it grants every request. */
   readonly tools: ReadonlyArray<ToolLayer> | undefined
+  /** The `message` narrowings of a process cap, outermost first; `undefined` when any body passes. */
+  readonly messages: ReadonlyArray<MessageLayer> | undefined
   derived: SafeSet<CapRecord> | undefined
   revoked: boolean
   /** Runs once when this record is revoked (a handle cap closes its handle). */
@@ -80,6 +94,7 @@ export class CapRef {
         expiresAt: fields.expiresAt,
         parent: fields.parent,
         tools: fields.tools,
+        messages: fields.messages,
         derived: fields.derived,
         revoked: fields.revoked,
         onRevoke: fields.onRevoke

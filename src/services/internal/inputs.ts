@@ -15,7 +15,8 @@ import * as Process from "../Process.ts"
 import { ArgumentError } from "../Sys.ts"
 import { types } from "node:util"
 import { durationMillis } from "./duration.ts"
-import type { ToolLayer, ToolLayerEntry } from "./capRef.ts"
+import type { MessageLayer, ToolLayer, ToolLayerEntry } from "./capRef.ts"
+import { Schema } from "effect"
 import { isPolicySet, type PolicySet } from "../Policy.ts"
 import { freeze, own, push, put, SafeMap } from "./primordials.ts"
 
@@ -657,6 +658,38 @@ const deepFreeze = (value: unknown): unknown => {
   const keys = objectKeys(value)
   for (let i = 0; i < keys.length; i++) deepFreeze((value as Record<string, unknown>)[keys[i]!])
   return value
+}
+
+/**
+ * A `message` caveat (`Sys.attenuate(cap, { message, invalid })`): a Schema (no services) every body sent through
+ * the cap must decode as; `invalid` `fail` (default) or `drop`. The decoder is made here, once; what it does at send
+ * is caught (a Schema whose code throws makes the body invalid, never the kernel fail).
+ */
+export const messageLayerOf = (schema: unknown, invalid: unknown): MessageLayer | Unreadable => {
+  if (!Schema.isSchema(schema)) return new Unreadable("message must be a Schema")
+  if (invalid !== undefined && invalid !== "fail" && invalid !== "drop") {
+    return new Unreadable('invalid must be "fail" or "drop"')
+  }
+  let decode: (input: unknown) => import("effect").Exit.Exit<unknown, unknown>
+  try {
+    decode = Schema.decodeUnknownExit(schema as Schema.Decoder<unknown>, { errors: "all" })
+  } catch (error) {
+    return new Unreadable(`message: the Schema cannot decode: ${describe(error)}`)
+  }
+  return freeze({
+    invalid: invalid === "drop" ? ("drop" as const) : ("fail" as const),
+    decode: (body: unknown) => {
+      try {
+        const exit = decode(body)
+        if (exit._tag === "Success") return freeze({ ok: true as const, value: exit.value })
+        const cause = exit.cause as { readonly reasons?: ReadonlyArray<{ readonly error?: unknown }> }
+        const error = cause.reasons?.[0]?.error
+        return freeze({ ok: false as const, why: error instanceof Error ? error.message : "it does not decode" })
+      } catch (error) {
+        return freeze({ ok: false as const, why: `the Schema threw: ${describe(error)}` })
+      }
+    }
+  })
 }
 
 /** The most tools one `tools` narrowing may name. */

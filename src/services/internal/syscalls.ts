@@ -44,7 +44,7 @@ import {
 } from "../Sys.ts"
 import type { Match, Receiver } from "../Mailbox.ts"
 import type { Approvals } from "./approvals.ts"
-import type { CapRecord, ToolLayer } from "./capRef.ts"
+import type { CapRecord, MessageLayer, ToolLayer } from "./capRef.ts"
 import { endRun } from "./delivery.ts"
 import { eager, type EagerSys } from "./eagerSys.ts"
 import * as Inputs from "./inputs.ts"
@@ -325,6 +325,29 @@ export class ProcessSys implements SysShape, EagerSys {
     const record = this.#processCap("send", to, SEND)
     if (record instanceof CapabilityError) return this.#deny("send", record)
     const targetPid = (record.resource as { readonly pid: number }).pid
+    // 3a. a typed pipe: the body must decode through every message narrowing of the cap; the receiver gets the
+    // decoded value. Invalid: the send fails, or the message is dropped (the caps on it stay the sender's)
+    const layers = record.messages
+    if (layers !== undefined) {
+      for (let i = 0; i < layers.length; i++) {
+        const layer = layers[i]!
+        const decoded = layer.decode(copied)
+        if (decoded.ok) {
+          copied = decoded.value
+          continue
+        }
+        if (layer.invalid === "drop") {
+          this.#syscall("send", targetPid)
+          kernel.counters.messagesDropped++
+          kernel.events.emit({ _tag: "Drop", pid: proc.pid, reason: "invalid", target: targetPid })
+          return Effect.void
+        }
+        return this.#argument(
+          "send",
+          new ArgumentError({ call: "send", message: `body does not match the pipe's Schema: ${decoded.why}` })
+        )
+      }
+    }
     let moved: ReadonlyArray<CapRecord> | undefined
     if (input.caps !== undefined) {
       const checked = this.#movable("send", input.caps)
@@ -639,6 +662,8 @@ export class ProcessSys implements SysShape, EagerSys {
       readonly rights?: ReadonlyArray<import("../Capability.ts").Right> | undefined
       readonly expiresIn?: import("effect").Duration.Input | undefined
       readonly tools?: import("../Capability.ts").ToolGrants | undefined
+      readonly message?: unknown
+      readonly invalid?: "fail" | "drop" | undefined
     }
   ): Effect.Effect<CapRef, CapabilityError | ArgumentError> {
     return enter(this.#proc, (): Effect.Effect<CapRef, CapabilityError | ArgumentError> => {
@@ -653,10 +678,19 @@ export class ProcessSys implements SysShape, EagerSys {
         if (expiresInMs instanceof Inputs.Unreadable) return expiresInMs
         const tools = toolsInput === undefined ? undefined : Inputs.toolGrantsOf(toolsInput, isCapRef)
         if (tools instanceof Inputs.Unreadable) return tools
-        return { mask, expiresInMs, tools }
+        const messageInput = options.message
+        const invalidInput = options.invalid
+        const message =
+          messageInput === undefined
+            ? invalidInput === undefined
+              ? undefined
+              : new Inputs.Unreadable("invalid needs a message Schema")
+            : Inputs.messageLayerOf(messageInput, invalidInput)
+        if (message instanceof Inputs.Unreadable) return message
+        return { mask, expiresInMs, tools, message }
       })
       if (input instanceof ArgumentError) return this.#argument("attenuate", input)
-      return this.#narrow("attenuate", cap, input.mask, input.expiresInMs, input.tools)
+      return this.#narrow("attenuate", cap, input.mask, input.expiresInMs, input.tools, input.message)
     })
   }
 
@@ -665,7 +699,8 @@ export class ProcessSys implements SysShape, EagerSys {
     cap: CapRef,
     mask: number | undefined,
     expiresInMs: number | undefined,
-    tools?: ToolLayer
+    tools?: ToolLayer,
+    message?: MessageLayer
   ): Effect.Effect<CapRef, CapabilityError> {
     const proc = this.#proc
     const kernel = proc.kernel
@@ -682,7 +717,11 @@ export class ProcessSys implements SysShape, EagerSys {
     if (tools !== undefined && record.resource._tag !== "Device" && record.resource._tag !== "Handle") {
       return this.#deny(call, new CapabilityError({ call, reason: "wrong-resource", cap: record.id }))
     }
-    const derived = kernel.caps.derive(record, mask ?? record.rights, expiresAt, tools)
+    // a message narrowing (a typed pipe) applies to what is sent to a process
+    if (message !== undefined && record.resource._tag !== "Process") {
+      return this.#deny(call, new CapabilityError({ call, reason: "wrong-resource", cap: record.id }))
+    }
+    const derived = kernel.caps.derive(record, mask ?? record.rights, expiresAt, tools, message)
     this.#syscall(call, derived.id)
     return Effect.succeed(derived.ref)
   }
