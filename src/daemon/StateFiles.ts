@@ -186,18 +186,8 @@ export const configBytesMax = 1024 * 1024
  *
  * @category checks
  */
-export const readConfig = (path: string, options: { readonly followLinks: boolean }): string | undefined => {
-  let fd: number
-  try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | (options.followLinks ? 0 : constants.O_NOFOLLOW))
-  } catch (error) {
-    if (codeOf(error) === "ENOENT") return undefined
-    if (codeOf(error) === "ELOOP") throw unsafe(path, `${path} is a symbolic link`)
-    return rethrow(path, error)
-  }
-  try {
-    const stat = fstatSync(fd)
-    if (!stat.isFile()) throw unsafe(path, `${path} is not a regular file`)
+export const readConfig = (path: string, options: { readonly followLinks: boolean }): string | undefined =>
+  readChecked(path, options.followLinks, (stat) => {
     owned(path, stat, true)
     if ((stat.mode & 0o022) !== 0) {
       throw unsafe(path, `${path} has mode ${mode(stat)}: others may write it (check it, then chmod 644 it)`)
@@ -205,13 +195,7 @@ export const readConfig = (path: string, options: { readonly followLinks: boolea
     if (stat.size > configBytesMax) {
       throw new StateFilesError({ reason: "invalid", path, message: `${path} is larger than ${configBytesMax} bytes` })
     }
-    return readFileSync(fd, "utf8")
-  } catch (error) {
-    return rethrow(path, error)
-  } finally {
-    closeSync(fd)
-  }
-}
+  })
 
 const secretPattern = /^[\x21-\x7e]{32,}$/
 
@@ -223,9 +207,29 @@ const secretPattern = /^[\x21-\x7e]{32,}$/
  * @category secrets
  */
 export const readSecret = (path: string): string | undefined => {
+  const text = readChecked(path, false, (stat) => {
+    if ((stat.mode & 0o077) !== 0) {
+      throw unsafe(path, `${path} has mode ${mode(stat)}: others may read it (chmod 600, or delete it)`)
+    }
+    owned(path, stat)
+    if (stat.size > 4096) throw new StateFilesError({ reason: "invalid", path, message: `${path} is too large` })
+  })
+  if (text === undefined) return undefined
+  const secret = text.trim()
+  if (!secretPattern.test(secret)) {
+    throw new StateFilesError({ reason: "invalid", path, message: `${path} holds no secret` })
+  }
+  return secret
+}
+
+/**
+ * The text of the regular file at `path` (opened without blocking, a link followed only with `followLinks`) once
+ * `check` accepted what `fstat` says of the file opened; `undefined` when there is none.
+ */
+const readChecked = (path: string, followLinks: boolean, check: (stat: Stats) => void): string | undefined => {
   let fd: number
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | (followLinks ? 0 : constants.O_NOFOLLOW))
   } catch (error) {
     if (codeOf(error) === "ENOENT") return undefined
     if (codeOf(error) === "ELOOP") throw unsafe(path, `${path} is a symbolic link`)
@@ -234,16 +238,8 @@ export const readSecret = (path: string): string | undefined => {
   try {
     const stat = fstatSync(fd)
     if (!stat.isFile()) throw unsafe(path, `${path} is not a regular file`)
-    if ((stat.mode & 0o077) !== 0) {
-      throw unsafe(path, `${path} has mode ${mode(stat)}: others may read it (chmod 600, or delete it)`)
-    }
-    owned(path, stat)
-    if (stat.size > 4096) throw new StateFilesError({ reason: "invalid", path, message: `${path} is too large` })
-    const secret = readFileSync(fd, "utf8").trim()
-    if (!secretPattern.test(secret)) {
-      throw new StateFilesError({ reason: "invalid", path, message: `${path} holds no secret` })
-    }
-    return secret
+    check(stat)
+    return readFileSync(fd, "utf8")
   } catch (error) {
     return rethrow(path, error)
   } finally {
