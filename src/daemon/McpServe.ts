@@ -1,8 +1,8 @@
 /**
  * Agents as an MCP server: each manifest becomes a tool an MCP client can call (`agentctl mcp FILE...`, an MCP
  * server over stdio, as MCP clients start their servers). A call `{ message }` runs a new agent from that manifest on
- * the daemon (`agent.spawn_and_run` over its socket: the manifest's capabilities, budget, policies and approvals,
- * enforced by the daemon's kernel), stops it once it has answered, and reads back the answer as text, with
+ * the daemon (`agent.spawn`, then `agent.run`, over its socket: the manifest's capabilities, budget, policies and
+ * approvals, enforced by the daemon's kernel), stops it once the call ends (answered, failed or cancelled), and reads back the answer as text, with
  * `{ pid, answer, steps, spend }` as structured content. A run that fails (the agent ended, the daemon refused it or
  * is not there) is an `isError` result naming why; the server goes on.
  *
@@ -118,19 +118,23 @@ export const serve = (options: Options, transport?: Transport): Effect.Effect<vo
       if (typeof message !== "string" || extraKeys.length > 0) {
         return failure(`${agent.name}: the arguments are { message: string }`)
       }
+      // spawned, then run: the pid is known before the run, so the agent is stopped however the call ends (answered,
+      // failed, or cancelled by the client)
       const run = Effect.gen(function* () {
-        const result = (yield* client.call("agent.spawn_and_run", { manifest: agent.text, message })) as {
-          readonly pid: number
-          readonly answer: string
-          readonly steps: number
-          readonly spend: unknown
-        }
-        // one conversation per call: the agent is stopped once it has answered
-        yield* client.call("agent.stop", { pid: result.pid }).pipe(Effect.ignore)
-        return {
-          content: [{ type: "text" as const, text: result.answer }],
-          structuredContent: { pid: result.pid, answer: result.answer, steps: result.steps, spend: result.spend }
-        }
+        const spawned = (yield* client.call("agent.spawn", { manifest: agent.text })) as { readonly pid: number }
+        return yield* Effect.gen(function* () {
+          const result = (yield* client.call("agent.run", { pid: spawned.pid, message })) as {
+            readonly answer: string
+            readonly steps: number
+            readonly spend: unknown
+          }
+          return {
+            content: [{ type: "text" as const, text: result.answer }],
+            structuredContent: { pid: spawned.pid, answer: result.answer, steps: result.steps, spend: result.spend }
+          }
+        }).pipe(
+          Effect.ensuring(client.call("agent.stop", { pid: spawned.pid }).pipe(Effect.ignore, Effect.uninterruptible))
+        )
       }).pipe(
         Effect.catch((error: Client.ClientError) =>
           Effect.succeed(
@@ -144,7 +148,7 @@ export const serve = (options: Options, transport?: Transport): Effect.Effect<vo
           )
         )
       )
-      // the client's cancellation interrupts the run's request (the daemon's agent goes on; its pid is in the trace)
+      // the client's cancellation interrupts the run; the agent is stopped all the same
       return Effect.runPromise(run, { signal: extra.signal })
     })
     const closed = Effect.callback<void>((resume) => {

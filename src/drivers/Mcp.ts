@@ -45,7 +45,7 @@ import { Ajv, type ValidateFunction } from "ajv"
 import { Ajv2020 } from "ajv/dist/2020.js"
 import { Duration, Effect, type Scope } from "effect"
 import type { Cost } from "../services/Accounts.ts"
-import { type Denial, DeviceError, type Driver, type Handle } from "../services/Device.ts"
+import { type CallContext, type Denial, DeviceError, type Driver, type Handle } from "../services/Device.ts"
 import type { ToolError } from "./Tools.ts"
 
 /**
@@ -172,9 +172,23 @@ const toolsMax = 4096
 
 interface Tool {
   readonly info: ToolInfo
-  /** `undefined`: the schema could not be compiled, every call is refused. */
-  readonly validate: ValidateFunction | undefined
-  readonly schemaError: string | undefined
+  /** Compiled at the tool's first call (compiling every listed schema at once would hold the thread); a string: why
+   * it cannot be, and every call is refused. */
+  validate: ValidateFunction | string | undefined
+}
+
+const validatorOf = (tool: Tool): ValidateFunction | string => {
+  if (tool.validate === undefined) {
+    try {
+      tool.validate =
+        JSON.stringify(tool.info.inputSchema).length > schemaCharsMax
+          ? `the schema is larger than ${schemaCharsMax} characters`
+          : compile(tool.info.inputSchema)
+    } catch (e) {
+      tool.validate = e instanceof Error ? e.message : String(e)
+    }
+  }
+  return tool.validate
 }
 
 interface Connection {
@@ -190,6 +204,52 @@ const toolError = (tool: string, reason: ToolError["reason"], message: string, e
 
 /** Plain JSON: what the server sent, without prototypes, getters or anything the journal cannot hold. */
 const plain = (value: unknown): unknown => (value === undefined ? undefined : JSON.parse(JSON.stringify(value)))
+
+// the arguments' copy runs after image code may have patched built-ins: it uses the ones captured here, at load
+const getPrototypeOf = Reflect.getPrototypeOf
+const ownKeys = Reflect.ownKeys
+const getOwnPropertyDescriptor = Reflect.getOwnPropertyDescriptor
+const isArray = Array.isArray
+const objectPrototype = Object.prototype
+const defineProperty = Reflect.defineProperty
+const createObject = Object.create
+const isFiniteNumber = Number.isFinite
+const jsonParse = JSON.parse
+
+/**
+ * The arguments as JSON data, copied from own data properties of plain objects and arrays only: a class instance, an
+ * accessor, a symbol key, a function or a non-finite number makes them invalid (`undefined`). Objects are made
+ * without a prototype, so nothing on `Object.prototype` (a planted `toJSON`) changes what is validated and sent.
+ */
+const jsonArguments = (value: unknown, depth = 0): unknown => {
+  if (value === null || typeof value === "string" || typeof value === "boolean") return value
+  if (typeof value === "number") return isFiniteNumber(value) ? value : undefined
+  if (typeof value !== "object" || depth > 64) return undefined
+  const array = isArray(value)
+  if (!array) {
+    const proto = getPrototypeOf(value)
+    if (proto !== objectPrototype && proto !== null) return undefined
+  }
+  const out: object = array ? [] : (createObject(null) as object)
+  const keys = ownKeys(value)
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!
+    if (typeof key !== "string") return undefined
+    if (array && key === "length") continue
+    const descriptor = getOwnPropertyDescriptor(value, key)!
+    if (!("value" in descriptor)) return undefined
+    const copied = jsonArguments(descriptor.value, depth + 1)
+    if (copied === undefined) return undefined
+    defineProperty(out, key, { value: copied, enumerable: true, writable: true, configurable: true })
+  }
+  return out
+}
+
+/** The longest tool description kept (the rest is cut), and the largest input schema a tool may have. */
+const descriptionCharsMax = 4096
+const schemaCharsMax = 256 * 1024
+/** The most pages of `tools/list` read (a server could page without end). */
+const pagesMax = 256
 
 const compile = (schema: { readonly [key: string]: unknown }): ValidateFunction => {
   const dialect = typeof schema.$schema === "string" ? schema.$schema : ""
@@ -226,27 +286,30 @@ const make = (options: CommonOptions, transport: () => Transport): Effect.Effect
         connection.closed = true
       }
       try {
-        await client.connect(transport(), { timeout: connectTimeoutMs })
+        // one deadline for the whole of connecting: the handshake and every page of the tool list
+        const deadline = performance.now() + connectTimeoutMs
+        const left = () => {
+          const ms = deadline - performance.now()
+          if (ms <= 0) throw new Error(`connecting took longer than ${connectTimeoutMs} ms`)
+          return ms
+        }
+        await client.connect(transport(), { timeout: left() })
         const tools = new Map<string, Tool>()
         let cursor: string | undefined
+        let listed = 0
+        let pages = 0
         do {
-          const page = await client.listTools(cursor === undefined ? {} : { cursor }, { timeout: connectTimeoutMs })
+          if (++pages > pagesMax) throw new Error(`the server's tool list runs past ${pagesMax} pages`)
+          const page = await client.listTools(cursor === undefined ? {} : { cursor }, { timeout: left() })
           for (const tool of page.tools) {
-            if (tools.size >= toolsMax) throw new Error(`the server lists more than ${toolsMax} tools`)
+            if (++listed > toolsMax) throw new Error(`the server lists more than ${toolsMax} tools`)
             if (granted !== undefined && !granted.has(tool.name)) continue
             const inputSchema = plain(tool.inputSchema) as { readonly [key: string]: unknown }
-            let validate: ValidateFunction | undefined
-            let schemaError: string | undefined
-            try {
-              validate = compile(inputSchema)
-            } catch (e) {
-              schemaError = e instanceof Error ? e.message : String(e)
-            }
             const info: ToolInfo =
               typeof tool.description === "string"
-                ? { name: tool.name, description: tool.description, inputSchema }
+                ? { name: tool.name, description: tool.description.slice(0, descriptionCharsMax), inputSchema }
                 : { name: tool.name, inputSchema }
-            tools.set(tool.name, { info, validate, schemaError })
+            tools.set(tool.name, { info, validate: undefined })
           }
           cursor = page.nextCursor
         } while (cursor !== undefined)
@@ -316,7 +379,7 @@ const make = (options: CommonOptions, transport: () => Transport): Effect.Effect
         }
       })
 
-    const read = (request: unknown): Effect.Effect<{ value: unknown; cost: Cost }, DeviceError> =>
+    const read = (request: unknown, context: CallContext): Effect.Effect<{ value: unknown; cost: Cost }, DeviceError> =>
       Effect.gen(function* () {
         const r = request as { readonly _tag?: unknown; readonly tool?: unknown; readonly input?: unknown }
         if (typeof r === "object" && r !== null && r._tag === "ListTools") {
@@ -339,21 +402,36 @@ const make = (options: CommonOptions, transport: () => Transport): Effect.Effect
           )
         }
         if ("error" in parsed) {
-          return charged(toolError(parsed.tool, "invalid-input", `${parsed.tool}: the arguments are not JSON`))
-        }
-        if (tool.validate === undefined) {
           return charged(
             toolError(
               parsed.tool,
               "invalid-input",
-              `${parsed.tool}: its input schema cannot be enforced (${tool.schemaError})`
+              parsed.error === "not-json"
+                ? `${parsed.tool}: the arguments are not JSON`
+                : `${parsed.tool}: the arguments must be plain JSON data (no class instances, accessors or functions)`
             )
           )
         }
-        if (!tool.validate(parsed.args)) {
+        // a scope this driver cannot enforce (a file tool's globs given to an MCP tool) refuses the call: closed
+        if (context.scopes !== undefined && context.scopes.some((scope) => scope !== undefined)) {
           return charged(
-            toolError(parsed.tool, "invalid-input", `${parsed.tool}: ${describeErrors(tool.validate)}`, {
-              errors: plain(tool.validate.errors)
+            toolError(
+              parsed.tool,
+              "invalid-input",
+              `${parsed.tool}: this MCP device enforces no scope; grant the tool without one`
+            )
+          )
+        }
+        const validate = validatorOf(tool)
+        if (typeof validate === "string") {
+          return charged(
+            toolError(parsed.tool, "invalid-input", `${parsed.tool}: its input schema cannot be enforced (${validate})`)
+          )
+        }
+        if (!validate(parsed.args)) {
+          return charged(
+            toolError(parsed.tool, "invalid-input", `${parsed.tool}: ${describeErrors(validate)}`, {
+              errors: plain(validate.errors)
             })
           )
         }
@@ -371,12 +449,13 @@ const make = (options: CommonOptions, transport: () => Transport): Effect.Effect
         return charged(value)
       })
 
-    const handle: Handle = { read: (request) => read(request) }
+    const handle: Handle = { read: (request, context) => read(request, context) }
 
     yield* Effect.addFinalizer(() =>
       Effect.promise(async () => {
         ended = true
-        const open = current ?? (connecting === undefined ? undefined : await connecting.catch(() => undefined))
+        // a connection still being made closes itself when it is done (see `connection`): never waited for here
+        const open = current
         current = undefined
         if (open !== undefined) await open.client.close().catch(() => {})
       })
@@ -400,30 +479,34 @@ const make = (options: CommonOptions, transport: () => Transport): Effect.Effect
   })
 
 type ParsedCall =
-  { readonly tool: string; readonly args: unknown } | { readonly tool: string; readonly error: "not-json" }
+  | { readonly tool: string; readonly args: unknown }
+  | { readonly tool: string; readonly error: "not-json" | "not-plain" }
 
 /** `{ tool, input }` or `{ tool, arguments: "<json>" }`, read once each (a getter is not asked twice). */
 const parseCall = (request: unknown): ParsedCall | undefined => {
   if (typeof request !== "object" || request === null) return undefined
-  const r = request as { readonly tool?: unknown; readonly input?: unknown; readonly arguments?: unknown }
-  const tool = r.tool
+  const ownData = (key: string): unknown => {
+    const descriptor = getOwnPropertyDescriptor(request, key)
+    return descriptor !== undefined && "value" in descriptor ? descriptor.value : undefined
+  }
+  // own data properties only: a prototype's getter must not name another tool or other arguments than were checked
+  const tool = ownData("tool")
   if (typeof tool !== "string") return undefined
-  if ("input" in r) return { tool, args: plainOrUndefined(r.input) }
-  const text = r.arguments
+  const input = ownData("input")
+  if (input !== undefined) {
+    const args = jsonArguments(input)
+    return args === undefined ? { tool, error: "not-plain" } : { tool, args }
+  }
+  const text = ownData("arguments")
   if (typeof text !== "string") return undefined
+  let parsed: unknown
   try {
-    return { tool, args: JSON.parse(text) }
+    parsed = jsonParse(text)
   } catch {
     return { tool, error: "not-json" }
   }
-}
-
-const plainOrUndefined = (value: unknown): unknown => {
-  try {
-    return value === undefined ? {} : plain(value)
-  } catch {
-    return undefined
-  }
+  const args = jsonArguments(parsed)
+  return args === undefined ? { tool, error: "not-json" } : { tool, args }
 }
 
 const textOf = (content: unknown): string => {

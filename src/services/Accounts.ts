@@ -196,18 +196,31 @@ export const remaining = (account: Account, meter: Meter): number => {
 
 /**
  * The fraction of its tightest budget an account has used, per meter (what policies' `spend` compares): the highest
- * `used / limit` over the chain, 0 where no level has a limit.
+ * `(used + reserved) / limit` over the chain, 0 where no level has a limit.
  */
-export const spentOf = (account: Account): { tokens: number; toolCalls: number; usd: number } => {
+export const spentOf = (
+  account: Account,
+  extra?: { readonly tokens: number; readonly toolCalls: number; readonly usd: number }
+): { tokens: number; toolCalls: number; usd: number } => {
   let tokens = 0
   let toolCalls = 0
   let usd = 0
+  // what calls in flight reserved counts as spent (else a batch started at once would all be judged at 0), and so
+  // does `extra` (the earlier calls of the batch being judged)
+  const moreTokens = extra?.tokens ?? 0
+  const moreToolCalls = extra?.toolCalls ?? 0
+  const moreUsd = extra?.usd ?? 0
   for (let a: Account | undefined = account; a !== undefined; a = a.parent) {
-    if (a.tokensMax !== Infinity) tokens = Math.max(tokens, a.tokensMax === 0 ? 1 : a.tokens / a.tokensMax)
-    if (a.toolCallsMax !== Infinity) {
-      toolCalls = Math.max(toolCalls, a.toolCallsMax === 0 ? 1 : a.toolCalls / a.toolCallsMax)
+    if (a.tokensMax !== Infinity) {
+      tokens = Math.max(tokens, a.tokensMax === 0 ? 1 : (a.tokens + a.tokensReserved + moreTokens) / a.tokensMax)
     }
-    if (a.usdMax !== Infinity) usd = Math.max(usd, a.usdMax === 0 ? 1 : a.usd / a.usdMax)
+    if (a.toolCallsMax !== Infinity) {
+      toolCalls = Math.max(
+        toolCalls,
+        a.toolCallsMax === 0 ? 1 : (a.toolCalls + a.toolCallsReserved + moreToolCalls) / a.toolCallsMax
+      )
+    }
+    if (a.usdMax !== Infinity) usd = Math.max(usd, a.usdMax === 0 ? 1 : (a.usd + a.usdReserved + moreUsd) / a.usdMax)
   }
   return { tokens, toolCalls, usd }
 }

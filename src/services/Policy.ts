@@ -187,12 +187,64 @@ const globTest = (glob: string): Test => {
   return (text) => apply(regexExec, re, [text]) !== null
 }
 
-/** A regular expression, `(?i)` at its start as the `i` flag; a syntax error is a problem. */
+/** The longest text a regular expression is run on; a longer one cannot be judged, and is denied. */
+export const regexInputCharsMax = 65_536
+
+/**
+ * Whether a pattern repeats a group that itself repeats (`(a+)+`, `(\w*)*`, `(x+){2,}`): what makes a backtracking
+ * engine take exponential time on a text that almost matches. Such a pattern is refused when the policy is made,
+ * so that no argument can stall the kernel while it is judged.
+ */
+const nestedQuantifier = (source: string): boolean => {
+  // per open group: whether a quantifier is inside it
+  const groups: Array<boolean> = []
+  let inner = false
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i]!
+    if (c === "\\") {
+      i++
+      continue
+    }
+    if (c === "[") {
+      // a character class: up to its closing bracket
+      for (i++; i < source.length && source[i] !== "]"; i++) if (source[i] === "\\") i++
+      continue
+    }
+    if (c === "(") {
+      groups.push(inner)
+      inner = false
+      continue
+    }
+    const quantifier = c === "*" || c === "+" || (c === "{" && /^\{\d*,?\d*\}/.test(source.slice(i)))
+    if (c === ")") {
+      const hadQuantifier: boolean = inner
+      inner = groups.pop() ?? false
+      const next = source[i + 1]
+      const repeated = next === "*" || next === "+" || (next === "{" && /^\{\d*,\d*\}/.test(source.slice(i + 1)))
+      if (hadQuantifier && repeated) return true
+      // the group's quantifiers count for the group around it
+      inner = inner || hadQuantifier
+      continue
+    }
+    if (quantifier) inner = true
+  }
+  return false
+}
+
+/** A regular expression, `(?i)` at its start as the `i` flag; a syntax error or a nested quantifier is a problem. */
 const regexTest = (source: string): Test | string => {
   const insensitive = source.startsWith("(?i)")
+  const body = insensitive ? source.slice(4) : source
+  if (nestedQuantifier(body)) {
+    return "a group that repeats a repetition (e.g. (a+)+) can take exponential time: write it without one"
+  }
   try {
-    const re = new RegExp(insensitive ? source.slice(4) : source, insensitive ? "iu" : "u")
-    return (text) => apply(regexExec, re, [text]) !== null
+    const re = new RegExp(body, insensitive ? "iu" : "u")
+    return (text) => {
+      // judging throws (and so denies) rather than run a pattern on more than it was written for
+      if (text.length > regexInputCharsMax) throw new RangeError("too long to judge")
+      return apply(regexExec, re, [text]) !== null
+    }
   } catch (error) {
     return `not a regular expression: ${error instanceof Error ? error.message : String(error)}`
   }

@@ -13,7 +13,7 @@ import type { Snapshot } from "../Snapshot.ts"
 import { ArgumentError, type Spawned, SpawnError, type SpawnOptions, Sys } from "../Sys.ts"
 import type { CapRecord } from "./capRef.ts"
 import * as Inputs from "./inputs.ts"
-import type { PolicySet } from "../Policy.ts"
+import { makeRates, type PolicySet } from "../Policy.ts"
 import { freeze, includes, map, push, SafeSet } from "./primordials.ts"
 import { CHILD_RIGHTS, type KernelState, noCaps, OPEN, SPAWN } from "./kernelState.ts"
 import { Proc } from "./proc.ts"
@@ -199,6 +199,12 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
       input.deadlineMs === undefined ? undefined : at + input.deadlineMs
     )
     child.policies = policies
+    // `rate` rules count the calls of the whole tree: a child shares its parent's memory of them (else spawning
+    // children would multiply a rate)
+    if (policies !== undefined) {
+      if (parent.policyRates === undefined) parent.policyRates = makeRates()
+      child.policyRates = parent.policyRates
+    }
     procs.set(pid, child)
     for (let i = 0; i < moved.length; i++) caps.transfer(moved[i]!, pid)
     parent.account.children++

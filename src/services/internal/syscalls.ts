@@ -333,7 +333,32 @@ export class ProcessSys implements SysShape, EagerSys {
         const layer = layers[i]!
         const decoded = layer.decode(copied)
         if (decoded.ok) {
-          copied = decoded.value
+          // what the Schema made is copied again, as a body is: a getter, a Proxy or a function it returned must not
+          // reach the receiver (nor show the policies one thing and the receiver another)
+          const value = decoded.value
+          if (typeof value === "object" && value !== null) {
+            const again = Inputs.read("send", () =>
+              Inputs.bodyOf("body", value, kernel.limits.messageBytesMax, isCapRef)
+            )
+            if (again instanceof ArgumentError) {
+              return this.#argument(
+                "send",
+                new ArgumentError({
+                  call: "send",
+                  message: `the pipe's Schema made a body that is not plain data: ${again.message}`
+                })
+              )
+            }
+            copied = again.value
+          } else if (typeof value === "function" || typeof value === "symbol") {
+            return this.#argument(
+              "send",
+              new ArgumentError({
+                call: "send",
+                message: `the pipe's Schema made a body that is not plain data (a ${typeof value})`
+              })
+            )
+          } else copied = value
           continue
         }
         if (layer.invalid === "drop") {
@@ -362,10 +387,16 @@ export class ProcessSys implements SysShape, EagerSys {
     // 3b. policies with rules on messages sent: judged on the copied body and the receiver's name
     const chain = proc.policies
     if (chain !== undefined && Policy.judgesMessages(chain)) {
-      const tag =
-        typeof copied === "object" && copied !== null && !isArray(copied)
-          ? own(copied as { _tag?: unknown }, "_tag")
-          : undefined
+      // the type is an own string `_tag`; one the body only inherits, or reads through a getter, cannot be judged
+      let tag: unknown = undefined
+      let judgeable = true
+      if (typeof copied === "object" && copied !== null && !isArray(copied)) {
+        const descriptor = getOwnPropertyDescriptor(copied, "_tag")
+        if (descriptor !== undefined) {
+          if ("value" in descriptor) tag = descriptor.value
+          else judgeable = false
+        } else if ("_tag" in copied) judgeable = false
+      }
       const subject = judgedIn(proc, {
         device: "",
         call: "send",
@@ -373,7 +404,9 @@ export class ProcessSys implements SysShape, EagerSys {
         input: copied,
         message: freeze({ type: typeof tag === "string" ? tag : undefined, to: target?.name ?? "" })
       })
-      const verdict = Policy.judge(chain, subject)
+      const verdict: Policy.Verdict = judgeable
+        ? Policy.judge(chain, subject)
+        : { decision: "deny", rule: "unjudgeable-type" }
       if (verdict.decision !== "allow") {
         kernel.events.emit({
           _tag: "Policy",
@@ -1047,10 +1080,32 @@ export class ProcessSys implements SysShape, EagerSys {
       }
       verdicts = []
       const judgedRequests: Array<unknown> = []
+      // the batch's earlier calls count as spent for the later ones' `spend` rules (what they will reserve)
+      const batch = { tokens: 0, toolCalls: 0, usd: 0 }
+      const reserveOf = entry.driver.reserve
       for (let i = 0; i < requests.length; i++) {
+        // what a policy judges and what the driver reads must be one thing: own data of plain objects and arrays
+        // only (a class instance could answer the driver through its prototype — a getter, a toJSON — otherwise)
+        if (!isPlainData(requests[i], 0)) {
+          return this.#argument(
+            call,
+            new ArgumentError({
+              call,
+              message: "a request judged by policies must be plain data (no class instances, accessors or symbols)"
+            })
+          )
+        }
         const judged = judgedOf(entry.driver.name, call, requests[i], grants?.[i]?.tool)
         push(judgedRequests, judged.request)
-        const subject = judgedIn(proc, judged.subject)
+        const subject = judgedIn(proc, judged.subject, batch)
+        if (reserveOf !== undefined && requests.length > 1) {
+          const cost = Inputs.read(call, () => Inputs.costOf("reservation", reserveOf(judged.request)))
+          if (!(cost instanceof ArgumentError)) {
+            batch.tokens += cost.tokens ?? 0
+            batch.toolCalls += cost.toolCalls ?? 0
+            batch.usd += cost.usd ?? 0
+          }
+        }
         const verdict = Policy.judge(chain, subject)
         if (verdict.decision !== "allow") {
           kernel.events.emit(policyEvent(proc.pid, verdict, subject, "call"))
@@ -1186,8 +1241,41 @@ const judgedOf = (
   return { subject: { device, call, tool, input: text }, request }
 }
 
+const getPrototypeOf = Reflect.getPrototypeOf
+const ownKeys = Reflect.ownKeys
+const getOwnPropertyDescriptor = Reflect.getOwnPropertyDescriptor
+const objectPrototype = Object.prototype
+
+/**
+ * Whether `value` is plain data: primitives, arrays and objects of `Object.prototype` (or none) whose own properties
+ * are all string-keyed data properties holding plain data. Bounded: the copy it runs on already is.
+ */
+const isPlainData = (value: unknown, depth: number): boolean => {
+  if (typeof value !== "object" || value === null) return typeof value !== "function" && typeof value !== "symbol"
+  if (depth > 64) return false
+  const array = isArray(value)
+  if (!array) {
+    const proto = getPrototypeOf(value)
+    if (proto !== objectPrototype && proto !== null) return false
+  }
+  const keys = ownKeys(value)
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!
+    if (typeof key !== "string") return false
+    const descriptor = getOwnPropertyDescriptor(value, key)!
+    if (!("value" in descriptor)) return false
+    if (array && key === "length") continue
+    if (!isPlainData(descriptor.value, depth + 1)) return false
+  }
+  return true
+}
+
 /** A subject with what the caller's state adds: its spend, its rate memory, the kernel clock's time. */
-const judgedIn = (proc: Proc, subject: Policy.Subject): Policy.Subject => {
+const judgedIn = (
+  proc: Proc,
+  subject: Policy.Subject,
+  batch?: { readonly tokens: number; readonly toolCalls: number; readonly usd: number }
+): Policy.Subject => {
   let rates = proc.policyRates
   if (rates === undefined) {
     rates = Policy.makeRates()
@@ -1199,7 +1287,7 @@ const judgedIn = (proc: Proc, subject: Policy.Subject): Policy.Subject => {
     tool: subject.tool,
     input: subject.input,
     message: subject.message,
-    spent: Accounts.spentOf(proc.account),
+    spent: Accounts.spentOf(proc.account, batch),
     rates,
     now: proc.kernel.now()
   })
