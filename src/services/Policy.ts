@@ -25,7 +25,8 @@
  * On the caller's state: `spend` (`{ tokens?, toolCalls?, usd? }`, fractions 0 to 1: matches once any meter named
  * has used at least that fraction of the caller's tightest budget) and `rate` (`{ over, per }`: matches a call when
  * more than `over` calls that the rule's other keys matched were judged by it in the last `per` — a duration such
- * as `"1 minute"`, or milliseconds — counting denied attempts too, per process, on the kernel's clock).
+ * as `"1 minute"`, or milliseconds — counting denied attempts too, over the process tree (children share it), on the
+ * kernel's clock).
  *
  * On messages sent (`Sys.send`): `call: send` and `message` (`{ type?, to? }`: globs on the body's `_tag` and on the
  * receiver's name). A set judges messages only when it has such a rule: then a message no rule of it matches is
