@@ -267,3 +267,41 @@ describe("policy rules: problems", () => {
     })
   )
 })
+
+describe("policy rules: what a judged request may hold", () => {
+  it.effect(
+    "plain data, dates, bytes, caps and own getters (read once, by the copy) pass; a class instance or a Map is an ArgumentError",
+    () =>
+      Effect.gen(function* () {
+        class Request {
+          readonly tool = "echo"
+          get input() {
+            return { path: "/etc/passwd" }
+          }
+        }
+        const withGetter = { tool: "echo" }
+        Object.defineProperty(withGetter, "input", { enumerable: true, get: () => ({ path: "/etc/passwd" }) })
+        const { out } = yield* run(`- { name: rest, decision: allow }`, (grant) =>
+          Effect.gen(function* () {
+            const h = yield* Sys.open(grant.devices.echo!)
+            const me = yield* Sys.selfCap()
+            const tag = (request: unknown) => Effect.map(Effect.exit(Sys.read(h, request)), (e) => e._tag)
+            return {
+              plain: yield* tag({ tool: "echo", input: { a: [1, "x", null, { b: true }] } }),
+              leaves: yield* tag({ tool: "echo", input: { at: new Date(0), bytes: new Uint8Array([1, 2]), cap: me } }),
+              instance: yield* tag(new Request()),
+              accessor: yield* tag(withGetter),
+              map: yield* tag({ tool: "echo", input: new Map([["path", "/etc/passwd"]]) })
+            }
+          })
+        )
+        assert.deepStrictEqual(out, {
+          plain: "Success",
+          leaves: "Success",
+          instance: "Failure",
+          accessor: "Success",
+          map: "Failure"
+        })
+      })
+  )
+})
