@@ -45,8 +45,8 @@ import { Ajv, type ValidateFunction } from "ajv"
 import { Ajv2020 } from "ajv/dist/2020.js"
 import { Duration, Effect, type Scope } from "effect"
 import type { Cost } from "../services/Accounts.ts"
-import { type CallContext, type Denial, DeviceError, type Driver, type Handle } from "../services/Device.ts"
-import type { ToolError } from "./Tools.ts"
+import { type CallContext, DeviceError, type Driver, type Handle } from "../services/Device.ts"
+import { denied, toolError } from "./Tools.ts"
 
 /**
  * Options shared by both transports.
@@ -196,11 +196,6 @@ interface Connection {
   readonly tools: ReadonlyMap<string, Tool>
   closed: boolean
 }
-
-const toolError = (tool: string, reason: ToolError["reason"], message: string, error?: unknown): ToolError =>
-  error === undefined
-    ? { _tag: "ToolError", tool, reason, message }
-    : { _tag: "ToolError", tool, reason, message, error }
 
 /** Plain JSON: what the server sent, without prototypes, getters or anything the journal cannot hold. */
 const plain = (value: unknown): unknown => (value === undefined ? undefined : JSON.parse(JSON.stringify(value)))
@@ -466,13 +461,7 @@ const make = (options: CommonOptions, transport: () => Transport): Effect.Effect
       meters: ["toolCalls"],
       reserve: (request: unknown): Cost =>
         (request as { readonly _tag?: unknown } | null)?._tag === "ListTools" ? free : callCost,
-      denied: (_request: unknown, denial: Denial) =>
-        toolError(
-          denial.tool,
-          "denied",
-          `${denial.tool}: denied by ${denial.by}${denial.reason === undefined ? "" : `: ${denial.reason}`}`,
-          denial.reason === undefined ? { by: denial.by } : { by: denial.by, reason: denial.reason }
-        ),
+      denied,
       open: () => Effect.succeed(handle),
       listTools
     } satisfies McpDriver

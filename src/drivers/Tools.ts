@@ -269,8 +269,13 @@ const callCost = { toolCalls: 1 } as const
 
 const charged = (value: unknown): DeviceResult => ({ value, cost: callCost })
 
-/** What a denied call reads (the tools driver's `denied`). */
-const denied = (_request: unknown, denial: Denial): ToolError =>
+/**
+ * What a call whose approval (or policy) denied it reads on a tools device: a `ToolError` `denied` naming who and
+ * why. A driver's `denied`; the MCP driver's too.
+ *
+ * @category constructors
+ */
+export const denied = (_request: unknown, denial: Denial): ToolError =>
   toolError(
     denial.tool,
     "denied",
@@ -278,7 +283,12 @@ const denied = (_request: unknown, denial: Denial): ToolError =>
     denial.reason === undefined ? { by: denial.by } : { by: denial.by, reason: denial.reason }
   )
 
-const toolError = (tool: string, reason: ToolError["reason"], message: string, error?: unknown): ToolError =>
+/**
+ * A `ToolError` value (`error` only when given).
+ *
+ * @category constructors
+ */
+export const toolError = (tool: string, reason: ToolError["reason"], message: string, error?: unknown): ToolError =>
   error === undefined
     ? { _tag: "ToolError", tool, reason, message }
     : { _tag: "ToolError", tool, reason, message, error }
