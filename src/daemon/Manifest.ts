@@ -36,7 +36,8 @@
 import { Cause, Duration, Effect, Option, Schema } from "effect"
 import * as Policy from "../services/Policy.ts"
 import * as Yaml from "effect/encoding/Yaml"
-import * as SchemaIssue from "effect/SchemaIssue"
+import type * as SchemaIssue from "effect/SchemaIssue"
+import { problemsOf as issueProblems } from "../services/internal/schemaProblems.ts"
 
 /**
  * One problem of a manifest: where (`budget.tokens`, `capabilities[2]`, or `""` for the whole text) and what.
@@ -211,27 +212,12 @@ export interface Manifest {
 }
 
 const decodeFields = Schema.decodeUnknownEffect(ManifestFields)
-const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
-
-const pathOf = (path: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined): string => {
-  let out = ""
-  for (const segment of path ?? []) {
-    const key = typeof segment === "object" && segment !== null ? segment.key : segment
-    out += typeof key === "number" ? `[${key}]` : out.length === 0 ? String(key) : `.${String(key)}`
-  }
-  return out
-}
-
 /**
  * A Schema issue as problems, each with its path (`budget.tokens`, `capabilities[2]`).
  *
  * @category decoding
  */
-export const problemsOf = (issue: SchemaIssue.Issue): Array<Problem> =>
-  formatter(issue).issues.map((i) => ({
-    path: pathOf(i.path as ReadonlyArray<PropertyKey> | undefined),
-    message: i.message
-  }))
+export const problemsOf = (issue: SchemaIssue.Issue): Array<Problem> => issueProblems(issue)
 
 const fail = (problems: ReadonlyArray<Problem>) =>
   new ManifestError({

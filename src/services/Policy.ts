@@ -48,7 +48,7 @@
  */
 import { Duration, Effect, Option, Schema } from "effect"
 import * as Yaml from "effect/encoding/Yaml"
-import * as SchemaIssue from "effect/SchemaIssue"
+import { problemsOf } from "./internal/schemaProblems.ts"
 
 /**
  * @category models
@@ -165,6 +165,10 @@ export interface PolicySet {
 
 const compiled = new WeakMap<PolicySet, ReadonlyArray<CompiledRule>>()
 const rulesOf = (set: PolicySet): ReadonlyArray<CompiledRule> | undefined => apply(weakMapGet, compiled, [set])
+/** What a set judges besides driver calls, found once when it is made (the kernel asks on every send and call). */
+const traits = new WeakMap<PolicySet, { readonly sends: boolean; readonly results: boolean }>()
+const traitsOf = (set: PolicySet): { readonly sends: boolean; readonly results: boolean } | undefined =>
+  apply(weakMapGet, traits, [set])
 
 /** Whether `u` is a policy set `make` made (not a look-alike). */
 export const isPolicySet = (u: unknown): u is PolicySet =>
@@ -254,15 +258,6 @@ const regexTest = (source: string): Test | string => {
 const patternTest = (pattern: { readonly regex: string } | { readonly glob: string }): Test | string =>
   "regex" in pattern ? regexTest(pattern.regex) : globTest(pattern.glob)
 
-const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
-const pathOf = (path: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined): string => {
-  let out = ""
-  for (const segment of path ?? []) {
-    const key = typeof segment === "object" && segment !== null ? segment.key : segment
-    out += typeof key === "number" ? `[${key}]` : out.length === 0 ? String(key) : `.${String(key)}`
-  }
-  return out
-}
 const failWith = (problems: ReadonlyArray<{ readonly path: string; readonly message: string }>) =>
   new PolicyError({
     message: `invalid policy: ${problems.map((p) => (p.path === "" ? p.message : `${p.path}: ${p.message}`)).join("; ")}`,
@@ -279,14 +274,7 @@ const decodeFields = Schema.decodeUnknownEffect(PolicyFields)
 export const make = (rules: unknown): Effect.Effect<PolicySet, PolicyError> =>
   Effect.gen(function* () {
     const fields = yield* decodeFields(rules, { errors: "all", onExcessProperty: "error" }).pipe(
-      Effect.mapError((error) =>
-        failWith(
-          formatter(error.issue).issues.map((i) => ({
-            path: pathOf(i.path as ReadonlyArray<PropertyKey> | undefined),
-            message: i.message
-          }))
-        )
-      )
+      Effect.mapError((error) => failWith(problemsOf(error.issue)))
     )
     const problems: Array<{ path: string; message: string }> = []
     const out: Array<CompiledRule> = []
@@ -370,6 +358,14 @@ export const make = (rules: unknown): Effect.Effect<PolicySet, PolicyError> =>
     if (problems.length > 0) return yield* failWith(problems)
     const set: PolicySet = Object.freeze({ _tag: "PolicySet" as const, rules: Object.freeze(fields) })
     apply(weakMapSet, compiled, [set, Object.freeze(out)])
+    // by index: a set made by image code must not get its traits from a patched `Array.prototype.some`
+    let sends = false
+    let results = false
+    for (let r = 0; r < out.length; r++) {
+      if (out[r]!.kind === "sends") sends = true
+      if (out[r]!.result !== undefined) results = true
+    }
+    apply(weakMapSet, traits, [set, Object.freeze({ sends, results })])
     return set
   })
 
@@ -548,7 +544,7 @@ export const judge = (chain: ReadonlyArray<PolicySet>, subject: Subject): Verdic
     const rules = rulesOf(chain[c]!)
     if (rules === undefined) return { decision: "deny", rule: "not-a-policy" }
     // a set judges messages sent only when it has rules for them
-    if (subject.call === "send" && !judgesSends(rules)) continue
+    if (subject.call === "send" && traitsOf(chain[c]!)?.sends !== true) continue
     let decided: Verdict = { decision: "deny", rule: "default-deny" }
     for (let r = 0; r < rules.length; r++) {
       const rule = rules[r]!
@@ -569,27 +565,19 @@ export const judge = (chain: ReadonlyArray<PolicySet>, subject: Subject): Verdic
   return verdict
 }
 
-const judgesSends = (rules: ReadonlyArray<CompiledRule>): boolean => {
-  for (let r = 0; r < rules.length; r++) if (rules[r]!.kind === "sends") return true
-  return false
-}
-
 /**
  * Whether any set of the chain judges messages sent (so the kernel judges a send only then).
  *
  * @category judging
  */
 export const judgesMessages = (chain: ReadonlyArray<PolicySet>): boolean => {
-  for (let c = 0; c < chain.length; c++) if (judgesSends(rulesOf(chain[c]!) ?? [])) return true
+  for (let c = 0; c < chain.length; c++) if (traitsOf(chain[c]!)?.sends === true) return true
   return false
 }
 
 /** Whether any set of the chain has a rule judged on results (so the kernel renders results only then). */
 export const judgesResults = (chain: ReadonlyArray<PolicySet>): boolean => {
-  for (let c = 0; c < chain.length; c++) {
-    const rules = rulesOf(chain[c]!) ?? []
-    for (let r = 0; r < rules.length; r++) if (rules[r]!.result !== undefined) return true
-  }
+  for (let c = 0; c < chain.length; c++) if (traitsOf(chain[c]!)?.results === true) return true
   return false
 }
 
