@@ -18,7 +18,7 @@ import { durationMillis } from "./duration.ts"
 import type { MessageLayer, ToolLayer, ToolLayerEntry } from "./capRef.ts"
 import { Schema } from "effect"
 import { isPolicySet, type PolicySet } from "../Policy.ts"
-import { freeze, own, push, put, SafeMap } from "./primordials.ts"
+import { freeze, includes, own, push, put, SafeMap } from "./primordials.ts"
 
 // captured at load: image code that replaces them later is never asked about a kernel input
 const isArray = Array.isArray
@@ -752,3 +752,72 @@ export const toolRequestOf = (
 }
 
 export { Unreadable }
+
+const objectPrototype = Object.prototype
+/**
+ * The built-in values a request may hold whole: the kernel's copy makes them afresh (a `Date`, bytes, a cap), so they
+ * have exactly these prototypes and no own properties a policy would have to see.
+ */
+const leafPrototypes: ReadonlyArray<object> = [
+  Date.prototype,
+  ArrayBuffer.prototype,
+  DataView.prototype,
+  Uint8Array.prototype,
+  Uint8ClampedArray.prototype,
+  Int8Array.prototype,
+  Uint16Array.prototype,
+  Int16Array.prototype,
+  Uint32Array.prototype,
+  Int32Array.prototype,
+  Float32Array.prototype,
+  Float64Array.prototype,
+  BigInt64Array.prototype,
+  BigUint64Array.prototype
+]
+
+/**
+ * Whether `value` is plain data: primitives, arrays and objects of `Object.prototype` (or none) whose own properties
+ * are all string-keyed data properties holding plain data, and (whole) dates, bytes and caps. Bounded: the copy it
+ * runs on already is.
+ */
+const plainData = (value: unknown, isCapRef: (value: object) => boolean, depth: number): boolean => {
+  if (typeof value !== "object" || value === null) return typeof value !== "function" && typeof value !== "symbol"
+  if (depth > 64) return false
+  if (isCapRef(value)) return true
+  const proto = getPrototypeOf(value)
+  if (proto !== null && includes(leafPrototypes, proto)) return ownKeys(value).length === 0 || isTypedIndexOnly(value)
+  const array = isArray(value)
+  if (!array && proto !== objectPrototype && proto !== null) return false
+  const keys = ownKeys(value)
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!
+    if (typeof key !== "string") return false
+    const descriptor = getOwnPropertyDescriptor(value, key)!
+    if (!("value" in descriptor)) return false
+    if (array && key === "length") continue
+    if (!plainData(descriptor.value, isCapRef, depth + 1)) return false
+  }
+  return true
+}
+
+/** A typed array's own keys are its indices (data the driver reads as bytes); anything else is not plain. */
+const isTypedIndexOnly = (value: object): boolean => {
+  const keys = ownKeys(value)
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!
+    if (typeof key !== "string" || key.length === 0 || (key.length > 1 && key.charCodeAt(0) === 48)) return false
+    // digits only, read by char code (no RegExp: image code may have patched its prototype)
+    for (let c = 0; c < key.length; c++) {
+      const code = key.charCodeAt(c)
+      if (code < 48 || code > 57) return false
+    }
+  }
+  return true
+}
+
+/**
+ * Whether a (copied) request is plain data, as the policies need it: what they judge and what the driver reads must
+ * be one thing (see `plainData`).
+ */
+export const isPlainData = (value: unknown, isCapRef: (value: object) => boolean): boolean =>
+  plainData(value, isCapRef, 0)

@@ -1086,7 +1086,7 @@ export class ProcessSys implements SysShape, EagerSys {
       for (let i = 0; i < requests.length; i++) {
         // what a policy judges and what the driver reads must be one thing: own data of plain objects and arrays
         // only (a class instance could answer the driver through its prototype — a getter, a toJSON — otherwise)
-        if (!isPlainData(requests[i], 0)) {
+        if (!Inputs.isPlainData(requests[i], isCapRef)) {
           return this.#argument(
             call,
             new ArgumentError({
@@ -1209,6 +1209,7 @@ export class ProcessSys implements SysShape, EagerSys {
 
 // captured at load: what a policy judges must not depend on built-ins image code patched since
 const isArray = Array.isArray
+const getOwnPropertyDescriptor = Reflect.getOwnPropertyDescriptor
 const jsonParse = JSON.parse
 
 /**
@@ -1239,71 +1240,6 @@ const judgedOf = (
     return { subject: { device, call, tool, input: parsed }, request: freeze({ tool, input: parsed }) }
   }
   return { subject: { device, call, tool, input: text }, request }
-}
-
-const getPrototypeOf = Reflect.getPrototypeOf
-const ownKeys = Reflect.ownKeys
-const getOwnPropertyDescriptor = Reflect.getOwnPropertyDescriptor
-const objectPrototype = Object.prototype
-/**
- * The built-in values a request may hold whole: the kernel's copy makes them afresh (a `Date`, bytes, a cap), so they
- * have exactly these prototypes and no own properties a policy would have to see.
- */
-const leafPrototypes: ReadonlyArray<object> = [
-  Date.prototype,
-  ArrayBuffer.prototype,
-  DataView.prototype,
-  Uint8Array.prototype,
-  Uint8ClampedArray.prototype,
-  Int8Array.prototype,
-  Uint16Array.prototype,
-  Int16Array.prototype,
-  Uint32Array.prototype,
-  Int32Array.prototype,
-  Float32Array.prototype,
-  Float64Array.prototype,
-  BigInt64Array.prototype,
-  BigUint64Array.prototype
-]
-
-/**
- * Whether `value` is plain data: primitives, arrays and objects of `Object.prototype` (or none) whose own properties
- * are all string-keyed data properties holding plain data, and (whole) dates, bytes and caps. Bounded: the copy it
- * runs on already is.
- */
-const isPlainData = (value: unknown, depth: number): boolean => {
-  if (typeof value !== "object" || value === null) return typeof value !== "function" && typeof value !== "symbol"
-  if (depth > 64) return false
-  if (isCapRef(value)) return true
-  const proto = getPrototypeOf(value)
-  if (proto !== null && includes(leafPrototypes, proto)) return ownKeys(value).length === 0 || isTypedIndexOnly(value)
-  const array = isArray(value)
-  if (!array && proto !== objectPrototype && proto !== null) return false
-  const keys = ownKeys(value)
-  for (let i = 0; i < keys.length; i++) {
-    const key = keys[i]!
-    if (typeof key !== "string") return false
-    const descriptor = getOwnPropertyDescriptor(value, key)!
-    if (!("value" in descriptor)) return false
-    if (array && key === "length") continue
-    if (!isPlainData(descriptor.value, depth + 1)) return false
-  }
-  return true
-}
-
-/** A typed array's own keys are its indices (data the driver reads as bytes); anything else is not plain. */
-const isTypedIndexOnly = (value: object): boolean => {
-  const keys = ownKeys(value)
-  for (let i = 0; i < keys.length; i++) {
-    const key = keys[i]!
-    if (typeof key !== "string" || key.length === 0 || (key.length > 1 && key.charCodeAt(0) === 48)) return false
-    // digits only, read by char code (no RegExp: image code may have patched its prototype)
-    for (let c = 0; c < key.length; c++) {
-      const code = key.charCodeAt(c)
-      if (code < 48 || code > 57) return false
-    }
-  }
-  return true
 }
 
 /** A subject with what the caller's state adds: its spend, its rate memory, the kernel clock's time. */
