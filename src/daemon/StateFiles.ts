@@ -105,7 +105,7 @@ export const prepareDir = (dir: string): void => {
       if (codeOf(error) !== "EEXIST") throw error
     }
     // the operator may name the state directory through a link; what is checked is the directory it names
-    const stat = lstatSync(dir).isSymbolicLink() ? statFollowing(dir) : lstatSync(dir)
+    const stat = statSync(dir)
     if (!stat.isDirectory()) throw unsafe(dir, `${dir} is not a directory`)
     owned(dir, stat)
     if ((stat.mode & 0o022) !== 0) {
@@ -136,15 +136,6 @@ export const prepareDir = (dir: string): void => {
     }
   } catch (error) {
     rethrow(dir, error)
-  }
-}
-
-const statFollowing = (path: string): Stats => {
-  const fd = openSync(path, constants.O_RDONLY | constants.O_DIRECTORY)
-  try {
-    return fstatSync(fd)
-  } finally {
-    closeSync(fd)
   }
 }
 
