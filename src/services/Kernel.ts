@@ -21,7 +21,8 @@ import { NameRegistry } from "./NameRegistry.ts"
 import type { ExitReason, Image } from "./Process.ts"
 import { type ProcessInfo, ProcessTable } from "./ProcessTable.ts"
 import type { Answer as ApprovalAnswer, PendingApproval } from "./internal/approvals.ts"
-import { abi, quotaOf, Snapshot, SnapshotError, unencodableAt } from "./Snapshot.ts"
+import { abi, quotaOf, Snapshot, SnapshotError } from "./Snapshot.ts"
+import { unencodableIn } from "./internal/snapshotOf.ts"
 import type { ArgumentError, ExitUnknownError, SpawnError } from "./Sys.ts"
 import type { PolicySet } from "./Policy.ts"
 
@@ -260,28 +261,8 @@ export const make: Effect.Effect<
           return Effect.fail(new SnapshotError({ reason: "unknown-process", message: `pid ${pid} is not running` }))
         }
         // a snapshot is JSON-safe or it is not given: a value JSON would change is named, never carried silently
-        for (let i = 0; i < snapshot.mailbox.length; i++) {
-          const found = unencodableAt(snapshot.mailbox[i]!.body, "body")
-          if (found !== undefined) {
-            return Effect.fail(
-              new SnapshotError({
-                reason: "unencodable",
-                message: `pid ${pid}: message ${i + 1} (from pid ${snapshot.mailbox[i]!.from}) holds ${found}`
-              })
-            )
-          }
-        }
-        for (const segment of [...snapshot.memory.working, ...snapshot.memory.swap]) {
-          const found = unencodableAt(segment.body, "body")
-          if (found !== undefined) {
-            return Effect.fail(
-              new SnapshotError({
-                reason: "unencodable",
-                message: `pid ${pid}: memory segment ${segment.id} holds ${found}`
-              })
-            )
-          }
-        }
+        const unencodable = unencodableIn(pid, snapshot)
+        if (unencodable !== undefined) return Effect.fail(unencodable)
         return Effect.succeed(snapshot)
       }),
     restore: (input, image, options) =>

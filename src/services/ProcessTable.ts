@@ -33,7 +33,8 @@ import { KernelConfig } from "./KernelConfig.ts"
 import { NameRegistry } from "./NameRegistry.ts"
 import * as Process from "./Process.ts"
 import { ExitUnknownError } from "./Sys.ts"
-import { abi, limitOf, type Snapshot } from "./Snapshot.ts"
+import type { Snapshot } from "./Snapshot.ts"
+import { snapshotOf } from "./internal/snapshotOf.ts"
 import { VirtualTime } from "./VirtualTime.ts"
 
 import { type Approvals, makeApprovals } from "./internal/approvals.ts"
@@ -454,30 +455,7 @@ export const make: Effect.Effect<
     boot: spawner.boot,
     snapshot: (pid) => {
       const proc = procs.get(pid)
-      if (proc === undefined || proc.exitReason !== undefined) return undefined
-      const at = now()
-      const account = proc.account
-      return {
-        abi,
-        name: proc.name,
-        memory: proc.memory?.export() ?? { working: [], swap: [] },
-        mailbox: proc.mailbox.peekAll().map((m) => ({
-          from: m.from,
-          body: m.body,
-          ...(m.corr === undefined ? {} : { corr: m.corr }),
-          ...(m.deadline === undefined ? {} : { deadlineInMs: Math.max(0, m.deadline - at) })
-        })),
-        budget: {
-          tokens: limitOf(Accounts.remaining(account, "tokens")),
-          toolCalls: limitOf(Accounts.remaining(account, "toolCalls")),
-          usd: limitOf(Accounts.remaining(account, "usd")),
-          mem: limitOf(account.memMax),
-          mailbox: account.mailboxMax,
-          wallMs: limitOf(Math.max(0, account.wallEndsAt - at))
-        },
-        priority: proc.priority,
-        deadlineInMs: proc.deadlineAt === undefined ? null : Math.max(0, proc.deadlineAt - at)
-      }
+      return proc === undefined || proc.exitReason !== undefined ? undefined : snapshotOf(proc, now())
     },
     get: (pid) => procs.get(pid),
     live: () => procs.toValues(),
