@@ -21,9 +21,9 @@
  *
  * @since 0.1.0
  */
-import { Effect, Option, Schema } from "effect"
+import { Effect, Option } from "effect"
 import type { CapRef } from "../services/Capability.ts"
-import * as ContextMemory from "../services/ContextMemory.ts"
+import * as Lessons from "../services/internal/lessons.ts"
 import * as Sys from "../services/Sys.ts"
 
 /**
@@ -44,11 +44,9 @@ export const defaults = { namespace: "lessons", lessonCharsMax: 500, k: 3 } as c
  *
  * @category schemas
  */
-export const Entry = Schema.Struct({ text: Schema.String, normalized: Schema.String, seq: Schema.Number })
+export const Entry = Lessons.Entry
 /** @category models */
-export type Entry = typeof Entry.Type
-
-const decodeEntry = Schema.decodeUnknownOption(Schema.fromJsonString(Entry))
+export type Entry = Lessons.Entry
 
 /**
  * The memory, bound to one KV handle and namespace.
@@ -72,29 +70,10 @@ export interface LongTermMemory {
  *
  * @category lessons
  */
-export const normalize = (text: string): string => ContextMemory.terms(text).join(" ")
+export const normalize = Lessons.normalize
 
 /** Common English function words, left out of recall queries: sharing "the" does not make a lesson relevant. */
-export const stopWords: ReadonlySet<string> = new Set(
-  (
-    "a an and are as at be but by do does for from has have how i if in into is it its of on or so than that the " +
-    "their then there these this to was were what when where which who why will with you your"
-  ).split(" ")
-)
-
-/** The query's terms without stop words (all of them when only stop words are left). */
-const queryText = (query: string): string => {
-  const all = ContextMemory.terms(query)
-  const kept = all.filter((term) => !stopWords.has(term))
-  return (kept.length > 0 ? kept : all).join(" ")
-}
-
-/** FNV-1a, 32 bits, as 8 hex digits. */
-const hash = (text: string): string => {
-  let h = 2166136261
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 16777619)
-  return (h >>> 0).toString(16).padStart(8, "0")
-}
+export const stopWords: ReadonlySet<string> = Lessons.stopWords
 
 /**
  * Binds a memory to a KV handle cap.
@@ -124,10 +103,10 @@ export const open = (kv: CapRef, options?: Options): LongTermMemory => {
     )
     const out: Array<Entry & { readonly key: string }> = []
     values.forEach((value, i) => {
-      const entry = value === null ? Option.none() : decodeEntry(value)
+      const entry = value === null ? Option.none() : Lessons.decodeEntry(value)
       if (Option.isSome(entry)) out.push({ ...entry.value, key: keys[i]! })
     })
-    return out.sort((a, b) => a.seq - b.seq || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    return out.sort(Lessons.byAdded)
   })
 
   const add = (lesson: string) =>
@@ -138,9 +117,7 @@ export const open = (kv: CapRef, options?: Options): LongTermMemory => {
       const stored = yield* entries
       if (stored.some((entry) => entry.normalized === normalized)) return false
       const taken = new Set(stored.map((entry) => entry.key))
-      const base = `${prefix}${hash(normalized)}`
-      let key = base
-      for (let n = 1; taken.has(key); n++) key = `${base}~${n}`
+      const key = Lessons.keyFor(prefix, normalized, taken)
       const seq = stored.reduce((max, entry) => Math.max(max, entry.seq), 0) + 1
       yield* Sys.write(kv, { op: "set", key, value: JSON.stringify({ text, normalized, seq } satisfies Entry) })
       return true
@@ -154,11 +131,13 @@ export const open = (kv: CapRef, options?: Options): LongTermMemory => {
     )
 
   const recall = (query: string, k: number = defaults.k) =>
-    Effect.map(entries, (stored) => {
-      const ranker = ContextMemory.bm25()
-      stored.forEach((entry, i) => ranker.add(i, entry.text))
-      return ranker.query(queryText(query), Math.max(0, Math.floor(k))).map((i) => stored[i]!.text)
-    })
+    Effect.map(entries, (stored) =>
+      Lessons.rank(
+        stored.map((entry) => entry.text),
+        query,
+        k
+      ).map((i) => stored[i]!.text)
+    )
 
   const all = () => Effect.map(entries, (stored) => stored.map((entry) => entry.text))
 
