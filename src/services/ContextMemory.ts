@@ -297,6 +297,16 @@ export class Memory {
     return Array.from(this.working.values(), (e) => ({ id: e.id, body: e.body, tokens: e.tokens, pinned: e.pinned }))
   }
 
+  /** The segment `id`, in the working set or in swap (a look: it stays where it is). */
+  get(id: number): (Segment & { readonly swapped: boolean }) | undefined {
+    const entry = this.working.get(id)
+    const swapped = entry === undefined
+    const found = entry ?? this.swap.get(id)
+    return found === undefined
+      ? undefined
+      : { id: found.id, body: found.body, tokens: found.tokens, pinned: found.pinned, swapped }
+  }
+
   forget(id: number): boolean {
     const entry = this.working.get(id)
     if (entry !== undefined) {

@@ -10,6 +10,7 @@
 import { Context, Effect, Layer, Schema, type Scope } from "effect"
 import type { Driver, Handle } from "./Device.ts"
 import { PolicySchema } from "./InferenceScheduler.ts"
+import { type KernelDevice, kernelDeviceOf, register } from "./internal/kernelDevice.ts"
 import { KernelConfigError } from "./KernelConfig.ts"
 
 /**
@@ -22,6 +23,8 @@ export interface HandleEntry {
   readonly opener: number
   /** The driver's handle, once a live call has opened it. */
   handle: Handle | undefined
+  /** Set when the driver is one the kernel serves itself (the VFS). */
+  readonly kernelDevice: KernelDevice | undefined
   closed: boolean
 }
 
@@ -109,6 +112,9 @@ const decodeDrivers = (drivers: ReadonlyArray<unknown>): ReadonlyArray<Driver> |
       ...(reserve === undefined ? {} : { reserve: reserve.bind(driver) as NonNullable<Driver["reserve"]> }),
       ...(denied === undefined ? {} : { denied: denied.bind(driver) as NonNullable<Driver["denied"]> })
     }
+    // a kernel device stays one in the copy (its registration is this package's, not a field a host could set)
+    const kernelDevice = kernelDeviceOf(driver as object)
+    if (kernelDevice !== undefined) register(copy, kernelDevice)
     decoded.push(copy)
   })
   return problems.length > 0 ? new KernelConfigError({ message: `invalid drivers: ${problems.join("; ")}` }) : decoded
@@ -136,7 +142,14 @@ const tableOf = (drivers: ReadonlyArray<Driver>): DeviceTableShape => {
     driver: (name) => byName.get(name),
     names: () => Array.from(byName.keys()),
     create(driver, opener) {
-      const entry: HandleEntry = { id: nextId++, driver, opener, handle: undefined, closed: false }
+      const entry: HandleEntry = {
+        id: nextId++,
+        driver,
+        opener,
+        handle: undefined,
+        kernelDevice: kernelDeviceOf(driver),
+        closed: false
+      }
       handles.set(entry.id, entry)
       return entry
     },

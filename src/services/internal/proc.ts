@@ -15,6 +15,12 @@ import type { KernelState } from "./kernelState.ts"
 import type { SafeMap, SafeSet } from "./primordials.ts"
 import { ProcessSys, settle } from "./syscalls.ts"
 
+/** A process's name and its parent's lineage, as it was spawned. */
+export interface Lineage {
+  readonly name: string
+  readonly up: Lineage | undefined
+}
+
 /**
  * A live (or just ended) process, as the kernel sees it. Fields that most processes never use are allocated lazily,
  * so an idle process costs little more than its fiber.
@@ -54,6 +60,12 @@ export class Proc implements MailboxOwner {
   spawnCap: CapRecord | undefined = undefined
   /** Context memory, made at the first `remember`. */
   memory: Memory | undefined = undefined
+  /** The VFS's `/state` checkpoints, oldest first, made at the first one. */
+  checkpoints: Array<import("../Vfs.ts").Checkpoint> | undefined = undefined
+  /** Checkpoints made so far: the next one is `/state/<checkpointsMade + 1>`. */
+  checkpointsMade = 0
+  /** The names from its root down to it, as spawned (re-parenting an orphan does not change it). */
+  readonly lineage: Lineage
   /** Driver calls made so far: the next call is op `ops + 1` (the journal key with the pid). */
   ops = 0
   /** Driver calls of this process waiting for an approval (`waiting-approval` in `ps`). */
@@ -86,6 +98,7 @@ export class Proc implements MailboxOwner {
     this.name = name
     this.parent = parent
     this.depth = parent === undefined ? 0 : parent.depth + 1
+    this.lineage = { name, up: parent?.lineage }
     this.account = account
     this.startCaps = startCaps
     this.startedAt = now

@@ -25,6 +25,7 @@ import { type CapRef, CapabilityError, isCapRef } from "../Capability.ts"
 import { estimateTokens, Memory, MemoryError, type Segment, textOf } from "../ContextMemory.ts"
 import { type CallContext, DeviceError, type DeviceResult, type Handle } from "../Device.ts"
 import type { HandleEntry } from "../DeviceTable.ts"
+import type { KernelDevice } from "./kernelDevice.ts"
 import type { EventInput, SyscallName } from "../EventLog.ts"
 import { JournalError, type JournalRecord, requestDigest } from "../Journal.ts"
 import type { NameError } from "../NameRegistry.ts"
@@ -901,8 +902,7 @@ export class ProcessSys implements SysShape, EagerSys {
       const input = Inputs.read("remember", () => Inputs.rememberOptionsOf(options))
       if (input instanceof ArgumentError) return this.#argument("remember", input)
       const proc = this.#proc
-      const kernelMemory = proc.kernel.memory
-      const memory = (proc.memory ??= new Memory({ recaller: kernelMemory.recaller(), pager: kernelMemory.pager }))
+      const memory = memoryOf(proc)
       // a caller may say a segment is larger than the estimate, never smaller: what is stored is what is counted
       const estimate = estimateTokens(textOf(body))
       const id = memory.remember(body, Math.max(input.tokens ?? 0, estimate), input.pin)
@@ -954,20 +954,7 @@ export class ProcessSys implements SysShape, EagerSys {
 
   /** Pages out past the high watermark; pinned segments alone over the `mem` quota end the process. */
   #fitMemory<A, E>(then: Effect.Effect<A, E>): Effect.Effect<A, E> {
-    const proc = this.#proc
-    const limits = proc.kernel.limits
-    if (proc.memory === undefined) return then
-    const { fits, pending } = proc.memory.fit(
-      proc.account.memMax,
-      limits.memoryHighWatermark,
-      limits.memoryLowWatermark
-    )
-    if (!fits) {
-      proc.kernel.terminate(proc, Process.quota("mem"))
-      return Effect.interrupt
-    }
-    // an effectful pager (a model call) runs here, in this process, through its own syscalls
-    return pending === undefined ? then : Effect.andThen(Effect.provideService(pending, Sys, this), then)
+    return fitMemory(this.#proc, then)
   }
 
   // ---- devices -------------------------------------------------------------------------------------------------
@@ -1056,6 +1043,17 @@ export class ProcessSys implements SysShape, EagerSys {
     // first, so the tool the kernel checks is the tool the driver runs
     let requests = payloads
     let grants: Array<Grant> | undefined
+    const kernelDevice = entry.kernelDevice
+    if (kernelDevice !== undefined) {
+      // a device the kernel serves itself has no tools, so a narrowing to some grants none of its calls; its
+      // requests are copied once, as plain data, before anything reads them
+      if (record.tools !== undefined) {
+        return this.#deny(call, new CapabilityError({ call, reason: "out-of-scope", cap: record.id }))
+      }
+      const copied = this.#kernelRequests(call, payloads)
+      if (copied instanceof ArgumentError) return this.#argument(call, copied)
+      requests = copied
+    }
     if (record.tools !== undefined) {
       const scoped = this.#scoped(call, record, payloads)
       if (scoped instanceof ArgumentError) return this.#argument(call, scoped)
@@ -1149,6 +1147,8 @@ export class ProcessSys implements SysShape, EagerSys {
       }
       reservations = made
     }
+    if (kernelDevice !== undefined)
+      return this.#kernelCall(kernelDevice, entry, call, requests, reservations, verdicts, many)
     const first = proc.ops + 1
     proc.ops += requests.length
     // 6. the syscall event (the charges follow as each call settles)
@@ -1157,26 +1157,69 @@ export class ProcessSys implements SysShape, EagerSys {
     if (!many) {
       return path.run(proc, entry, call, requests[0], first, reservations?.[0] ?? noCost, grants?.[0], verdicts?.[0])
     }
-    return Effect.forEach(
-      requests,
-      (request, i) =>
-        Effect.exit(
-          path.run(proc, entry, call, request, first + i, reservations?.[i] ?? noCost, grants?.[i], verdicts?.[i])
-        ),
-      { concurrency: "unbounded" }
-    ).pipe(
-      Effect.flatMap((exits) => {
-        const values: Array<unknown> = []
-        // by index and by definition: a patched array iterator or push never sees the results
-        for (let i = 0; i < exits.length; i++) {
-          const exit = exits[i]!
-          if (Exit.isFailure(exit)) return exit
-          push(values, exit.value)
-        }
-        return Effect.succeed(values)
-      })
+    return collected(
+      Effect.forEach(
+        requests,
+        (request, i) =>
+          Effect.exit(
+            path.run(proc, entry, call, request, first + i, reservations?.[i] ?? noCost, grants?.[i], verdicts?.[i])
+          ),
+        { concurrency: "unbounded" }
+      )
     )
   }
+
+  /** Copies each request on a kernel device: plain data only, within the message size bound. */
+  #kernelRequests(call: "read" | "write", payloads: ReadonlyArray<unknown>): Array<unknown> | ArgumentError {
+    const limit = this.#proc.kernel.limits.messageBytesMax
+    const copied: Array<unknown> = []
+    for (let i = 0; i < payloads.length; i++) {
+      const request = Inputs.read(call, () => Inputs.bodyOf("request", payloads[i], limit, isCapRef))
+      if (request instanceof ArgumentError) return request
+      if (!Inputs.isPlainData(request.value, isCapRef)) {
+        return new ArgumentError({
+          call,
+          message: "a request on a kernel device must be plain data (no class instances, accessors or symbols)"
+        })
+      }
+      push(copied, request.value)
+    }
+    return copied
+  }
+
+  /**
+   * Calls on a device the kernel serves itself: each request that reads or changes only kernel state runs here, in
+   * the caller's syscall, and is not journaled (a replay runs it again); each other one is a driver call like any,
+   * numbered and journaled. Ops are numbered in request order before any call runs.
+   */
+  #kernelCall(
+    device: KernelDevice,
+    entry: HandleEntry,
+    call: "read" | "write",
+    requests: ReadonlyArray<unknown>,
+    reservations: ReadonlyArray<Accounts.Cost> | undefined,
+    verdicts: ReadonlyArray<Judged> | undefined,
+    many: boolean
+  ): Effect.Effect<unknown, DeviceCallError> {
+    const proc = this.#proc
+    // 6. the syscall event (the charges follow as each call settles)
+    this.#syscall(call, entry.id)
+    const path = proc.kernel.driverPath
+    const calls: Array<Effect.Effect<unknown, DeviceError | JournalError>> = []
+    for (let i = 0; i < requests.length; i++) {
+      const reservation = reservations?.[i] ?? noCost
+      const local = device.local(proc, call, requests[i])
+      push(
+        calls,
+        local !== undefined
+          ? path.runLocal(proc, entry, requests[i], reservation, verdicts?.[i], local)
+          : path.run(proc, entry, call, requests[i], ++proc.ops, reservation, undefined, verdicts?.[i])
+      )
+    }
+    if (!many) return calls[0]!
+    return collected(Effect.forEach(calls, Effect.exit, { concurrency: "unbounded" }))
+  }
+
   /** Copies each request and checks that every narrowing of the handle grants the tool it names. */
   #scoped(
     call: "read" | "write",
@@ -1305,6 +1348,42 @@ export interface Grant {
   readonly approvalMs: number | undefined
 }
 
+/** The process's context memory, made at its first use with the kernel's memory options. */
+export const memoryOf = (proc: Proc): Memory => {
+  const options = proc.kernel.memory
+  return (proc.memory ??= new Memory({ recaller: options.recaller(), pager: options.pager }))
+}
+
+/**
+ * Pages `proc`'s memory out past the high watermark, then runs `then`; pinned segments alone over the `mem` quota end
+ * the process. An effectful pager (a model call) runs first, in this process, through its own syscalls.
+ */
+export const fitMemory = <A, E>(proc: Proc, then: Effect.Effect<A, E>): Effect.Effect<A, E> => {
+  const limits = proc.kernel.limits
+  if (proc.memory === undefined) return then
+  const { fits, pending } = proc.memory.fit(proc.account.memMax, limits.memoryHighWatermark, limits.memoryLowWatermark)
+  if (!fits) {
+    proc.kernel.terminate(proc, Process.quota("mem"))
+    return Effect.interrupt
+  }
+  return pending === undefined ? then : Effect.andThen(Effect.provideService(pending, Sys, proc.sys), then)
+}
+
+/** A batch's exits as its values in request order, or its first failure. */
+const collected = <E>(
+  exits: Effect.Effect<ReadonlyArray<Exit.Exit<unknown, E>>>
+): Effect.Effect<ReadonlyArray<unknown>, E> =>
+  Effect.flatMap(exits, (exits) => {
+    const values: Array<unknown> = []
+    // by index and by definition: a patched array iterator or push never sees the results
+    for (let i = 0; i < exits.length; i++) {
+      const exit = exits[i]!
+      if (Exit.isFailure(exit)) return Effect.failCause(exit.cause)
+      push(values, exit.value)
+    }
+    return Effect.succeed(values)
+  })
+
 const noRefs: ReadonlyArray<CapRef> = freeze([])
 const noCost: Accounts.Cost = freeze({})
 
@@ -1338,6 +1417,18 @@ export interface DriverPath {
     grant?: Grant,
     judged?: Judged
   ) => Effect.Effect<unknown, DeviceError | JournalError>
+  /**
+   * A kernel device's call on kernel state (its `local` effect): judged, reserved, settled and charged like a driver
+   * call, never journaled.
+   */
+  readonly runLocal: (
+    proc: Proc,
+    entry: HandleEntry,
+    request: unknown,
+    reserved: Accounts.Cost,
+    judged: Judged | undefined,
+    local: Effect.Effect<DeviceResult, DeviceError>
+  ) => Effect.Effect<unknown, DeviceError>
   readonly closeHandle: (id: number) => void
 }
 
@@ -1587,10 +1678,15 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
     const opened =
       entry.handle !== undefined
         ? invoke(entry, entry.handle, call, request, context)
-        : Effect.flatMap(entry.driver.open({ pid: entry.opener }), (handle) => {
-            entry.handle = handle
-            return invoke(entry, handle, call, request, context)
-          })
+        : Effect.flatMap(
+            entry.kernelDevice === undefined
+              ? entry.driver.open({ pid: entry.opener })
+              : entry.kernelDevice.open(proc.kernel, entry.opener),
+            (handle) => {
+              entry.handle = handle
+              return invoke(entry, handle, call, request, context)
+            }
+          )
     // a tool granted with `approval` waits for the answer first (after its `Started` record: a call waiting when the
     // kernel stops runs again on `recover`, and waits again under the same id); a denial is the call's result
     // a policy's `deny` is the call's result (journaled like a denied approval); its `approve` waits like a grant's
@@ -1687,6 +1783,48 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
     )
   }
 
+  const runLocal: DriverPath["runLocal"] = (proc, entry, request, reservation, judged, local) =>
+    Effect.suspend(() => {
+      const device = entry.driver.name
+      const reserved = reservation === noCost ? nothingReserved : new Release(proc.account, reservation)
+      const verdict = judged?.verdict
+      // a policy's `deny` is the call's result; an `approve` cannot be waited for, since a call on kernel state is
+      // not journaled and a replay would wait again: it is refused, so a rule never passes a call it meant to hold
+      const result: Effect.Effect<DeviceResult, DeviceError> =
+        verdict?.decision === "deny"
+          ? denial(entry, request, device, {
+              approve: false,
+              by: `policy:${verdict.rule}`,
+              reason: `denied by policy rule ${verdict.rule}`
+            })
+          : verdict?.decision === "approve"
+            ? Effect.fail(
+                new DeviceError({
+                  device,
+                  reason: "denied",
+                  message: `${device}: policy rule ${verdict.rule} asks for an approval, which a call on kernel state cannot wait for (it is not journaled)`
+                })
+              )
+            : local
+      const screen =
+        judged !== undefined && Policy.judgesResults(judged.chain) ? screenOf(proc, entry, request, judged) : undefined
+      return Effect.ensuring(
+        Effect.matchCauseEffect(result, {
+          onSuccess: (result) => {
+            const cost = result.cost === undefined ? noCost : Inputs.driverCostOf(result.cost)
+            return cost === undefined
+              ? settle(proc, device, invalidCost(device), reserved)
+              : settleValue(proc, result.value, cost, reserved, screen)
+          },
+          onFailure: (cause) =>
+            Cause.hasInterruptsOnly(cause)
+              ? Effect.failCause(cause)
+              : settle(proc, device, asRecorded(device, Exit.failCause(cause)), reserved)
+        }),
+        Effect.sync(() => reserved.release())
+      )
+    })
+
   /**
    * A replay that no longer matches its journal (a record missing, for another call or request, or with an invalid
    * cost) fails the call with `error`, and in `replay` and `recover` ends every process with it: whatever the
@@ -1698,7 +1836,7 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
     return Effect.fail(error)
   }
 
-  return { run, closeHandle }
+  return { run, runLocal, closeHandle }
 }
 
 /** A reservation, released once (when the call settles, or when it is cancelled). */

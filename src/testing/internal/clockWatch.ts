@@ -11,6 +11,7 @@
  */
 import { type Clock, Effect } from "effect"
 import type { Driver, Handle } from "../../services/Device.ts"
+import * as KernelDevices from "../../services/internal/kernelDevice.ts"
 
 /**
  * @category models
@@ -68,7 +69,16 @@ export const make = (clock: Clock.Clock): ClockWatch | undefined => {
   const driver = (inner: Driver): Driver => {
     const open = inner?.open
     if (typeof open !== "function") return inner
-    return { ...inner, open: (owner) => Effect.map(open(owner), handle) }
+    const wrapped: Driver = { ...inner, open: (owner) => Effect.map(open(owner), handle) }
+    // a device the kernel serves itself (the VFS) stays one, its handle counted the same way
+    const kernelDevice = KernelDevices.kernelDeviceOf(inner)
+    if (kernelDevice !== undefined) {
+      KernelDevices.register(wrapped, {
+        local: kernelDevice.local,
+        open: (kernel, opener) => Effect.map(kernelDevice.open(kernel, opener), handle)
+      })
+    }
+    return wrapped
   }
   return {
     // every method of the TestClock as it is (`adjust` included), only `sleep` counted
