@@ -155,6 +155,8 @@ export interface EventLogShape {
   readonly syscall: (pid: number, call: SyscallName, target: number) => void
   /** Emits a `Spawn` event without allocating. */
   readonly spawn: (pid: number, parent: number, name: string) => void
+  /** Emits a `Charge` event without allocating: the hot path of every metered driver call. */
+  readonly charge: (pid: number, tokens: number, toolCalls: number, usd: number) => void
   /** The newest `n` events (all kept, when `n` is absent), oldest first. */
   readonly trace: (n?: number) => ReadonlyArray<KernelEvent>
   /** Events emitted so far, per tag (not limited by the ring). */

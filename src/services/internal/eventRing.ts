@@ -9,8 +9,8 @@ import { filled, push, SafeSet } from "./primordials.ts"
 /**
  * Makes a log over a clock function (kernel-clock millis).
  *
- * The ring is columnar: `Syscall` and `Spawn` events, by far the most frequent, are stored in typed arrays and only
- * turned into objects when `trace` reads them; other events are stored as the objects they were emitted as.
+ * The ring is columnar: `Syscall`, `Spawn` and `Charge` events, by far the most frequent, are stored in typed arrays
+ * and only turned into objects when `trace` reads them; other events are stored as the objects they were emitted as.
  *
  * @category constructors
  */
@@ -21,7 +21,11 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
   // what a columnar slot holds: the syscall name (Syscall) or the process name (Spawn)
   // own slots from the start: a write never reaches a setter image code put on Array.prototype
   const texts = filled<string>(ringMax)
-  const spawns = new Uint8Array(ringMax)
+  // what a columnar slot is: 0 a Syscall, 1 a Spawn, 2 a Charge
+  const kinds = new Uint8Array(ringMax)
+  // a Charge's meters (its `toolCalls` in `targets`), made at the first one: most kernels never charge
+  let tokensColumn: Float64Array | undefined
+  let usdColumn: Float64Array | undefined
   const objects = filled<KernelEvent>(ringMax)
   let seq = 0
   const counts: Record<KernelEventTag, number> = {
@@ -39,6 +43,8 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
     Policy: 0
   }
   const listeners = new SafeSet<(event: KernelEvent) => void>()
+  // `listeners.size`, kept as a number: the emitters look at it on every event
+  let listening = 0
   const publish = () => {
     const event = materialize(seq)
     const all = listeners.toArray()
@@ -50,14 +56,14 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
       }
     }
   }
-  const column = (pid: number, text: string, target: number, spawn: 0 | 1) => {
+  const column = (pid: number, text: string, target: number, kind: 0 | 1) => {
     seq++
     const i = seq % ringMax
     at[i] = now()
     pids[i] = pid
     texts[i] = text
     targets[i] = target
-    spawns[i] = spawn
+    kinds[i] = kind
     objects[i] = undefined
   }
   const materialize = (s: number): KernelEvent => {
@@ -67,7 +73,20 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
     // setter image code put on Object.prototype)
     if (object !== undefined) return { ...object, seq: s, at: at[i]! } as KernelEvent
     const target = targets[i]!
-    if (spawns[i] === 1) return { _tag: "Spawn", seq: s, at: at[i]!, pid: pids[i]!, parent: target, name: texts[i]! }
+    const kind = kinds[i]
+    if (kind === 2) {
+      // the keys in the order of the object `emit` would have stored (`{ ...event, seq, at }`)
+      return {
+        _tag: "Charge",
+        pid: pids[i]!,
+        tokens: tokensColumn![i]!,
+        toolCalls: target,
+        usd: usdColumn![i]!,
+        seq: s,
+        at: at[i]!
+      }
+    }
+    if (kind === 1) return { _tag: "Spawn", seq: s, at: at[i]!, pid: pids[i]!, parent: target, name: texts[i]! }
     return target < 0
       ? { _tag: "Syscall", seq: s, at: at[i]!, pid: pids[i]!, call: texts[i]! }
       : { _tag: "Syscall", seq: s, at: at[i]!, pid: pids[i]!, call: texts[i]!, target }
@@ -79,17 +98,30 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
       at[i] = now()
       objects[i] = event as KernelEvent
       counts[event._tag]++
-      if (listeners.size > 0) publish()
+      if (listening > 0) publish()
     },
     syscall(pid, call, target) {
       counts.Syscall++
       column(pid, call, target, 0)
-      if (listeners.size > 0) publish()
+      if (listening > 0) publish()
     },
     spawn(pid, parent, name) {
       counts.Spawn++
       column(pid, name, parent, 1)
-      if (listeners.size > 0) publish()
+      if (listening > 0) publish()
+    },
+    charge(pid, tokens, toolCalls, usd) {
+      counts.Charge++
+      seq++
+      const i = seq % ringMax
+      at[i] = now()
+      pids[i] = pid
+      targets[i] = toolCalls
+      ;(tokensColumn ??= new Float64Array(ringMax))[i] = tokens
+      ;(usdColumn ??= new Float64Array(ringMax))[i] = usd
+      kinds[i] = 2
+      objects[i] = undefined
+      if (listening > 0) publish()
     },
     trace(n) {
       const kept = Math.min(seq, ringMax)
@@ -104,8 +136,10 @@ export const makeEventRing = (ringMax: number, now: () => number): EventLogShape
       // a fresh function per subscription: the same listener twice is two subscriptions
       const entry = (event: KernelEvent) => listener(event)
       listeners.add(entry)
+      listening = listeners.size
       return () => {
         listeners.delete(entry)
+        listening = listeners.size
       }
     }
   }

@@ -68,6 +68,8 @@ export class Proc implements MailboxOwner {
   readonly lineage: Lineage
   /** Driver calls made so far: the next call is op `ops + 1` (the journal key with the pid). */
   ops = 0
+  /** `"<pid>:"`, the start of its driver calls' idempotency keys (`"<pid>:<op>"`), made at its first call. */
+  keyPrefix: string | undefined = undefined
   /** Driver calls of this process waiting for an approval (`waiting-approval` in `ps`). */
   approvals = 0
   /** The policy sets every driver call of this process must pass: its parent's, then its own (see `Policy`). */

@@ -1155,7 +1155,8 @@ export class ProcessSys implements SysShape, EagerSys {
     this.#syscall(call, entry.id)
     const path = kernel.driverPath
     if (!many) {
-      return path.run(proc, entry, call, requests[0], first, reservations?.[0] ?? noCost, grants?.[0], verdicts?.[0])
+      // this syscall's effect runs at once, from the caller's fiber: no second lazy layer
+      return path.runNow(proc, entry, call, requests[0], first, reservations?.[0] ?? noCost, grants?.[0], verdicts?.[0])
     }
     return collected(
       Effect.forEach(
@@ -1391,12 +1392,13 @@ const noCost: Accounts.Cost = freeze({})
  * Charges a (validated) cost to `proc` and its ancestors, records the `Charge` event, and ends the process past a
  * limit; `true` when it still runs. The work was done, so it is charged even to a process ended meanwhile.
  */
-export const chargeProcess = (proc: Proc, cost: Accounts.Cost): boolean => {
-  const tokens = own(cost, "tokens") ?? 0
-  const toolCalls = own(cost, "toolCalls") ?? 0
-  const usd = own(cost, "usd") ?? 0
+export const chargeProcess = (proc: Proc, cost: Accounts.Cost): boolean =>
+  chargeProcessMeters(proc, own(cost, "tokens") ?? 0, own(cost, "toolCalls") ?? 0, own(cost, "usd") ?? 0)
+
+/** `chargeProcess` with the three meters given as (validated) numbers. */
+const chargeProcessMeters = (proc: Proc, tokens: number, toolCalls: number, usd: number): boolean => {
   if (tokens !== 0 || toolCalls !== 0 || usd !== 0) {
-    proc.kernel.events.emit({ _tag: "Charge", pid: proc.pid, tokens, toolCalls, usd })
+    proc.kernel.events.charge(proc.pid, tokens, toolCalls, usd)
     const breach = Accounts.chargeMeters(proc.account, tokens, toolCalls, usd)
     if (breach !== undefined) proc.kernel.terminate(proc, Process.quota(breach))
   }
@@ -1429,6 +1431,11 @@ export interface DriverPath {
     judged: Judged | undefined,
     local: Effect.Effect<DeviceResult, DeviceError>
   ) => Effect.Effect<unknown, DeviceError>
+  /**
+   * `run`, its first step taken now: only for a syscall that runs the effect it returns at once, from the caller's
+   * fiber (the effect of `run` is that step made lazy).
+   */
+  readonly runNow: DriverPath["run"]
   readonly closeHandle: (id: number) => void
 }
 
@@ -1467,6 +1474,22 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
   ): Effect.Effect<unknown, DeviceError> => {
     reserved.release()
     chargeProcess(proc, cost)
+    if (proc.exitReason !== undefined) return Effect.interrupt
+    return screen === undefined ? Effect.succeed(value) : screen(value)
+  }
+
+  /** `settleValue` with the cost's three meters given as (validated) numbers. */
+  const settleMeters = (
+    proc: Proc,
+    value: unknown,
+    tokens: number,
+    toolCalls: number,
+    usd: number,
+    reserved: Release,
+    screen: Screen | undefined
+  ): Effect.Effect<unknown, DeviceError> => {
+    reserved.release()
+    chargeProcessMeters(proc, tokens, toolCalls, usd)
     if (proc.exitReason !== undefined) return Effect.interrupt
     return screen === undefined ? Effect.succeed(value) : screen(value)
   }
@@ -1568,16 +1591,17 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
   }
 
   const nothingReserved = Release.none
+  const runNow: DriverPath["runNow"] = (proc, entry, call, request, op, reservation, grant, judged) => {
+    // nothing reserved (a driver without `reserve`): nothing to release, and no finalizer on the hot path
+    if (reservation === noCost) return runReserved(proc, entry, call, request, op, nothingReserved, grant, judged)
+    const reserved = new Release(proc.account, reservation)
+    return Effect.ensuring(
+      runReserved(proc, entry, call, request, op, reserved, grant, judged),
+      Effect.sync(() => reserved.release())
+    )
+  }
   const run: DriverPath["run"] = (proc, entry, call, request, op, reservation, grant, judged) =>
-    Effect.suspend(() => {
-      // nothing reserved (a driver without `reserve`): nothing to release, and no finalizer on the hot path
-      if (reservation === noCost) return runReserved(proc, entry, call, request, op, nothingReserved, grant, judged)
-      const reserved = new Release(proc.account, reservation)
-      return Effect.ensuring(
-        runReserved(proc, entry, call, request, op, reserved, grant, judged),
-        Effect.sync(() => reserved.release())
-      )
-    })
+    Effect.suspend(() => runNow(proc, entry, call, request, op, reservation, grant, judged))
 
   const runReserved = (
     proc: Proc,
@@ -1662,15 +1686,16 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
       )
     }
     // live
+    const idempotencyKey = (proc.keyPrefix ??= `${proc.pid}:`) + op
     const context: CallContext =
       grant === undefined
-        ? { pid: proc.pid, op, priority: proc.priority, deadline: proc.deadlineAt, idempotencyKey: `${proc.pid}:${op}` }
+        ? { pid: proc.pid, op, priority: proc.priority, deadline: proc.deadlineAt, idempotencyKey }
         : {
             pid: proc.pid,
             op,
             priority: proc.priority,
             deadline: proc.deadlineAt,
-            idempotencyKey: `${proc.pid}:${op}`,
+            idempotencyKey,
             tool: grant.tool,
             scopes: grant.scopes
           }
@@ -1731,10 +1756,12 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
       return delivery.track(driver, (live) =>
         Effect.matchCauseEffect(admit(live), {
           onSuccess: (result) => {
-            const cost = result.cost === undefined ? noCost : Inputs.driverCostOf(result.cost)
+            if (result.cost === undefined) return settleMeters(proc, result.value, 0, 0, 0, reserved, screen)
+            const cost = Inputs.driverCostOf(result.cost)
+            // the kernel's own copy: its three meters are own properties
             return cost === undefined
               ? settle(proc, device, invalidCost(device), reserved)
-              : settleValue(proc, result.value, cost, reserved, screen)
+              : settleMeters(proc, result.value, cost.tokens ?? 0, cost.toolCalls ?? 0, cost.usd ?? 0, reserved, screen)
           },
           onFailure: (cause) =>
             Cause.hasInterruptsOnly(cause)
@@ -1836,7 +1863,7 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
     return Effect.fail(error)
   }
 
-  return { run, runLocal, closeHandle }
+  return { run, runNow, runLocal, closeHandle }
 }
 
 /** A reservation, released once (when the call settles, or when it is cancelled). */
