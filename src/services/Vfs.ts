@@ -45,7 +45,10 @@
  *   child's namespace is always below its parent's.
  *
  * Every operation is capability-checked, judged by policies and metered like any driver call: it costs `cost`
- * (default one `toolCalls`), reserved before it starts. Calls on context memory, checkpoints and policies read and
+ * (default one `toolCalls`), reserved before it starts and charged whether it succeeds or fails (a failing call
+ * did its work too). Policies judge the request with its path made canonical (`/mem/../state` is judged as
+ * `/state`), so a rule on a path cannot be slipped past by spelling it otherwise. What a read gives back is a copy:
+ * changing it changes nothing the kernel keeps; a restored segment counts at least its body's token estimate. Calls on context memory, checkpoints and policies read and
  * change kernel state only: they run inside the caller's syscall and are not journaled, since a replay runs them
  * again and rebuilds the same state (a policy rule that asks an `approve` for one is refused, as it cannot be
  * journaled). Calls on `/mem/episodic` and `/mem/semantic` reach the store: they are journaled and replayed like
@@ -58,10 +61,12 @@
 import { Effect, Schema, Semaphore } from "effect"
 import { KeyValueStore } from "effect/persistence"
 import type { Cost } from "./Accounts.ts"
+import { isCapRef } from "./Capability.ts"
 import { estimateTokens, Memory, textOf } from "./ContextMemory.ts"
 import type { DeviceResult, Driver, Handle } from "./Device.ts"
 import { DeviceError } from "./Device.ts"
 import * as Lessons from "./internal/lessons.ts"
+import * as Inputs from "./internal/inputs.ts"
 import { register } from "./internal/kernelDevice.ts"
 import type { KernelState } from "./internal/kernelState.ts"
 import type { Proc } from "./internal/proc.ts"
@@ -275,6 +280,21 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
       return Effect.suspend(() => kernelState(proc, request, at))
     }
 
+    // what policies judge is the path the VFS acts on: `/mem/../state` is judged as `/state`
+    const canonical = (input: unknown): unknown => {
+      if (typeof input !== "object" || input === null || Array.isArray(input)) return input
+      const path = (input as { readonly path?: unknown }).path
+      if (typeof path !== "string" || path.length > 1024) return input
+      const at = resolve(path)
+      return Array.isArray(at) ? { ...input, path: `/${at.join("/")}` } : input
+    }
+
+    /** A copy of a value the kernel keeps, for the caller: what it does with it changes nothing kept. */
+    const copy = (value: unknown): { readonly value: unknown } | Effect.Effect<never, DeviceError> => {
+      const copied = Inputs.bodyOf("body", value, Infinity, isCapRef)
+      return copied instanceof Inputs.Unreadable ? fail("unencodable", copied.message) : copied
+    }
+
     const directory = (path: string, entries: ReadonlyArray<Entry>, request: Request) =>
       request.op === "list"
         ? ok(entries)
@@ -325,18 +345,16 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
           case "search": {
             if (memory === undefined) return ok([])
             const found = memory.recall(request.query, request.k ?? 3)
-            return fitMemory(
-              proc,
-              ok(
-                found.map((s) => ({
-                  id: s.id,
-                  path: `${path}/${s.id}`,
-                  body: s.body,
-                  tokens: s.tokens,
-                  pinned: s.pinned
-                }))
-              )
+            const copied = copy(
+              found.map((s) => ({
+                id: s.id,
+                path: `${path}/${s.id}`,
+                body: s.body,
+                tokens: s.tokens,
+                pinned: s.pinned
+              }))
             )
+            return fitMemory(proc, Effect.isEffect(copied) ? copied : ok(copied.value))
           }
           case "write": {
             if (request.data === undefined) return fail("invalid-request", `${path}: a write needs data`)
@@ -357,14 +375,18 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
       const segment = id === undefined ? undefined : memory?.get(id)
       if (segment === undefined) return notFound(path)
       switch (request.op) {
-        case "read":
+        case "read": {
+          const copied = copy(segment.body)
+          if (Effect.isEffect(copied)) return copied
+          const body = copied.value
           return ok({
             id: segment.id,
-            body: segment.body,
+            body,
             tokens: segment.tokens,
             pinned: segment.pinned,
             swapped: segment.swapped
           })
+        }
         case "remove":
           memory!.forget(segment.id)
           return ok(null)
@@ -425,7 +447,10 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
           const options = proc.kernel.memory
           // the checkpoint's segments take the current ones' place; its ids go on after the highest
           const memory = new Memory({ recaller: options.recaller(), pager: options.pager })
-          memory.import(snapshot.memory.working, snapshot.memory.swap)
+          // tokens as `remember` counts them: never less than the body's estimate
+          const counted = (segments: Snapshot["memory"]["working"]) =>
+            segments.map((s) => ({ ...s, tokens: Math.max(s.tokens, estimateTokens(textOf(s.body))) }))
+          memory.import(counted(snapshot.memory.working), counted(snapshot.memory.swap))
           proc.memory = memory
           return fitMemory(
             proc,
@@ -646,7 +671,14 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
             const { request, at } = parsed
             const proc = kernel.procs.get(context.pid)
             if (proc === undefined) return fail("unavailable", `pid ${context.pid} is not running`)
-            const base = `${prefix}${namespace(namesOf(proc))}/${at[1]}/`
+            let space: string
+            try {
+              space = namespace(namesOf(proc))
+            } catch (error) {
+              return fail("invalid-request", `no long-term namespace for this process: ${String(error)}`)
+            }
+            if (typeof space !== "string") return fail("invalid-request", "no long-term namespace for this process")
+            const base = `${prefix}${space}/${at[1]}/`
             const path = `/${at.join("/")}`
             const run =
               at[1] === "episodic"
@@ -667,6 +699,6 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
       // opened through the kernel (`open` above), which gives it what it keeps of each caller
       open: () => fail("unsupported", `${name} is served by the kernel`)
     }
-    register(made, { local, open })
+    register(made, { local, canonical, open })
     return made
   })

@@ -21,6 +21,11 @@ export interface KernelDevice {
     call: "read" | "write",
     request: unknown
   ) => Effect.Effect<DeviceResult, DeviceError> | undefined
+  /**
+   * The (copied) request in its canonical form, before policies judge it: what a rule matches is what the device
+   * does (a VFS path with `.`, `..` and `//` resolved). A request it cannot make canonical is returned as it is.
+   */
+  readonly canonical: (request: unknown) => unknown
   /** Opens the handle for the journaled calls. */
   readonly open: (kernel: KernelState, opener: number) => Effect.Effect<Handle, DeviceError>
 }

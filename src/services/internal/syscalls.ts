@@ -1052,6 +1052,7 @@ export class ProcessSys implements SysShape, EagerSys {
       }
       const copied = this.#kernelRequests(call, payloads)
       if (copied instanceof ArgumentError) return this.#argument(call, copied)
+      for (let i = 0; i < copied.length; i++) copied[i] = kernelDevice.canonical(copied[i])
       requests = copied
     }
     if (record.tools !== undefined) {
@@ -1210,11 +1211,19 @@ export class ProcessSys implements SysShape, EagerSys {
     for (let i = 0; i < requests.length; i++) {
       const reservation = reservations?.[i] ?? noCost
       const local = device.local(proc, call, requests[i])
-      push(
-        calls,
+      const run =
         local !== undefined
           ? path.runLocal(proc, entry, requests[i], reservation, verdicts?.[i], local)
           : path.run(proc, entry, call, requests[i], ++proc.ops, reservation, undefined, verdicts?.[i])
+      // the work was done even when the call failed (a bad path, a scan that found nothing): it is charged too,
+      // so failing calls cannot run unmetered
+      push(
+        calls,
+        reservation === noCost
+          ? run
+          : Effect.tapError(run, (error) =>
+              error instanceof DeviceError ? Effect.sync(() => chargeProcess(proc, reservation)) : Effect.void
+            )
       )
     }
     if (!many) return calls[0]!

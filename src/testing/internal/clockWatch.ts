@@ -75,6 +75,7 @@ export const make = (clock: Clock.Clock): ClockWatch | undefined => {
     if (kernelDevice !== undefined) {
       KernelDevices.register(wrapped, {
         local: kernelDevice.local,
+        canonical: kernelDevice.canonical,
         open: (kernel, opener) => Effect.map(kernelDevice.open(kernel, opener), handle)
       })
     }
