@@ -419,6 +419,36 @@ describe("VfsHostile: policies on the vfs device", () => {
     )
   )
 
+  it.effect("a result rule screens kernel-state reads: a secret segment is withheld by read, search and list", () =>
+    withStore(
+      Effect.gen(function* () {
+        const policies = yield* judgedBy([
+          { name: "no-secrets", match: { device: "vfs", result: { regex: "(?i)hunter2" } }, decision: "deny" },
+          { name: "rest", decision: "allow" }
+        ])
+        yield* inVfs(
+          (vfs) =>
+            Effect.gen(function* () {
+              yield* put(vfs, "/mem/working", "the password is HUNTER2")
+              yield* put(vfs, "/state")
+              const seen: Array<string> = []
+              for (const effect of [
+                cat(vfs, "/mem/working/1"),
+                cat(vfs, "/state/1"),
+                Sys.readAll(vfs, [{ op: "read", path: "/mem/working/./1" }]),
+                Sys.read(vfs, { op: "search", path: "/mem/working", query: "password", k: 5 })
+              ]) {
+                const exit = yield* Effect.exit(effect)
+                seen.push(JSON.stringify(Exit.isSuccess(exit) ? exit.value : "refused"))
+              }
+              for (const text of seen) assert.notMatch(text, /hunter2/i, text)
+            }),
+          { policies }
+        )
+      }).pipe(Effect.provide(layer()))
+    )
+  )
+
   it.effect("/policy is read-only by every spelling; a mutated read changes nothing", () =>
     withStore(
       Effect.gen(function* () {
@@ -938,8 +968,12 @@ describe("VfsHostile: metering", () => {
                 Effect.gen(function* () {
                   yield* put(vfs, "/mem/working", "before")
                   // the kernel cannot interrupt this: the process is past its wall time when it calls again
-                  yield* Effect.uninterruptible(Effect.sleep("2 seconds"))
-                  after = yield* reasonOf(put(vfs, "/state", "after the wall"))
+                  yield* Effect.uninterruptible(
+                    Effect.gen(function* () {
+                      yield* Effect.sleep("2 seconds")
+                      after = yield* reasonOf(put(vfs, "/state", "after the wall"))
+                    })
+                  )
                   return after
                 }),
               { quota: { wall: "1 second" }, stallTimeout: "5 seconds" }
@@ -948,6 +982,7 @@ describe("VfsHostile: metering", () => {
         )
         yield* TestClock.adjust("3 seconds")
         const exit = yield* Fiber.join(fiber)
+        assert.notStrictEqual(after, "not reached", "the call past the wall was made")
         assert.notInclude(after, "succeeded", `a call past the wall quota ran: ${after}`)
         assert.isTrue(Exit.isFailure(exit))
       }).pipe(Effect.provide(layer()))
@@ -975,6 +1010,7 @@ describe("VfsHostile: metering", () => {
           { name: "ghost" }
         )
         for (let i = 0; i < 200 && !done; i++) yield* Effect.yieldNow
+        assert.isTrue(done, "the forked fiber ran to its end")
         const kernel = yield* Kernel.Kernel
         const trace = yield* kernel.trace()
         const exitAt = trace.findIndex((e) => e._tag === "Exit")

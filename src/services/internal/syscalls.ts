@@ -1577,8 +1577,14 @@ export const makeDriverPath = (deps: DriverPathDeps): DriverPath => {
     payload: unknown,
     context: CallContext
   ): Effect.Effect<DeviceResult, DeviceError> => {
-    if (call === "read") return handle.read(payload, context)
-    if (handle.write !== undefined) return handle.write(payload, context)
+    // a driver that throws instead of failing is a `driver-error` like any defect of its effect: the throw must not
+    // escape the call's setup, where the reservation's release is not attached yet
+    try {
+      if (call === "read") return handle.read(payload, context)
+      if (handle.write !== undefined) return handle.write(payload, context)
+    } catch (error) {
+      return Effect.die(error)
+    }
     const device = entry.driver.name
     return Effect.fail(new DeviceError({ device, reason: "unsupported", message: `${device} has no write` }))
   }
