@@ -238,6 +238,11 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
       )
     const ok = (value: unknown): Effect.Effect<DeviceResult> => Effect.succeed({ value, cost })
     const notFound = (path: string) => fail("not-found", `${path}: no such file or directory`)
+    /** An op a file does not take: `list` is for directories, the others name what they do not apply to. */
+    const notForFile = (path: string, request: Request, what: string) =>
+      request.op === "list"
+        ? fail("not-a-directory", `${path} is not a directory`)
+        : fail("invalid-request", `${path}: ${request.op} does not apply to ${what}`)
 
     /** The request decoded and checked against the call, with its path resolved; or the error it is. */
     const parse = (
@@ -390,10 +395,8 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
         case "remove":
           memory!.forget(segment.id)
           return ok(null)
-        case "list":
-          return fail("not-a-directory", `${path} is not a directory`)
         default:
-          return fail("invalid-request", `${path}: ${request.op} does not apply to a segment`)
+          return notForFile(path, request, "a segment")
       }
     }
 
@@ -457,10 +460,8 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
             ok({ path, working: snapshot.memory.working.length, swap: snapshot.memory.swap.length })
           )
         }
-        case "list":
-          return fail("not-a-directory", `${path} is not a directory`)
         default:
-          return fail("invalid-request", `${path}: ${request.op} does not apply to a checkpoint`)
+          return notForFile(path, request, "a checkpoint")
       }
     }
 
@@ -587,10 +588,8 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
           case "remove":
             yield* store.remove(`${base}${episode.seq}`)
             return yield* ok(null)
-          case "list":
-            return yield* fail("not-a-directory", `${path} is not a directory`)
           default:
-            return yield* fail("invalid-request", `${path}: ${request.op} does not apply to an episode`)
+            return yield* notForFile(path, request, "an episode")
         }
       })
 
@@ -654,10 +653,8 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
           case "remove":
             yield* store.remove(lesson.key)
             return yield* ok(null)
-          case "list":
-            return yield* fail("not-a-directory", `${path} is not a directory`)
           default:
-            return yield* fail("invalid-request", `${path}: ${request.op} does not apply to a lesson`)
+            return yield* notForFile(path, request, "a lesson")
         }
       })
 
