@@ -62,7 +62,7 @@ import { Effect, Schema, Semaphore } from "effect"
 import { KeyValueStore } from "effect/persistence"
 import type { Cost } from "./Accounts.ts"
 import { isCapRef } from "./Capability.ts"
-import { estimateTokens, Memory, textOf } from "./ContextMemory.ts"
+import { Memory, textOf } from "./ContextMemory.ts"
 import type { DeviceResult, Driver, Handle } from "./Device.ts"
 import { DeviceError } from "./Device.ts"
 import * as Lessons from "./internal/lessons.ts"
@@ -71,7 +71,7 @@ import { register } from "./internal/kernelDevice.ts"
 import type { KernelState } from "./internal/kernelState.ts"
 import type { Proc } from "./internal/proc.ts"
 import { snapshotOf, unencodableIn } from "./internal/snapshotOf.ts"
-import { fitMemory, memoryOf } from "./internal/syscalls.ts"
+import { fitMemory, memoryBodyOf, memoryOf, recounted } from "./internal/syscalls.ts"
 import type { Snapshot } from "./Snapshot.ts"
 
 const Path = Schema.String.check(Schema.isMaxLength(1024))
@@ -368,8 +368,13 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
               return fail("invalid-request", "tokens must be a finite number ≥ 0")
             }
             // like `Sys.remember`: a caller may say a segment is larger than the estimate, never smaller
-            const estimate = estimateTokens(textOf(request.data))
-            const id = memoryOf(proc).remember(request.data, Math.max(tokens ?? 0, estimate), request.pin === true)
+            const counted = memoryBodyOf("write", request.data)
+            if (!("tokens" in counted)) return fail("invalid-request", counted.message)
+            const id = memoryOf(proc).remember(
+              counted.value,
+              Math.max(tokens ?? 0, counted.tokens),
+              request.pin === true
+            )
             return fitMemory(proc, ok({ path: `${path}/${id}` }))
           }
           default:
@@ -450,10 +455,7 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
           const options = proc.kernel.memory
           // the checkpoint's segments take the current ones' place; its ids go on after the highest
           const memory = new Memory({ recaller: options.recaller(), pager: options.pager })
-          // tokens as `remember` counts them: never less than the body's estimate
-          const counted = (segments: Snapshot["memory"]["working"]) =>
-            segments.map((s) => ({ ...s, tokens: Math.max(s.tokens, estimateTokens(textOf(s.body))) }))
-          memory.import(counted(snapshot.memory.working), counted(snapshot.memory.swap))
+          memory.import(recounted(snapshot.memory.working), recounted(snapshot.memory.swap))
           proc.memory = memory
           return fitMemory(
             proc,

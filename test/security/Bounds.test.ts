@@ -233,4 +233,179 @@ describe("context memory is measured, not taken on trust", () => {
       })
     )
   })
+
+  /** Runs `body` as a process with `quota`, and gives how it ended. */
+  const endOf = (body: () => Effect.Effect<unknown, unknown, Sys.Sys>, quota: { readonly mem: number }) =>
+    run(() =>
+      Effect.gen(function* () {
+        const { cap } = yield* Sys.spawn(
+          Process.make("rememberer", () => Effect.asVoid(body())),
+          { quota }
+        )
+        return yield* Sys.waitpid(cap)
+      })
+    )
+
+  it.effect("a body grown after remember is not what the kernel keeps: the segment is a copy taken at the call", () => {
+    const seen: Array<unknown> = []
+    return Effect.gen(function* () {
+      const reason = yield* endOf(
+        () =>
+          Effect.gen(function* () {
+            const body = { notes: ["short"] }
+            yield* Sys.remember(body, { pin: true })
+            // grown to 20 M characters after it was counted: under mem 100 this would be an undercount
+            body.notes.push("x".repeat(20_000_000))
+            const [segment] = yield* Sys.workingSet()
+            seen.push(segment!.body)
+          }),
+        { mem: 100 }
+      )
+      assert.deepStrictEqual(reason, Process.normal, `ended ${show(reason)}`)
+      assert.deepStrictEqual(seen, [{ notes: ["short"] }])
+    })
+  })
+
+  it.effect(
+    "a segment taken from workingSet or recall cannot be grown: plain data is frozen, the rest is a copy",
+    () => {
+      const seen: Array<unknown> = []
+      const refused: Array<boolean> = []
+      /** Tries `grow`; records whether it threw (a frozen body) rather than took effect. */
+      const tryTo = (grow: () => void) => {
+        try {
+          grow()
+          refused.push(false)
+        } catch {
+          refused.push(true)
+        }
+      }
+      return Effect.gen(function* () {
+        const reason = yield* endOf(
+          () =>
+            Effect.gen(function* () {
+              yield* Sys.remember({ notes: ["alpha"] }, { pin: true })
+              yield* Sys.remember(new Map([["k", "alpha"]]), { pin: true })
+              const [plain, map] = yield* Sys.workingSet()
+              tryTo(() => (plain!.body as { notes: Array<string> }).notes.push("x".repeat(20_000_000)))
+              tryTo(() => (map!.body as Map<string, string>).set("big", "x".repeat(20_000_000)))
+              for (const s of yield* Sys.recall("alpha", 3)) {
+                tryTo(() => (s.body as { notes: Array<string> }).notes.push("y".repeat(20_000_000)))
+              }
+              for (const s of yield* Sys.workingSet()) seen.push(s.body)
+            }),
+          { mem: 100 }
+        )
+        assert.deepStrictEqual(reason, Process.normal, `ended ${show(reason)}`)
+        assert.deepStrictEqual(
+          refused,
+          [true, false],
+          "the plain body is frozen; the Map was a copy, so it took the set"
+        )
+        assert.deepStrictEqual(seen, [{ notes: ["alpha"] }, new Map([["k", "alpha"]])])
+      })
+    }
+  )
+
+  it.effect("a segment paged back in by recall is frozen too: growing it throws and changes nothing kept", () => {
+    const out: Array<unknown> = []
+    return Effect.gen(function* () {
+      const reason = yield* endOf(
+        () =>
+          Effect.gen(function* () {
+            yield* Sys.remember({ notes: ["alpha"] })
+            // 80 tokens more passes the high watermark (80 of 100): the coldest segments page out
+            yield* Sys.remember("z".repeat(320))
+            const [found] = yield* Sys.recall("alpha", 1)
+            out.push(found?.body)
+            try {
+              ;(found!.body as { notes: Array<string> }).notes.push("y".repeat(20_000_000))
+              out.push("grown")
+            } catch {
+              out.push("refused")
+            }
+            const kept = (yield* Sys.workingSet()).find((s) => s.id === found!.id)
+            out.push(kept?.body)
+          }),
+        { mem: 100 }
+      )
+      assert.deepStrictEqual(reason, Process.normal, `ended ${show(reason)}`)
+      assert.deepStrictEqual(out, [{ notes: ["alpha"] }, "refused", { notes: ["alpha"] }])
+    })
+  })
+
+  it.effect(
+    "a body whose text says little is counted for what it holds: Map, bigint beside a string, short content",
+    () =>
+      Effect.gen(function* () {
+        const big = "x".repeat(2_000_000)
+        const bodies: ReadonlyArray<unknown> = [
+          new Map([["k", big]]),
+          { n: 1n, big },
+          { content: "short", big },
+          new Set([big])
+        ]
+        for (const body of bodies) {
+          const reason = yield* endOf(() => Sys.remember(body, { tokens: 1, pin: true }), { mem: 100 })
+          assert.deepStrictEqual(reason, Process.quota("mem"), `${show(body).slice(0, 40)}: ended ${show(reason)}`)
+        }
+      })
+  )
+
+  it.effect("the same bodies small are remembered, and read back as what was given", () => {
+    const seen: Array<unknown> = []
+    return Effect.gen(function* () {
+      const reason = yield* endOf(
+        () =>
+          Effect.gen(function* () {
+            yield* Sys.remember(new Map([["k", "v"]]), { pin: true })
+            yield* Sys.remember({ n: 1n, s: "ok" }, { pin: true })
+            yield* Sys.remember({ content: "short", extra: [1, 2] }, { pin: true })
+            for (const s of yield* Sys.workingSet()) seen.push(s.body)
+          }),
+        { mem: 100 }
+      )
+      assert.deepStrictEqual(reason, Process.normal, `ended ${show(reason)}`)
+      assert.deepStrictEqual(seen, [new Map([["k", "v"]]), { n: 1n, s: "ok" }, { content: "short", extra: [1, 2] }])
+    })
+  })
+
+  it.effect(
+    "a body that cannot be copied (a throwing getter, a function, a cycle) is an ArgumentError of remember",
+    () =>
+      run(() =>
+        Effect.gen(function* () {
+          const cycle: Record<string, unknown> = {}
+          cycle.self = cycle
+          const bodies: ReadonlyArray<unknown> = [
+            {
+              get boom(): string {
+                throw new Error("boom")
+              }
+            },
+            { f: () => 1 },
+            cycle
+          ]
+          for (const body of bodies) assertArgumentError(yield* outcome(Sys.remember(body)), "remember")
+          assert.deepStrictEqual(yield* Sys.workingSet(), [], "nothing was kept")
+        })
+      )
+  )
+
+  it.effect("a two-faced getter is read once: what is kept and counted is the value it gave then", () =>
+    run(() =>
+      Effect.gen(function* () {
+        let reads = 0
+        yield* Sys.remember({
+          get two() {
+            reads++
+            return reads > 1 ? "x".repeat(20_000_000) : "safe"
+          }
+        })
+        const [segment] = yield* Sys.workingSet()
+        assert.deepStrictEqual(segment!.body, { two: "safe" })
+        assert.strictEqual(reads, 1)
+      })
+    )
+  )
 })

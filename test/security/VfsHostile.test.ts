@@ -836,7 +836,7 @@ describe("VfsHostile: checkpoints and restore", () => {
   )
 
   it.effect(
-    "a memory body with a throwing or two-faced getter (Sys.remember): the checkpoint is typed, never a defect",
+    "a memory body with a throwing or two-faced getter (Sys.remember): read once at the call, so the checkpoint holds what was counted",
     () =>
       withStore(
         alone((vfs) =>
@@ -845,21 +845,42 @@ describe("VfsHostile: checkpoints and restore", () => {
             yield* Sys.remember({
               get two() {
                 n++
-                if (n > 2) return 1n
+                if (n > 1) return 1n
                 return "safe"
               }
             })
-            const r1 = yield* reasonOf(put(vfs, "/state"))
-            yield* Sys.forget(1)
-            yield* Sys.remember({
-              get boom(): string {
-                throw new Error("boom")
-              }
-            })
-            const r2 = yield* reasonOf(put(vfs, "/state"))
-            for (const r of [r1, r2]) assert.notInclude(r, "not a typed error", r)
+            assert.strictEqual(yield* reasonOf(put(vfs, "/state")), 'succeeded: {"path":"/state/1"}')
+            const refused = yield* reasonOf(
+              Sys.remember({
+                get boom(): string {
+                  throw new Error("boom")
+                }
+              })
+            )
+            assert.strictEqual(refused, "ArgumentError", "a body the kernel cannot read is refused at remember")
+            assert.strictEqual(yield* reasonOf(put(vfs, "/state")), 'succeeded: {"path":"/state/2"}')
+            assert.strictEqual(n, 1, "the getter was read once")
           })
         )
+      )
+  )
+
+  it.effect(
+    "a memory write whose text says little (a short content beside a long field) is counted for what it holds",
+    () =>
+      withStore(
+        Effect.gen(function* () {
+          const ended = yield* Effect.flip(
+            alone(
+              (vfs) => put(vfs, "/mem/working", { content: "short", big: "x".repeat(4_000) }, { tokens: 1, pin: true }),
+              {
+                quota: { mem: 100 }
+              }
+            )
+          )
+          const reason = (ended as { readonly reason?: unknown }).reason
+          assert.deepStrictEqual(reason, Process.quota("mem"), "1000 tokens pinned under mem 100")
+        })
       )
   )
 })

@@ -47,10 +47,12 @@ describe("Sys.remember / workingSet / forget / pin", () => {
         const a = yield* Sys.remember({ role: "user", content: "hello there" })
         const b = yield* Sys.remember("exact", { tokens: 7, pin: true })
         const set = yield* Sys.workingSet()
+        // `a` is counted for all it holds (60 bytes: its keys and values at two bytes a character, 8 for the object)
+        // over 8, not for its `content` alone (3 tokens): what is stored is what is counted
         assert.deepStrictEqual(
           set.map((s) => [s.id, s.tokens, s.pinned]),
           [
-            [a, 3, false],
+            [a, 8, false],
             [b, 7, true]
           ]
         )

@@ -18,7 +18,7 @@ import { durationMillis } from "./duration.ts"
 import type { MessageLayer, ToolLayer, ToolLayerEntry } from "./capRef.ts"
 import { Schema } from "effect"
 import { isPolicySet, type PolicySet } from "../Policy.ts"
-import { freeze, includes, own, push, put, SafeMap } from "./primordials.ts"
+import { freeze, includes, own, push, put, putFresh, SafeMap } from "./primordials.ts"
 
 // captured at load: image code that replaces them later is never asked about a kernel input
 const isArray = Array.isArray
@@ -497,13 +497,14 @@ export const bodyOf = (
     bytes += n
     if (bytes > bytesMax) throw new Unreadable(`${field} is larger than ${bytesMax} bytes`)
   }
+  // `path[0..depth)` are the objects being copied around the one at `depth` (entries past it are stale: overwritten
+  // on the next entry at their depth, never read)
   const enter = (value: object, depth: number) => {
     if (depth >= depthMax) throw new Unreadable(`${field} is nested deeper than ${depthMax}`)
-    if (indexOf(path, value) !== -1) throw new Unreadable(`${field} has a cycle`)
-    push(path, value)
-  }
-  const leave = () => {
-    path.length--
+    for (let i = 0; i < depth; i++) if (path[i] === value) throw new Unreadable(`${field} has a cycle`)
+    // an own index is overwritten (no setter can run); a new one is defined by `push`
+    if (depth < path.length) path[depth] = value
+    else push(path, value)
   }
   const copy = (value: unknown, depth: number): unknown => {
     switch (typeof value) {
@@ -519,8 +520,9 @@ export const bodyOf = (
       case "object": {
         if (value === null) return null
         count(8)
-        if (isCapRef(value)) return value
         const proto = getPrototypeOf(value)
+        // a `CapRef` is frozen with its own prototype: an array or an object of `Object.prototype` (or none) is not one
+        if (proto !== ObjectPrototype && proto !== null && proto !== ArrayPrototype && isCapRef(value)) return value
         if (isArray(value)) {
           if (proto !== ArrayPrototype) throw new Unreadable(`${field}: not plain data (an array subclass)`)
           // bounded before any element is read: each costs at least 8 bytes, so a length past what is left of
@@ -529,7 +531,6 @@ export const bodyOf = (
           if (items instanceof Unreadable) throw items
           enter(value, depth)
           for (let i = 0; i < items.length; i++) items[i] = copy(items[i], depth + 1)
-          leave()
           return items
         }
         if (proto === ObjectPrototype || proto === null) {
@@ -539,9 +540,11 @@ export const bodyOf = (
           for (let i = 0; i < keys.length; i++) {
             const key = keys[i]!
             count(2 * key.length)
-            put(out, key, copy((value as Record<string, unknown>)[key], depth + 1))
+            // a null-prototype object inherits nothing an assignment could run
+            const item = copy((value as Record<string, unknown>)[key], depth + 1)
+            if (proto === null) out[key] = item
+            else putFresh(out as Record<string, unknown>, key, item)
           }
-          leave()
           return out
         }
         const kind = kindOf(proto)
@@ -556,7 +559,6 @@ export const bodyOf = (
               if (step.done === true) break
               apply(mapSet, out, [copy(step.value[0], depth + 1), copy(step.value[1], depth + 1)])
             }
-            leave()
             return out
           }
           case "set": {
@@ -568,7 +570,6 @@ export const bodyOf = (
               if (step.done === true) break
               apply(setAdd, out, [copy(step.value, depth + 1)])
             }
-            leave()
             return out
           }
           case "date":
@@ -607,7 +608,6 @@ export const bodyOf = (
               const item = hasOwn(descriptor, "value") ? descriptor.value : (value as Record<PropertyKey, unknown>)[key]
               put(out, key, copy(item, depth + 1), descriptor.enumerable === true)
             }
-            leave()
             return out
           }
           default:
@@ -650,6 +650,25 @@ const TOOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/
 const regExpTest = RegExp.prototype.test
 const reflectApply = Reflect.apply
 const isToolName = (name: string): boolean => reflectApply(regExpTest, TOOL_NAME, [name]) as boolean
+
+/**
+ * Freezes a copy made by `bodyOf` all the way down if it is plain data only (primitives, plain objects and arrays, and
+ * `CapRef`s, which are frozen already), and says whether it did: such a value can be handed out as it is, as nothing
+ * can change it. A `Map`, `Set`, `Date`, buffer or class instance cannot be frozen that way, so a value holding one
+ * answers `false`. An object is frozen only once everything it holds is, so a copy whose top is frozen is frozen
+ * whole (parts frozen on the way to a `false` stay frozen, which changes nothing for a value only the kernel holds).
+ */
+export const freezePlain = (value: unknown, isCapRef: (value: object) => boolean): boolean => {
+  if (typeof value !== "object" || value === null) return true
+  const proto = getPrototypeOf(value)
+  if (isArray(value) ? proto !== ArrayPrototype : proto !== ObjectPrototype && proto !== null) return isCapRef(value)
+  const keys = objectKeys(value)
+  for (let i = 0; i < keys.length; i++) {
+    if (!freezePlain((value as Record<string, unknown>)[keys[i]!], isCapRef)) return false
+  }
+  freeze(value)
+  return true
+}
 
 /** Freezes a fresh copy (plain data made by `bodyOf`) all the way down. */
 const deepFreeze = (value: unknown): unknown => {

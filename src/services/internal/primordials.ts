@@ -14,6 +14,9 @@ const apply = Reflect.apply
 const hasOwn = Object.hasOwn
 const arrayFrom = Array.from
 const defineProperty = Reflect.defineProperty
+const getPrototypeOf = Reflect.getPrototypeOf
+const ArrayPrototype = Array.prototype
+const ObjectPrototype = Object.prototype
 const freezeObject = Object.freeze
 const SetConstructor = Set
 const MapConstructor = Map
@@ -55,6 +58,9 @@ export const own = <R extends object, K extends keyof R>(record: R, key: K): R[K
 
 /** `Object.freeze` as it was at load. */
 export const freeze = <A>(value: A): Readonly<A> => freezeObject(value)
+
+/** `Object.isFrozen` as it was at load. */
+export const isFrozen = Object.isFrozen
 
 /**
  * A `Set` whose operations are the built-ins captured at load: its own prototype holds them (as Node's primordials
@@ -109,6 +115,13 @@ export const includes = <A>(array: ReadonlyArray<A>, value: A): boolean => {
  * new index would run a setter that image code defined on `Array.prototype`).
  */
 export const push = <A>(array: Array<A>, value: A): void => {
+  const index = array.length
+  // an assignment to a new index runs a setter only if a prototype has that index: an array of `Array.prototype`
+  // where neither it nor `Object.prototype` has one takes a plain assignment (about ten times cheaper)
+  if (getPrototypeOf(array) === ArrayPrototype && !hasOwn(ArrayPrototype, index) && !hasOwn(ObjectPrototype, index)) {
+    array[index] = value
+    return
+  }
   // one descriptor, reused (it has no prototype, so setting its `value` runs no setter); cleared after use so it
   // keeps no value alive
   element.value = value
@@ -142,6 +155,15 @@ export const put = (record: object, key: PropertyKey, value: unknown, enumerable
     enumerable,
     configurable: true
   } as PropertyDescriptor)
+}
+
+/**
+ * Defines `record[key] = value` on a fresh plain object (one of `Object.prototype` with no own `key`): a plain
+ * assignment where `Object.prototype` has no `key` (nothing inherited to run), else a definition like `put`.
+ */
+export const putFresh = (record: Record<string, unknown>, key: string, value: unknown): void => {
+  if (key === "__proto__" || hasOwn(ObjectPrototype, key)) put(record, key, value)
+  else record[key] = value
 }
 
 /** `array.map(f)` without `Array.prototype`. */

@@ -17,7 +17,7 @@ import { makeRates, type PolicySet } from "../Policy.ts"
 import { freeze, includes, map, push, SafeSet } from "./primordials.ts"
 import { CHILD_RIGHTS, type KernelState, noCaps, OPEN, SPAWN } from "./kernelState.ts"
 import { Proc } from "./proc.ts"
-import { processTokenKey } from "./syscalls.ts"
+import { processTokenKey, recounted } from "./syscalls.ts"
 
 /**
  * The state a restored process starts with (from a `Snapshot`).
@@ -274,7 +274,7 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
       if (restored !== undefined) {
         if (restored.memory.working.length > 0 || restored.memory.swap.length > 0) {
           proc.memory = new Memory({ recaller: kernel.memory.recaller(), pager: kernel.memory.pager })
-          proc.memory.import(restored.memory.working, restored.memory.swap)
+          proc.memory.import(recounted(restored.memory.working), recounted(restored.memory.swap))
         }
         for (const m of restored.mailbox) {
           proc.mailbox.push({

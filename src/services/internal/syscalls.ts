@@ -49,7 +49,7 @@ import type { CapRecord, MessageLayer, ToolLayer } from "./capRef.ts"
 import { endRun } from "./delivery.ts"
 import { eager, type EagerSys } from "./eagerSys.ts"
 import * as Inputs from "./inputs.ts"
-import { freeze, includes, map, own, push, SafeMap, SafeSet } from "./primordials.ts"
+import { freeze, includes, isFrozen, map, own, push, SafeMap, SafeSet } from "./primordials.ts"
 import { allMeters, KILL, MONITOR, OPEN, READ, SELF_RIGHTS, SEND, WRITE } from "./kernelState.ts"
 import type { Proc } from "./proc.ts"
 
@@ -901,11 +901,11 @@ export class ProcessSys implements SysShape, EagerSys {
     return enter(this.#proc, () => {
       const input = Inputs.read("remember", () => Inputs.rememberOptionsOf(options))
       if (input instanceof ArgumentError) return this.#argument("remember", input)
+      const copy = memoryBodyOf("remember", body)
+      if (copy instanceof ArgumentError) return this.#argument("remember", copy)
       const proc = this.#proc
-      const memory = memoryOf(proc)
       // a caller may say a segment is larger than the estimate, never smaller: what is stored is what is counted
-      const estimate = estimateTokens(textOf(body))
-      const id = memory.remember(body, Math.max(input.tokens ?? 0, estimate), input.pin)
+      const id = memoryOf(proc).remember(copy.value, Math.max(input.tokens ?? 0, copy.tokens), input.pin)
       this.#syscall("remember", id)
       return this.#fitMemory(Effect.succeed(id))
     })
@@ -914,7 +914,7 @@ export class ProcessSys implements SysShape, EagerSys {
   workingSet(): Effect.Effect<ReadonlyArray<Segment>> {
     return enter(this.#proc, () => {
       this.#syscall("workingSet")
-      return Effect.succeed(this.#proc.memory?.workingSet() ?? [])
+      return Effect.succeed(segmentsCopy(this.#proc.memory?.workingSet() ?? []))
     })
   }
 
@@ -927,7 +927,7 @@ export class ProcessSys implements SysShape, EagerSys {
         )
       }
       this.#syscall("recall")
-      const found = this.#proc.memory?.recall(query, k) ?? []
+      const found = segmentsCopy(this.#proc.memory?.recall(query, k) ?? [])
       return this.#fitMemory(Effect.succeed(found))
     })
   }
@@ -1362,6 +1362,57 @@ export interface Grant {
 export const memoryOf = (proc: Proc): Memory => {
   const options = proc.kernel.memory
   return (proc.memory ??= new Memory({ recaller: options.recaller(), pager: options.pager }))
+}
+
+/**
+ * A body for context memory: a copy, read once (the caller cannot grow it after it is counted), and its tokens — the
+ * estimate of its text, and never less than its size in bytes (strings at two bytes a code unit) over 8, so a body
+ * whose text says little (a `Map`, a `bigint` beside a long string, a short `content` beside a long field) is counted
+ * for what it holds. Its size is bounded by the `mem` quota it is counted against, not by `messageBytesMax`: a segment
+ * may be larger than one message.
+ */
+export const memoryBodyOf = (
+  call: string,
+  body: unknown
+): { readonly value: unknown; readonly tokens: number } | ArgumentError => {
+  const copy = Inputs.read(call, () => Inputs.bodyOf("body", body, Infinity, isCapRef))
+  if (copy instanceof ArgumentError) return copy
+  // plain data is frozen once here and handed out as it is; anything else is copied each time it is handed out
+  Inputs.freezePlain(copy.value, isCapRef)
+  return { value: copy.value, tokens: Math.max(estimateTokens(textOf(copy.value)), Math.ceil(copy.bytes / 8)) }
+}
+
+/** Restored segments (a snapshot, a checkpoint) counted as `remember` counts them: never less than their bodies hold. */
+export const recounted = (segments: ReadonlyArray<Segment>): ReadonlyArray<Segment> =>
+  map(segments, (s) => {
+    const body = memoryBodyOf("restore", s.body)
+    return body instanceof ArgumentError
+      ? s
+      : { id: s.id, body: body.value, tokens: Math.max(s.tokens, body.tokens), pinned: s.pinned }
+  })
+
+/**
+ * Segments for the process, each body a fresh copy: what it does with them changes nothing the kernel counted. A body
+ * the copy cannot take (only a host pager's summary can hold one) is given as its text.
+ */
+const segmentsCopy = (segments: ReadonlyArray<Segment>): ReadonlyArray<Segment> => {
+  const out: Array<Segment> = []
+  for (let i = 0; i < segments.length; i++) {
+    const s = segments[i]!
+    let body: unknown = s.body
+    // a frozen body is plain data frozen whole (`freezePlain` freezes an object only once all it holds is): as it is
+    if (typeof body === "object" && body !== null && !isFrozen(body)) {
+      let copied: ReturnType<typeof Inputs.bodyOf>
+      try {
+        copied = Inputs.bodyOf("body", body, Infinity, isCapRef)
+      } catch {
+        copied = new Inputs.Unreadable("body")
+      }
+      body = copied instanceof Inputs.Unreadable ? textOf(body) : copied.value
+    }
+    out[i] = { id: s.id, body, tokens: s.tokens, pinned: s.pinned }
+  }
+  return out
 }
 
 /**
