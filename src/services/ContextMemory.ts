@@ -13,6 +13,7 @@
  * @since 0.1.0
  */
 import { Context, Effect, Schema } from "effect"
+import { push, SafeMap } from "./internal/primordials.ts"
 import type * as Sys from "./Sys.ts"
 
 /**
@@ -94,17 +95,124 @@ export const estimateTokens = (text: string): number => {
   return Math.max(1, cjk + Math.ceil(other / 4))
 }
 
-/** The text of a body, for token estimates and indexing. */
+const getPrototypeOf = Reflect.getPrototypeOf
+const objectKeys = Object.keys
+const isArray = Array.isArray
+const isView = ArrayBuffer.isView
+const jsonQuote = JSON.stringify as (value: string) => string
+const reflectApply = Reflect.apply
+const bigintToString = BigInt.prototype.toString
+const dateToISOString = Date.prototype.toISOString
+const mapEntries = Map.prototype.entries
+const setValues = Set.prototype.values
+const mapIteratorNext = Object.getPrototypeOf(new Map().entries()).next as () => IteratorResult<[unknown, unknown]>
+const setIteratorNext = Object.getPrototypeOf(new Set().values()).next as () => IteratorResult<unknown>
+const MapPrototype = Map.prototype
+const SetPrototype = Set.prototype
+const DatePrototype = Date.prototype
+const ArrayBufferPrototype = ArrayBuffer.prototype
+const hasOwn = Object.hasOwn
+
+/**
+ * `value`'s own property `key`, never one it inherits (so no getter or `toJSON` of a prototype runs). The kernel's
+ * copies have data properties only, so on them nothing runs at all; on another value, an own getter runs (its own
+ * code, called by whoever asked for its text).
+ */
+const ownData = (value: object, key: string): unknown =>
+  hasOwn(value, key) ? (value as Record<string, unknown>)[key] : undefined
+
+/**
+ * JSON-like text of a value, written without running any code of its prototypes: own properties only (no inherited
+ * getter, no `toJSON`, no `toString`), built-ins through methods captured at load, `Map`s and `Set`s as arrays of their
+ * entries, binary data as a marker, a cycle or nesting past 64 as `null`.
+ */
+const textWalk = (value: unknown, path: Array<unknown>): string => {
+  switch (typeof value) {
+    case "string":
+      return jsonQuote(value)
+    case "number":
+      return value === value && value !== Infinity && value !== -Infinity ? `${value}` : "null"
+    case "boolean":
+      return value ? "true" : "false"
+    case "bigint":
+      return reflectApply(bigintToString, value, []) as string
+    case "object": {
+      if (value === null || path.length >= 64) return "null"
+      for (let i = 0; i < path.length; i++) if (path[i] === value) return "null"
+      push(path, value)
+      let out: string
+      if (isArray(value)) {
+        out = "["
+        for (let i = 0; i < value.length; i++) {
+          if (i > 0) out += ","
+          out += textWalk(ownData(value, `${i}`), path)
+        }
+        out += "]"
+      } else {
+        const proto = getPrototypeOf(value)
+        if (proto === MapPrototype || proto === SetPrototype) {
+          const iterator = reflectApply(proto === MapPrototype ? mapEntries : setValues, value, []) as Iterator<unknown>
+          const next = proto === MapPrototype ? mapIteratorNext : setIteratorNext
+          out = "["
+          for (let first = true; ; first = false) {
+            const step = reflectApply(next, iterator, []) as IteratorResult<unknown>
+            if (step.done === true) break
+            if (!first) out += ","
+            out += textWalk(step.value, path)
+          }
+          out += "]"
+        } else if (proto === DatePrototype) {
+          try {
+            out = jsonQuote(reflectApply(dateToISOString, value, []) as string)
+          } catch {
+            out = "null"
+          }
+        } else if (isView(value) || proto === ArrayBufferPrototype) {
+          // binary data has no text; what it holds is counted by its size (see `Sys.remember`)
+          out = '"<binary>"'
+        } else {
+          out = "{"
+          const keys = objectKeys(value)
+          let first = true
+          for (let i = 0; i < keys.length; i++) {
+            const item = ownData(value, keys[i]!)
+            if (item === undefined || typeof item === "function" || typeof item === "symbol") continue
+            if (!first) out += ","
+            first = false
+            out += `${jsonQuote(keys[i]!)}:${textWalk(item, path)}`
+          }
+          out += "}"
+        }
+      }
+      path.length--
+      return out
+    }
+    default:
+      return "null"
+  }
+}
+
+/**
+ * The text of a body, for token estimates and indexing: a string as it is, an object's own `content` string, else
+ * JSON-like text of the whole. No code of the body's prototypes runs (no inherited getter, `toJSON` or `toString`):
+ * the kernel calls this on the copies it keeps, which have only data properties and must never be handed to process
+ * code.
+ *
+ * @category tokens
+ */
 export const textOf = (body: unknown): string => {
   if (typeof body === "string") return body
-  if (typeof body === "object" && body !== null && typeof (body as { content?: unknown }).content === "string") {
-    return (body as { content: string }).content
+  if (typeof body === "object" && body !== null) {
+    try {
+      const content = ownData(body, "content")
+      if (typeof content === "string") return content
+      return textWalk(body, [])
+    } catch {
+      // only a proxy's traps or a revoked proxy can throw here (the kernel's copies are neither)
+      return ""
+    }
   }
-  try {
-    return JSON.stringify(body) ?? ""
-  } catch {
-    return String(body)
-  }
+  return textWalk(body, [])
 }
 
 /**
@@ -113,7 +221,8 @@ export const textOf = (body: unknown): string => {
  * @category pagers
  */
 export const markerPager = (paged: ReadonlyArray<Segment>): Summary => {
-  const ids = paged.map((segment) => segment.id)
+  const ids: Array<number> = []
+  for (let i = 0; i < paged.length; i++) push(ids, paged[i]!.id)
   return { body: { _tag: "PagedOut", ids, count: ids.length }, tokens: 4 + Math.ceil(ids.length / 4) }
 }
 
@@ -260,20 +369,57 @@ interface Entry {
 }
 
 /**
- * One process's memory. Synchronous; the kernel calls it inside syscalls.
+ * The most tokens one segment counts for. Counts are whole numbers at most this, so the working set's running total
+ * is exact (a sum of such numbers stays far below 2^53): a segment claiming `1e300` tokens cannot wash the others out
+ * of the total when it pages out.
+ */
+export const segmentTokensMax = 2 ** 32
+
+/** A token count as a segment keeps it: a whole number in `[0, segmentTokensMax]` (`NaN` and negatives are 0). */
+export const tokenCount = (tokens: number): number =>
+  tokens > 0 ? (tokens < segmentTokensMax ? Math.ceil(tokens) : segmentTokensMax) : 0
+
+/**
+ * How a `Memory` takes bodies in and hands them out. The kernel's copies its bodies in (and counts them for what they
+ * hold) and hands out copies or frozen values, so nothing outside it holds what it keeps.
+ *
+ * @category models
+ */
+export interface MemoryBodies {
+  /** A body to keep and its tokens (never below `tokens`), or `undefined` when it cannot be kept. */
+  readonly keep: (body: unknown, tokens: number) => { readonly body: unknown; readonly tokens: number } | undefined
+  /** A kept body as given out of the memory (to a pager, in a snapshot). */
+  readonly handOut: (body: unknown) => unknown
+}
+
+const asGiven: MemoryBodies = {
+  keep: (body, tokens) => ({ body, tokens: Math.max(tokens, estimateTokens(textOf(body))) }),
+  handOut: (body) => body
+}
+
+/**
+ * One process's memory. Synchronous; the kernel calls it inside syscalls. Its tables are `SafeMap`s and it loops
+ * with captured built-ins only, so image code that patches `Map` or `Array` methods never sees an entry.
  *
  * @category models
  */
 export class Memory {
-  private readonly working = new Map<number, Entry>()
-  private readonly swap = new Map<number, Entry>()
+  private readonly working = new SafeMap<number, Entry>()
+  private readonly swap = new SafeMap<number, Entry>()
   private nextId = 1
   private tokens = 0
+  private swapTokens = 0
   private readonly recaller: Recaller
   private readonly pager: Pager
-  constructor(options?: { readonly recaller?: Recaller | undefined; readonly pager?: Pager | undefined }) {
+  private readonly bodies: MemoryBodies
+  constructor(options?: {
+    readonly recaller?: Recaller | undefined
+    readonly pager?: Pager | undefined
+    readonly bodies?: MemoryBodies | undefined
+  }) {
     this.recaller = options?.recaller ?? bm25()
     this.pager = options?.pager ?? markerPager
+    this.bodies = options?.bodies ?? asGiven
   }
 
   /** Tokens in the working set. */
@@ -286,15 +432,24 @@ export class Memory {
     return this.swap.size
   }
 
+  /** Tokens in swap. */
+  get swappedTokens(): number {
+    return this.swapTokens
+  }
+
+  /** Keeps `body` (as the caller's `MemoryBodies` took it in) counted as `tokens`; its id. */
   remember(body: unknown, tokens: number, pinned: boolean): number {
-    const entry: Entry = { id: this.nextId++, body, tokens, pinned }
+    const entry: Entry = { id: this.nextId++, body, tokens: tokenCount(tokens), pinned }
     this.working.set(entry.id, entry)
-    this.tokens += tokens
+    this.tokens += entry.tokens
     return entry.id
   }
 
   workingSet(): ReadonlyArray<Segment> {
-    return Array.from(this.working.values(), (e) => ({ id: e.id, body: e.body, tokens: e.tokens, pinned: e.pinned }))
+    const entries = this.working.toValues()
+    const out: Array<Segment> = []
+    for (let i = 0; i < entries.length; i++) push(out, segmentOf(entries[i]!))
+    return out
   }
 
   /** The segment `id`, in the working set or in swap (a look: it stays where it is). */
@@ -314,7 +469,10 @@ export class Memory {
       this.tokens -= entry.tokens
       return true
     }
-    if (this.swap.delete(id)) {
+    const swapped = this.swap.get(id)
+    if (swapped !== undefined) {
+      this.swap.delete(id)
+      this.swapTokens -= swapped.tokens
       this.recaller.remove(id)
       return true
     }
@@ -336,85 +494,126 @@ export class Memory {
   fit(
     ceiling: number,
     high: number,
-    low: number
+    low: number,
+    swapMax = Infinity
   ): { readonly fits: boolean; readonly pending: Effect.Effect<void, never, Sys.Sys> | undefined } {
     if (ceiling === Infinity || this.tokens <= ceiling * high) return { fits: true, pending: undefined }
     const target = ceiling * low
     // the working set's insertion order is its use order (a segment enters it when remembered or paged back in,
     // and nothing else counts as a use), so the coldest come first without sorting
+    const entries = this.working.toValues()
     const paged: Array<Entry> = []
     let tokens = this.tokens
-    for (const entry of this.working.values()) {
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i]!
       if (tokens <= target) break
       if (entry.pinned) continue
-      paged.push(entry)
+      push(paged, entry)
       tokens -= entry.tokens
     }
-    for (const entry of paged) {
+    let pagedTokens = 0
+    const given: Array<Segment> = []
+    for (let i = 0; i < paged.length; i++) {
+      const entry = paged[i]!
       this.working.delete(entry.id)
       this.tokens -= entry.tokens
       this.swap.set(entry.id, entry)
+      this.swapTokens += entry.tokens
       this.recaller.add(entry.id, textOf(entry.body))
+      pagedTokens += entry.tokens
+      push(given, { id: entry.id, body: this.bodies.handOut(entry.body), tokens: entry.tokens, pinned: false })
     }
     let pending: Effect.Effect<void, never, Sys.Sys> | undefined
     if (paged.length > 0) {
-      const pagedTokens = paged.reduce((s, e) => s + e.tokens, 0)
-      const summary = this.pager(paged.map((e) => ({ id: e.id, body: e.body, tokens: e.tokens, pinned: e.pinned })))
+      const summary = this.pager(given)
       if (Effect.isEffect(summary)) {
         const effect = summary as Effect.Effect<Summary | undefined, never, Sys.Sys>
         pending = Effect.map(effect, (s) => this.addSummary(s, pagedTokens))
       } else this.addSummary(summary, pagedTokens)
     }
     let pinned = 0
-    for (const entry of this.working.values()) if (entry.pinned) pinned += entry.tokens
-    return { fits: pinned <= ceiling, pending }
+    const left = this.working.toValues()
+    for (let i = 0; i < left.length; i++) if (left[i]!.pinned) pinned += left[i]!.tokens
+    return { fits: pinned <= ceiling && this.swapTokens <= swapMax, pending }
   }
 
-  /** Keeps a summary only while it is smaller than what it replaces. */
+  /** Keeps a summary (taken in like any body) only while it is smaller than what it replaces. */
   private addSummary(summary: Summary | undefined, pagedTokens: number): void {
-    if (summary !== undefined && summary.tokens < pagedTokens) this.remember(summary.body, summary.tokens, false)
+    if (summary === undefined) return
+    const kept = this.bodies.keep(summary.body, typeof summary.tokens === "number" ? summary.tokens : 0)
+    if (kept !== undefined && kept.tokens < pagedTokens) this.remember(kept.body, kept.tokens, false)
   }
 
-  /** Every segment, in the working set (in use order) and in swap, for a snapshot. */
+  /** Every segment, in the working set (in use order) and in swap, for a snapshot (bodies as handed out). */
   export(): { readonly working: ReadonlyArray<Segment>; readonly swap: ReadonlyArray<Segment> } {
-    const copy = (e: Entry): Segment => ({ id: e.id, body: e.body, tokens: e.tokens, pinned: e.pinned })
-    return { working: Array.from(this.working.values(), copy), swap: Array.from(this.swap.values(), copy) }
+    const out = (entries: ReadonlyArray<Entry>): ReadonlyArray<Segment> => {
+      const segments: Array<Segment> = []
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i]!
+        push(segments, { id: e.id, body: this.bodies.handOut(e.body), tokens: e.tokens, pinned: e.pinned })
+      }
+      return segments
+    }
+    return { working: out(this.working.toValues()), swap: out(this.swap.toValues()) }
   }
 
-  /** Restores segments from a snapshot (ids kept; new ones continue after the highest). */
-  import(working: ReadonlyArray<Segment>, swap: ReadonlyArray<Segment>): void {
-    for (const s of working) {
-      this.working.set(s.id, { id: s.id, body: s.body, tokens: s.tokens, pinned: s.pinned })
-      this.tokens += s.tokens
-      if (s.id >= this.nextId) this.nextId = s.id + 1
+  /**
+   * Restores segments from a snapshot (ids kept; new ones continue after the highest), each taken in like a body
+   * remembered (copied and counted, never below what it holds); `false`, with nothing restored, when one cannot be.
+   */
+  import(working: ReadonlyArray<Segment>, swap: ReadonlyArray<Segment>): boolean {
+    const take = (segments: ReadonlyArray<Segment>): Array<Entry> | undefined => {
+      const entries: Array<Entry> = []
+      for (let i = 0; i < segments.length; i++) {
+        const s = segments[i]!
+        const kept = this.bodies.keep(s.body, typeof s.tokens === "number" ? s.tokens : 0)
+        if (kept === undefined || typeof s.id !== "number") return undefined
+        push(entries, { id: s.id, body: kept.body, tokens: tokenCount(kept.tokens), pinned: s.pinned === true })
+      }
+      return entries
     }
-    for (const s of swap) {
-      this.swap.set(s.id, { id: s.id, body: s.body, tokens: s.tokens, pinned: s.pinned })
-      this.recaller.add(s.id, textOf(s.body))
-      if (s.id >= this.nextId) this.nextId = s.id + 1
+    const inWorking = take(working)
+    const inSwap = inWorking === undefined ? undefined : take(swap)
+    if (inWorking === undefined || inSwap === undefined) return false
+    for (let i = 0; i < inWorking.length; i++) {
+      const e = inWorking[i]!
+      this.working.set(e.id, e)
+      this.tokens += e.tokens
+      if (e.id >= this.nextId) this.nextId = e.id + 1
     }
+    for (let i = 0; i < inSwap.length; i++) {
+      const e = inSwap[i]!
+      this.swap.set(e.id, e)
+      this.swapTokens += e.tokens
+      this.recaller.add(e.id, textOf(e.body))
+      if (e.id >= this.nextId) this.nextId = e.id + 1
+    }
+    return true
   }
 
   /** The best `k` swapped segments for `query`, paged back in (most recently used), best first. */
   recall(query: string, k: number): ReadonlyArray<Segment> {
     const ids = this.recaller.query(query, k)
     const out: Array<Segment> = []
-    for (const id of ids) {
-      const entry = this.swap.get(id)
+    for (let i = 0; i < ids.length; i++) {
+      const entry = this.swap.get(ids[i]!)
       if (entry === undefined) continue
       this.pageIn(entry)
-      out.push({ id: entry.id, body: entry.body, tokens: entry.tokens, pinned: entry.pinned })
+      push(out, segmentOf(entry))
     }
     return out
   }
 
   private pageIn(entry: Entry) {
     this.swap.delete(entry.id)
+    this.swapTokens -= entry.tokens
     this.recaller.remove(entry.id)
     this.working.set(entry.id, entry)
     this.tokens += entry.tokens
   }
 }
+
+const segmentOf = (e: Entry): Segment => ({ id: e.id, body: e.body, tokens: e.tokens, pinned: e.pinned })
 
 /**
  * How every process's memory pages and recalls: a recaller factory (one recaller per process) and a pager.

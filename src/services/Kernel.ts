@@ -222,6 +222,7 @@ export const make: Effect.Effect<
       Effect.suspend((): Effect.Effect<number, KernelError | QuotaError | SpawnError | ArgumentError> => {
         const grant = grantOf(options)
         if (grant instanceof KernelError) return Effect.fail(grant)
+        // nothing restored, so no SnapshotError
         return table.boot(
           init as unknown as Image<BootGrant>,
           (bootGrant) => bootGrant,
@@ -229,7 +230,7 @@ export const make: Effect.Effect<
           options?.quota,
           undefined,
           options?.policies
-        )
+        ) as Effect.Effect<number, KernelError | QuotaError | SpawnError | ArgumentError>
       }),
     waitExit: table.waitExit,
     ps: () => Effect.sync(() => table.live().map(table.info)),

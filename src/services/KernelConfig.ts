@@ -76,6 +76,17 @@ export interface KernelLimits {
   /** ... down to this fraction of the `mem` quota (below the high watermark). Default 0.6. */
   readonly memoryLowWatermark: number
   /**
+   * Size of one context-memory segment, estimated while it is copied at `Sys.remember` like a message body; a larger
+   * body ends the process with `Quota { mem }` (as does one larger than its `mem` quota, eight bytes a token). Bounds
+   * the copy's work whatever the quota. Default 67 108 864 (64 MiB).
+   */
+  readonly segmentBytesMax: number
+  /**
+   * Tokens one process's swap may hold (the segments paged out of its working set, kept for `Sys.recall`); a page-out
+   * past it ends the process with `Quota { mem }`. Default 16 777 216.
+   */
+  readonly swapTokensMax: number
+  /**
    * Bytes of one journal line (`JournalFileStore`): a longer line read is `corrupt`, a longer record to write is
    * `unencodable`. Bounds what one record holds in memory while it is decoded. Default 16 777 216 (16 MiB).
    */
@@ -113,6 +124,8 @@ export const defaults: KernelLimits = {
   workerPoolMax: 4,
   memoryHighWatermark: 0.8,
   memoryLowWatermark: 0.6,
+  segmentBytesMax: 67_108_864,
+  swapTokensMax: 16_777_216,
   journalLineBytesMax: 16_777_216,
   journalFileBytesMax: 1_073_741_824
 }
@@ -147,6 +160,8 @@ export const KernelLimitsInput = Schema.Struct({
   workerPoolMax: Schema.optionalKey(PositiveInt),
   memoryHighWatermark: Schema.optionalKey(Fraction),
   memoryLowWatermark: Schema.optionalKey(Fraction),
+  segmentBytesMax: Schema.optionalKey(PositiveInt),
+  swapTokensMax: Schema.optionalKey(PositiveInt),
   journalLineBytesMax: Schema.optionalKey(PositiveInt),
   journalFileBytesMax: Schema.optionalKey(PositiveInt)
 })

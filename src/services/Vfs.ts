@@ -62,7 +62,7 @@ import { Effect, Schema, Semaphore } from "effect"
 import { KeyValueStore } from "effect/persistence"
 import type { Cost } from "./Accounts.ts"
 import { isCapRef } from "./Capability.ts"
-import { Memory, textOf } from "./ContextMemory.ts"
+import { textOf, tokenCount } from "./ContextMemory.ts"
 import type { DeviceResult, Driver, Handle } from "./Device.ts"
 import { DeviceError } from "./Device.ts"
 import * as Lessons from "./internal/lessons.ts"
@@ -71,8 +71,13 @@ import { register } from "./internal/kernelDevice.ts"
 import type { KernelState } from "./internal/kernelState.ts"
 import type { Proc } from "./internal/proc.ts"
 import { snapshotOf, unencodableIn } from "./internal/snapshotOf.ts"
-import { fitMemory, memoryBodyOf, memoryOf, recounted } from "./internal/syscalls.ts"
+import { fitMemory, memoryBodyOf, memoryOf, newMemory, overMemory } from "./internal/syscalls.ts"
 import type { Snapshot } from "./Snapshot.ts"
+import { freeze, push } from "./internal/primordials.ts"
+
+// captured at load: image code may replace `JSON` (a checkpoint written or read through its functions would be theirs)
+const jsonStringify = JSON.stringify
+const jsonParse = JSON.parse
 
 const Path = Schema.String.check(Schema.isMaxLength(1024))
 const K = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 100 }))
@@ -367,12 +372,18 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
             if (tokens !== undefined && !(Number.isFinite(tokens) && tokens >= 0)) {
               return fail("invalid-request", "tokens must be a finite number ≥ 0")
             }
-            // like `Sys.remember`: a caller may say a segment is larger than the estimate, never smaller
-            const counted = memoryBodyOf("write", request.data)
+            // like `Sys.remember`: a caller may say a segment is larger than the estimate, never smaller; one larger
+            // than the whole `mem` quota ends the process
+            const counted = memoryBodyOf(
+              "write",
+              request.data,
+              Math.min(proc.kernel.limits.segmentBytesMax, proc.account.memMax * 8)
+            )
+            if ("tooLarge" in counted) return overMemory(proc)
             if (!("tokens" in counted)) return fail("invalid-request", counted.message)
             const id = memoryOf(proc).remember(
               counted.value,
-              Math.max(tokens ?? 0, counted.tokens),
+              Math.max(tokenCount(tokens ?? 0), counted.tokens),
               request.pin === true
             )
             return fitMemory(proc, ok({ path: `${path}/${id}` }))
@@ -427,13 +438,13 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
             const snapshot = snapshotOf(proc, at)
             const unencodable = unencodableIn(proc.pid, snapshot)
             if (unencodable !== undefined) return fail("unencodable", unencodable.message)
-            const text = JSON.stringify(snapshot)
+            const text = jsonStringify(snapshot)
             if (text.length * 2 > checkpointBytesMax) {
               return fail("limit", `the checkpoint is larger than ${checkpointBytesMax} bytes`)
             }
             const n = ++proc.checkpointsMade
             const label = typeof request.data === "string" ? request.data.slice(0, 256) : undefined
-            ;(proc.checkpoints ??= []).push({ n, label, at, text })
+            push((proc.checkpoints ??= []), freeze({ n, label, at, text }))
             return ok({ path: `/state/${n}` })
           }
           default:
@@ -446,16 +457,18 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
       const checkpoint = checkpoints![index]!
       switch (request.op) {
         case "read":
-          return ok(JSON.parse(checkpoint.text))
+          return ok(jsonParse(checkpoint.text))
         case "remove":
           checkpoints!.splice(index, 1)
           return ok(null)
         case "restore": {
-          const snapshot = JSON.parse(checkpoint.text) as Snapshot
-          const options = proc.kernel.memory
-          // the checkpoint's segments take the current ones' place; its ids go on after the highest
-          const memory = new Memory({ recaller: options.recaller(), pager: options.pager })
-          memory.import(recounted(snapshot.memory.working), recounted(snapshot.memory.swap))
+          const snapshot = jsonParse(checkpoint.text) as Snapshot
+          // the checkpoint's segments take the current ones' place (copied and counted like bodies remembered); its
+          // ids go on after the highest
+          const memory = newMemory(proc.kernel)
+          if (!memory.import(snapshot.memory.working, snapshot.memory.swap)) {
+            return fail("invalid-request", `${path}: a segment of the checkpoint cannot be restored`)
+          }
           proc.memory = memory
           return fitMemory(
             proc,

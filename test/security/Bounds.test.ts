@@ -6,7 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { TestClock } from "effect/testing"
-import { Process, Sys } from "effect-agent-os"
+import { Kernel, Process, Sys } from "effect-agent-os"
 import * as TestKernel from "effect-agent-os/testing"
 import {
   assertArgumentError,
@@ -407,5 +407,60 @@ describe("context memory is measured, not taken on trust", () => {
         assert.strictEqual(reads, 1)
       })
     )
+  )
+
+  describe("swap is bounded by KernelConfig.swapTokensMax", () => {
+    const swapper = (segments: number) =>
+      Process.make("swapper", () =>
+        Effect.gen(function* () {
+          // 25 tokens each (100 characters), unpinned: under mem 100 they page out to swap as more come
+          for (let i = 0; i < segments; i++) yield* Sys.remember(`note ${i} `.padEnd(100, "z"))
+        })
+      )
+    const endOfSwapper = (segments: number) =>
+      Effect.gen(function* () {
+        const kernel = yield* Kernel.Kernel
+        const pid = yield* kernel.boot(swapper(segments), { quota: { mem: 100 } })
+        return yield* kernel.waitExit(pid)
+      }).pipe(Effect.provide(TestKernel.layer({ limits: { swapTokensMax: 1000 } })))
+
+    it.effect("under the bound, paging goes on and the process ends normally", () =>
+      Effect.map(endOfSwapper(30), (reason) => assert.deepStrictEqual(reason, Process.normal, show(reason)))
+    )
+
+    it.effect(
+      "past it (200 segments of 25 tokens paged out under a bound of 1000) the process ends with Quota mem",
+      () =>
+        Effect.map(endOfSwapper(200), (reason) => assert.deepStrictEqual(reason, Process.quota("mem"), show(reason)))
+    )
+  })
+
+  it.effect("a body larger than the whole mem quota ends the process, pinned or not; the copy stops at the bound", () =>
+    Effect.gen(function* () {
+      let reads = 0
+      const huge = new Proxy([] as Array<string>, {
+        get: (target, key) => {
+          if (key === "length") return 1_000_000
+          if (typeof key === "string" && /^[0-9]+$/.test(key)) {
+            reads++
+            return "x"
+          }
+          return Reflect.get(target, key)
+        }
+      })
+      for (const body of ["x".repeat(1000), huge]) {
+        const reason = yield* run(() =>
+          Effect.gen(function* () {
+            const { cap } = yield* Sys.spawn(
+              Process.make("big", () => Effect.asVoid(Sys.remember(body))),
+              { quota: { mem: 100 } }
+            )
+            return yield* Sys.waitpid(cap)
+          })
+        )
+        assert.deepStrictEqual(reason, Process.quota("mem"), show(reason))
+      }
+      assert.strictEqual(reads, 0, "an array whose length passes the bound is refused from its length")
+    })
   )
 })

@@ -36,6 +36,9 @@ class Unreadable {
   }
 }
 
+/** An input larger than its bound (see `bodyOf`): unreadable, and also a size the caller may answer differently. */
+export class TooLarge extends Unreadable {}
+
 const describe = (error: unknown): string => (error instanceof Error ? error.message : String(error))
 
 /** Runs a reader; a throw (from a getter, a proxy trap, a `toString`) becomes an `ArgumentError`. */
@@ -65,7 +68,7 @@ const arrayOf = (field: string, input: unknown, max: number): Array<unknown> | U
   if (typeof length !== "number" || !isInteger(length) || length < 0) {
     return new Unreadable(`${field} has no valid length`)
   }
-  if (length > max) return new Unreadable(`${field}: more than ${max} entries`)
+  if (length > max) return new TooLarge(`${field}: more than ${max} entries`)
   const out: Array<unknown> = []
   // defined, not assigned: an index setter image code put on Array.prototype never sees or swallows an element
   for (let i = 0; i < length; i++) push(out, input[i])
@@ -417,6 +420,11 @@ const viewConstructors: ReadonlyArray<new (length: number) => ArrayBufferView> =
   BigUint64Array
 ]
 const viewPrototypes: ReadonlyArray<object> = viewConstructors.map((constructor) => constructor.prototype as object)
+const viewNames: ReadonlyArray<string> = viewConstructors.map((constructor) => constructor.name)
+// a typed array's own type, from its internal slot (a swapped prototype does not change it)
+const typedArrayTag = (Reflect.getOwnPropertyDescriptor(typedArrayPrototype, Symbol.toStringTag) as PropertyDescriptor)
+  .get as (this: unknown) => string | undefined
+const bigintToString = BigInt.prototype.toString
 // the copies are made without `slice` (which asks the value's `constructor[Symbol.species]` what to build) and
 // measured by the captured getters (never a `byteLength` image code redefined)
 const typedArrayLength = (Reflect.getOwnPropertyDescriptor(typedArrayPrototype, "length") as PropertyDescriptor)
@@ -482,20 +490,36 @@ const kindOf = (proto: object): Kind => {
  * in a body grants nothing; only `caps` move authority). A function, a symbol, a cycle, an array or typed-array
  * subclass, a built-in whose state a copy cannot carry (Promise, WeakMap, RegExp, …), nesting deeper than
  * `depthMax`, or a body whose size (strings at two bytes a code unit, buffers by their bytes, eight bytes for
- * anything else) passes `bytesMax` is refused. Every built-in the copy calls was captured when the kernel loaded.
+ * anything else) passes `bytesMax` is refused (a `TooLarge`). With `frozen`, each array and plain object of the copy
+ * is frozen once everything it holds is (primitives, `CapRef`s, frozen copies): a copy whose top is frozen is plain
+ * data frozen whole. Every built-in the copy calls was captured when the kernel loaded.
  */
 export const bodyOf = (
   field: string,
   body: unknown,
   bytesMax: number,
   isCapRef: (value: object) => boolean,
-  depthMax = 64
+  depthMax = 64,
+  frozen = false
+): { readonly value: unknown; readonly bytes: number } | Unreadable =>
+  typeof body === "object" && body !== null && depthMax > 0 && getPrototypeOf(body) === ObjectPrototype
+    ? recordOf(field, body as Record<string, unknown>, bytesMax, isCapRef, depthMax, frozen)
+    : walk(field, body, bytesMax, isCapRef, depthMax, frozen)
+
+/** `bodyOf`'s walk, for any value. */
+const walk = (
+  field: string,
+  body: unknown,
+  bytesMax: number,
+  isCapRef: (value: object) => boolean,
+  depthMax: number,
+  frozen: boolean
 ): { readonly value: unknown; readonly bytes: number } | Unreadable => {
   let bytes = 0
   const path: Array<object> = []
   const count = (n: number) => {
     bytes += n
-    if (bytes > bytesMax) throw new Unreadable(`${field} is larger than ${bytesMax} bytes`)
+    if (bytes > bytesMax) throw new TooLarge(`${field} is larger than ${bytesMax} bytes`)
   }
   // `path[0..depth)` are the objects being copied around the one at `depth` (entries past it are stale: overwritten
   // on the next entry at their depth, never read)
@@ -514,8 +538,11 @@ export const bodyOf = (
       case "number":
       case "boolean":
       case "undefined":
-      case "bigint":
         count(8)
+        return value
+      case "bigint":
+        // a bigint holds its magnitude: half a byte a hex digit
+        count(8 + Math.ceil((apply(bigintToString, value, [16]) as string).length / 2))
         return value
       case "object": {
         if (value === null) return null
@@ -530,13 +557,20 @@ export const bodyOf = (
           const items = arrayOf(field, value, Math.floor((bytesMax - bytes) / 8))
           if (items instanceof Unreadable) throw items
           enter(value, depth)
-          for (let i = 0; i < items.length; i++) items[i] = copy(items[i], depth + 1)
+          let whole = frozen
+          for (let i = 0; i < items.length; i++) {
+            const item = copy(items[i], depth + 1)
+            items[i] = item
+            if (whole && typeof item === "object" && item !== null && !isFrozen(item)) whole = false
+          }
+          if (whole) freeze(items)
           return items
         }
         if (proto === ObjectPrototype || proto === null) {
           const keys = objectKeys(value)
           const out = proto === null ? objectCreate(null) : {}
           enter(value, depth)
+          let whole = frozen
           for (let i = 0; i < keys.length; i++) {
             const key = keys[i]!
             count(2 * key.length)
@@ -544,7 +578,9 @@ export const bodyOf = (
             const item = copy((value as Record<string, unknown>)[key], depth + 1)
             if (proto === null) out[key] = item
             else putFresh(out as Record<string, unknown>, key, item)
+            if (whole && typeof item === "object" && item !== null && !isFrozen(item)) whole = false
           }
+          if (whole) freeze(out)
           return out
         }
         const kind = kindOf(proto)
@@ -580,7 +616,13 @@ export const bodyOf = (
             if (!isView(value) || indexOf(viewPrototypes, proto) === -1) {
               throw new Unreadable(`${field}: not plain data (a typed-array subclass)`)
             }
-            const Constructor = viewConstructors[indexOf(viewPrototypes, proto)]!
+            const at = indexOf(viewPrototypes, proto)
+            // the copy is built as what the value is; one dressed in another typed array's prototype is refused (a
+            // Uint8Array of 500 bytes copied as a Float64Array of 500 elements would be eight times larger)
+            if (apply(typedArrayTag, value, []) !== viewNames[at]) {
+              throw new Unreadable(`${field}: not plain data (a typed array with another type's prototype)`)
+            }
+            const Constructor = viewConstructors[at]!
             count(apply(typedArrayByteLength, value, []) as number)
             const copied = new Constructor(apply(typedArrayLength, value, []) as number)
             apply(typedArraySet, copied, [value])
@@ -628,6 +670,55 @@ export const bodyOf = (
 }
 
 /**
+ * `bodyOf` for an object of `Object.prototype`, the most common body: its keys copied here, without the walk's set-up
+ * (a third of the cost of a small record), and each value that is an object copied by `bodyOf` with what is left of
+ * the bounds (a cycle through the record is found one level down, when the record is met again).
+ */
+const recordOf = (
+  field: string,
+  record: Record<string, unknown>,
+  bytesMax: number,
+  isCapRef: (value: object) => boolean,
+  depthMax: number,
+  frozen: boolean
+): { readonly value: unknown; readonly bytes: number } | Unreadable => {
+  let bytes = 8
+  const keys = objectKeys(record)
+  const out: Record<string, unknown> = {}
+  let whole = frozen
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!
+    let item = record[key]
+    switch (typeof item) {
+      case "string":
+        bytes += 2 * key.length + 2 * item.length
+        break
+      case "number":
+      case "boolean":
+      case "undefined":
+        bytes += 2 * key.length + 8
+        break
+      default: {
+        bytes += 2 * key.length
+        if (bytes > bytesMax) return new TooLarge(`${field} is larger than ${bytesMax} bytes`)
+        // the walk, not `bodyOf`: a record met again below is then on the walk's path (a cycle), not copied afresh
+        const copied = walk(field, item, bytesMax - bytes, isCapRef, depthMax - 1, frozen)
+        if (copied instanceof Unreadable) {
+          return copied instanceof TooLarge ? new TooLarge(`${field} is larger than ${bytesMax} bytes`) : copied
+        }
+        item = copied.value
+        bytes += copied.bytes
+        if (whole && typeof item === "object" && item !== null && !isFrozen(item)) whole = false
+      }
+    }
+    if (bytes > bytesMax) return new TooLarge(`${field} is larger than ${bytesMax} bytes`)
+    putFresh(out, key, item)
+  }
+  if (whole) freeze(out)
+  return { value: out, bytes }
+}
+
+/**
  * Log fields, copied and bounded: a record that is not plain data, or that passes `bytesMax`, is replaced by a small
  * marker saying so (a log call never fails).
  */
@@ -650,25 +741,6 @@ const TOOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/
 const regExpTest = RegExp.prototype.test
 const reflectApply = Reflect.apply
 const isToolName = (name: string): boolean => reflectApply(regExpTest, TOOL_NAME, [name]) as boolean
-
-/**
- * Freezes a copy made by `bodyOf` all the way down if it is plain data only (primitives, plain objects and arrays, and
- * `CapRef`s, which are frozen already), and says whether it did: such a value can be handed out as it is, as nothing
- * can change it. A `Map`, `Set`, `Date`, buffer or class instance cannot be frozen that way, so a value holding one
- * answers `false`. An object is frozen only once everything it holds is, so a copy whose top is frozen is frozen
- * whole (parts frozen on the way to a `false` stay frozen, which changes nothing for a value only the kernel holds).
- */
-export const freezePlain = (value: unknown, isCapRef: (value: object) => boolean): boolean => {
-  if (typeof value !== "object" || value === null) return true
-  const proto = getPrototypeOf(value)
-  if (isArray(value) ? proto !== ArrayPrototype : proto !== ObjectPrototype && proto !== null) return isCapRef(value)
-  const keys = objectKeys(value)
-  for (let i = 0; i < keys.length; i++) {
-    if (!freezePlain((value as Record<string, unknown>)[keys[i]!], isCapRef)) return false
-  }
-  freeze(value)
-  return true
-}
 
 /** Freezes a fresh copy (plain data made by `bodyOf`) all the way down. */
 const deepFreeze = (value: unknown): unknown => {

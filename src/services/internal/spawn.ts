@@ -7,9 +7,9 @@
 import { Context, Effect } from "effect"
 import * as Accounts from "../Accounts.ts"
 import { type CapRef, CapabilityError, type Resource } from "../Capability.ts"
-import { Memory } from "../ContextMemory.ts"
+import type { Memory } from "../ContextMemory.ts"
 import * as Process from "../Process.ts"
-import type { Snapshot } from "../Snapshot.ts"
+import { type Snapshot, SnapshotError } from "../Snapshot.ts"
 import { ArgumentError, type Spawned, SpawnError, type SpawnOptions, Sys } from "../Sys.ts"
 import type { CapRecord } from "./capRef.ts"
 import * as Inputs from "./inputs.ts"
@@ -17,7 +17,7 @@ import { makeRates, type PolicySet } from "../Policy.ts"
 import { freeze, includes, map, push, SafeSet } from "./primordials.ts"
 import { CHILD_RIGHTS, type KernelState, noCaps, OPEN, SPAWN } from "./kernelState.ts"
 import { Proc } from "./proc.ts"
-import { processTokenKey, recounted } from "./syscalls.ts"
+import { newMemory, processTokenKey } from "./syscalls.ts"
 
 /**
  * The state a restored process starts with (from a `Snapshot`).
@@ -55,7 +55,7 @@ export interface Spawner {
     restored?: Restored | undefined,
     /** Read once and checked here: a `Policy` set or a list of them. */
     policies?: unknown
-  ) => Effect.Effect<number, Accounts.QuotaError | SpawnError | ArgumentError>
+  ) => Effect.Effect<number, Accounts.QuotaError | SpawnError | ArgumentError | SnapshotError>
 }
 
 /** A child's policy chain: its parent's, then the sets given (at most `Inputs.policyChainMax` in all). */
@@ -225,7 +225,7 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
   }
 
   const boot: Spawner["boot"] = (image, args, devices, quota, restored, policies) =>
-    Effect.suspend((): Effect.Effect<number, Accounts.QuotaError | SpawnError | ArgumentError> => {
+    Effect.suspend((): Effect.Effect<number, Accounts.QuotaError | SpawnError | ArgumentError | SnapshotError> => {
       const at = kernel.now()
       if (typeof image !== "object" || image === null || image._tag !== "Image" || typeof image.main !== "function") {
         return Effect.fail(new ArgumentError({ call: "boot", message: "not a process image (use Process.make)" }))
@@ -248,6 +248,28 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
       }
       const policyChain = Inputs.read("boot", () => Inputs.policiesOf(policies))
       if (policyChain instanceof ArgumentError) return Effect.fail(policyChain)
+      // a restored memory is taken in like bodies remembered (copied, counted for what they hold) and must fit its
+      // quota as a running process's must
+      let memory: Memory | undefined
+      if (restored !== undefined && (restored.memory.working.length > 0 || restored.memory.swap.length > 0)) {
+        memory = newMemory(kernel)
+        if (!memory.import(restored.memory.working, restored.memory.swap)) {
+          return Effect.fail(
+            new SnapshotError({ reason: "invalid", message: "a memory segment of the snapshot cannot be restored" })
+          )
+        }
+        const { fits } = memory.fit(
+          account.memMax,
+          limits.memoryHighWatermark,
+          limits.memoryLowWatermark,
+          limits.swapTokensMax
+        )
+        if (!fits) {
+          return Effect.fail(
+            new SnapshotError({ reason: "invalid", message: "the snapshot's memory does not fit its mem quota" })
+          )
+        }
+      }
       const pid = deps.nextPid()
       const resources: Array<Resource> = [{ _tag: "Spawn" }]
       for (const name of devices) resources.push({ _tag: "Device", name })
@@ -272,10 +294,7 @@ export const makeSpawner = (deps: SpawnDeps): Spawner => {
       procs.set(pid, proc)
       proc.spawnCap = minted[0]
       if (restored !== undefined) {
-        if (restored.memory.working.length > 0 || restored.memory.swap.length > 0) {
-          proc.memory = new Memory({ recaller: kernel.memory.recaller(), pager: kernel.memory.pager })
-          proc.memory.import(recounted(restored.memory.working), recounted(restored.memory.swap))
-        }
+        if (memory !== undefined) proc.memory = memory
         for (const m of restored.mailbox) {
           proc.mailbox.push({
             from: m.from,

@@ -22,7 +22,7 @@ import type { Fiber } from "effect"
 import { Cause, Context, Effect, Exit, Option } from "effect"
 import * as Accounts from "../Accounts.ts"
 import { type CapRef, CapabilityError, isCapRef } from "../Capability.ts"
-import { estimateTokens, Memory, MemoryError, type Segment, textOf } from "../ContextMemory.ts"
+import { estimateTokens, Memory, MemoryError, type Segment, textOf, tokenCount } from "../ContextMemory.ts"
 import { type CallContext, DeviceError, type DeviceResult, type Handle } from "../Device.ts"
 import type { HandleEntry } from "../DeviceTable.ts"
 import type { KernelDevice } from "./kernelDevice.ts"
@@ -50,7 +50,7 @@ import { endRun } from "./delivery.ts"
 import { eager, type EagerSys } from "./eagerSys.ts"
 import * as Inputs from "./inputs.ts"
 import { freeze, includes, isFrozen, map, own, push, SafeMap, SafeSet } from "./primordials.ts"
-import { allMeters, KILL, MONITOR, OPEN, READ, SELF_RIGHTS, SEND, WRITE } from "./kernelState.ts"
+import { allMeters, KILL, type KernelState, MONITOR, OPEN, READ, SELF_RIGHTS, SEND, WRITE } from "./kernelState.ts"
 import type { Proc } from "./proc.ts"
 
 /**
@@ -901,11 +901,14 @@ export class ProcessSys implements SysShape, EagerSys {
     return enter(this.#proc, () => {
       const input = Inputs.read("remember", () => Inputs.rememberOptionsOf(options))
       if (input instanceof ArgumentError) return this.#argument("remember", input)
-      const copy = memoryBodyOf("remember", body)
-      if (copy instanceof ArgumentError) return this.#argument("remember", copy)
       const proc = this.#proc
+      // a body larger than the whole `mem` quota (eight bytes a token) could never be in the working set: the copy
+      // stops there, and the process ends as if it had pinned it
+      const copy = memoryBodyOf("remember", body, Math.min(proc.kernel.limits.segmentBytesMax, proc.account.memMax * 8))
+      if (copy instanceof ArgumentError) return this.#argument("remember", copy)
+      if (!("value" in copy)) return overMemory(proc)
       // a caller may say a segment is larger than the estimate, never smaller: what is stored is what is counted
-      const id = memoryOf(proc).remember(copy.value, Math.max(input.tokens ?? 0, copy.tokens), input.pin)
+      const id = memoryOf(proc).remember(copy.value, Math.max(tokenCount(input.tokens ?? 0), copy.tokens), input.pin)
       this.#syscall("remember", id)
       return this.#fitMemory(Effect.succeed(id))
     })
@@ -1359,60 +1362,77 @@ export interface Grant {
 }
 
 /** The process's context memory, made at its first use with the kernel's memory options. */
-export const memoryOf = (proc: Proc): Memory => {
-  const options = proc.kernel.memory
-  return (proc.memory ??= new Memory({ recaller: options.recaller(), pager: options.pager }))
+export const memoryOf = (proc: Proc): Memory => (proc.memory ??= newMemory(proc.kernel))
+
+/** A context memory with the kernel's recaller and pager, taking bodies in and handing them out as the kernel does. */
+export const newMemory = (kernel: KernelState): Memory => {
+  const bytesMax = kernel.limits.segmentBytesMax
+  return new Memory({
+    recaller: kernel.memory.recaller(),
+    pager: kernel.memory.pager,
+    bodies: {
+      keep: (body, tokens) => {
+        const kept = memoryBodyOf("restore", body, bytesMax)
+        return "value" in kept ? { body: kept.value, tokens: Math.max(tokenCount(tokens), kept.tokens) } : undefined
+      },
+      handOut
+    }
+  })
 }
 
 /**
  * A body for context memory: a copy, read once (the caller cannot grow it after it is counted), and its tokens — the
  * estimate of its text, and never less than its size in bytes (strings at two bytes a code unit) over 8, so a body
  * whose text says little (a `Map`, a `bigint` beside a long string, a short `content` beside a long field) is counted
- * for what it holds. Its size is bounded by the `mem` quota it is counted against, not by `messageBytesMax`: a segment
- * may be larger than one message.
+ * for what it holds. A copy past `bytesMax` is `tooLarge` (the copy stops there).
  */
 export const memoryBodyOf = (
   call: string,
-  body: unknown
-): { readonly value: unknown; readonly tokens: number } | ArgumentError => {
-  const copy = Inputs.read(call, () => Inputs.bodyOf("body", body, Infinity, isCapRef))
-  if (copy instanceof ArgumentError) return copy
-  // plain data is frozen once here and handed out as it is; anything else is copied each time it is handed out
-  Inputs.freezePlain(copy.value, isCapRef)
-  return { value: copy.value, tokens: Math.max(estimateTokens(textOf(copy.value)), Math.ceil(copy.bytes / 8)) }
+  body: unknown,
+  bytesMax: number
+): { readonly value: unknown; readonly tokens: number } | ArgumentError | { readonly tooLarge: true } => {
+  const copy = Inputs.read(call, () => {
+    // plain data is frozen as it is copied, and handed out as it is; anything else is copied each time it is
+    const copied = Inputs.bodyOf("body", body, bytesMax, isCapRef, 64, true)
+    return copied instanceof Inputs.TooLarge ? tooLarge : copied
+  })
+  if (copy instanceof ArgumentError || !("value" in copy)) return copy
+  const tokens = Math.max(estimateTokens(textOf(copy.value)), Math.ceil(copy.bytes / 8))
+  return { value: copy.value, tokens: tokenCount(tokens) }
 }
 
-/** Restored segments (a snapshot, a checkpoint) counted as `remember` counts them: never less than their bodies hold. */
-export const recounted = (segments: ReadonlyArray<Segment>): ReadonlyArray<Segment> =>
-  map(segments, (s) => {
-    const body = memoryBodyOf("restore", s.body)
-    return body instanceof ArgumentError
-      ? s
-      : { id: s.id, body: body.value, tokens: Math.max(s.tokens, body.tokens), pinned: s.pinned }
-  })
+const tooLarge = freeze({ tooLarge: true as const })
 
 /**
- * Segments for the process, each body a fresh copy: what it does with them changes nothing the kernel counted. A body
- * the copy cannot take (only a host pager's summary can hold one) is given as its text.
+ * A kept body as the process (or a pager, or a snapshot) gets it: a frozen body is plain data frozen whole
+ * (`bodyOf` with `frozen` freezes an object only once all it holds is), given as it is; anything else a fresh copy. A body the
+ * copy cannot take (none the kernel keeps) is given as its text.
  */
+const handOut = (body: unknown): unknown => {
+  if (typeof body !== "object" || body === null || isFrozen(body)) return body
+  let copied: ReturnType<typeof Inputs.bodyOf>
+  try {
+    copied = Inputs.bodyOf("body", body, Infinity, isCapRef)
+  } catch {
+    copied = new Inputs.Unreadable("body")
+  }
+  return copied instanceof Inputs.Unreadable ? textOf(body) : copied.value
+}
+
+/** Segments for the process, each body handed out (see `handOut`): what it does with them changes nothing kept. */
 const segmentsCopy = (segments: ReadonlyArray<Segment>): ReadonlyArray<Segment> => {
   const out: Array<Segment> = []
   for (let i = 0; i < segments.length; i++) {
     const s = segments[i]!
-    let body: unknown = s.body
-    // a frozen body is plain data frozen whole (`freezePlain` freezes an object only once all it holds is): as it is
-    if (typeof body === "object" && body !== null && !isFrozen(body)) {
-      let copied: ReturnType<typeof Inputs.bodyOf>
-      try {
-        copied = Inputs.bodyOf("body", body, Infinity, isCapRef)
-      } catch {
-        copied = new Inputs.Unreadable("body")
-      }
-      body = copied instanceof Inputs.Unreadable ? textOf(body) : copied.value
-    }
-    out[i] = { id: s.id, body, tokens: s.tokens, pinned: s.pinned }
+    push(out, { id: s.id, body: handOut(s.body), tokens: s.tokens, pinned: s.pinned })
   }
   return out
+}
+
+/** Ends `proc` for its context memory: a body larger than its whole `mem` quota, or pinned memory over it. */
+export const overMemory = (proc: Proc): Effect.Effect<never> => {
+  proc.kernel.terminate(proc, Process.quota("mem"))
+  return Effect.interrupt
 }
 
 /**
@@ -1422,11 +1442,13 @@ const segmentsCopy = (segments: ReadonlyArray<Segment>): ReadonlyArray<Segment> 
 export const fitMemory = <A, E>(proc: Proc, then: Effect.Effect<A, E>): Effect.Effect<A, E> => {
   const limits = proc.kernel.limits
   if (proc.memory === undefined) return then
-  const { fits, pending } = proc.memory.fit(proc.account.memMax, limits.memoryHighWatermark, limits.memoryLowWatermark)
-  if (!fits) {
-    proc.kernel.terminate(proc, Process.quota("mem"))
-    return Effect.interrupt
-  }
+  const { fits, pending } = proc.memory.fit(
+    proc.account.memMax,
+    limits.memoryHighWatermark,
+    limits.memoryLowWatermark,
+    limits.swapTokensMax
+  )
+  if (!fits) return overMemory(proc)
   return pending === undefined ? then : Effect.andThen(Effect.provideService(pending, Sys, proc.sys), then)
 }
 
