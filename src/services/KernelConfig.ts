@@ -36,7 +36,7 @@ export interface KernelLimits {
   readonly capsPerProcessMax: number
   /**
    * Size of a message body, estimated while it is copied at send (two bytes a string code unit, eight for anything
-   * else); a larger body is an `ArgumentError`. Default 1 048 576 (1 MiB).
+   * else and for each array slot); a larger body is an `ArgumentError`. Default 1 048 576 (1 MiB).
    */
   readonly messageBytesMax: number
   /** Requests in one `Sys.readAll`. Default 1024. */

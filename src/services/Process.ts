@@ -215,15 +215,25 @@ export const isKernelMessage = (message: Message): message is Message<KernelMess
  * @category utils
  */
 export const describeError = (error: unknown): string => {
-  if (error instanceof Error) {
-    const tag = (error as { _tag?: unknown })._tag
-    return typeof tag === "string" && tag !== error.message ? `${tag}: ${error.message}` : error.message || error.name
-  }
   if (typeof error === "string") return error
+  // total: a process may fail with anything (a message getter that throws, an object with no prototype, a proxy, a
+  // `toJSON` that throws), and the kernel renders it on the way to ending that process
   try {
-    const json = JSON.stringify(error)
+    if (error instanceof Error) {
+      const message = error.message
+      const tag = (error as { _tag?: unknown })._tag
+      const text = typeof message === "string" ? message : ""
+      return typeof tag === "string" && tag !== text ? `${tag}: ${text}` : text || String(error.name)
+    }
+    const json = jsonStringify(error)
     return json === undefined ? String(error) : json
   } catch {
-    return String(error)
+    try {
+      return String(error)
+    } catch {
+      return `a ${typeof error} that cannot be shown`
+    }
   }
 }
+
+const jsonStringify = JSON.stringify

@@ -73,7 +73,7 @@ import type { Proc } from "./internal/proc.ts"
 import { snapshotOf, unencodableIn } from "./internal/snapshotOf.ts"
 import { fitMemory, memoryBodyOf, memoryOf, newMemory, overMemory } from "./internal/syscalls.ts"
 import type { Snapshot } from "./Snapshot.ts"
-import { freeze, push } from "./internal/primordials.ts"
+import { freeze, includes, own, push, put } from "./internal/primordials.ts"
 
 // captured at load: image code may replace `JSON` (a checkpoint written or read through its functions would be theirs)
 const jsonStringify = JSON.stringify
@@ -158,7 +158,50 @@ export const defaults = {
   prefix: "vfs/"
 } as const
 
-const decodeRequest = Schema.decodeUnknownResult(Request)
+const ops = ["list", "read", "search", "write", "remove", "restore"] as const
+const isInteger = Number.isInteger
+
+/**
+ * `Request`'s check, written out over the input's own properties (the kernel's copy of a request is plain data): the
+ * Schema's decoder would build its output by assignment, which a setter image code put on `Object.prototype` would
+ * see (and a getter there would answer for a field left out). The request is rebuilt by definition from what was
+ * checked. A string is why it is not a request.
+ */
+const requestOf = (input: unknown): Request | string => {
+  if (typeof input !== "object" || input === null || Array.isArray(input)) return "expected an object"
+  const record = input as Record<string, unknown>
+  const op = own(record, "op")
+  if (typeof op !== "string" || !includes(ops, op)) return `op must be one of ${ops.join(", ")}`
+  const path = own(record, "path")
+  if (typeof path !== "string" || path.length > 1024) return "path must be a string of at most 1024 characters"
+  const out: Record<string, unknown> = {}
+  put(out, "op", op)
+  put(out, "path", path)
+  if (op === "search") {
+    const query = own(record, "query")
+    if (typeof query !== "string") return "query must be a string"
+    put(out, "query", query)
+    const k = own(record, "k")
+    if (k !== undefined) {
+      if (typeof k !== "number" || !isInteger(k) || k < 0 || k > 100) return "k must be an integer in [0, 100]"
+      put(out, "k", k)
+    }
+  } else if (op === "write") {
+    const data = own(record, "data")
+    if (data !== undefined) put(out, "data", data)
+    const pin = own(record, "pin")
+    if (pin !== undefined) {
+      if (typeof pin !== "boolean") return "pin must be a boolean"
+      put(out, "pin", pin)
+    }
+    const tokens = own(record, "tokens")
+    if (tokens !== undefined) {
+      if (typeof tokens !== "number") return "tokens must be a number"
+      put(out, "tokens", tokens)
+    }
+  }
+  return out as unknown as Request
+}
 const Episode = Schema.Struct({ seq: Schema.Number, at: Schema.Number, data: Schema.Unknown })
 const decodeEpisode = Schema.decodeUnknownOption(Schema.fromJsonString(Episode))
 
@@ -254,14 +297,10 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
       call: "read" | "write",
       input: unknown
     ): { readonly request: Request; readonly at: ReadonlyArray<string> } | Effect.Effect<never, DeviceError> => {
-      const decoded = decodeRequest(input)
-      if (decoded._tag === "Failure") {
-        return fail(
-          "invalid-request",
-          `not a VFS request (list, read, search, write, remove, restore): ${decoded.failure.message}`
-        )
+      const request = requestOf(input)
+      if (typeof request === "string") {
+        return fail("invalid-request", `not a VFS request (list, read, search, write, remove, restore): ${request}`)
       }
-      const request = decoded.success
       if (isWrite(request.op) !== (call === "write")) {
         const [is, sent] = isWrite(request.op) ? ["write", "read"] : ["read", "write"]
         return fail("invalid-request", `"${request.op}" is a ${is}, sent as a ${sent}`)
@@ -293,7 +332,7 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
     // what policies judge is the path the VFS acts on: `/mem/../state` is judged as `/state`
     const canonical = (input: unknown): unknown => {
       if (typeof input !== "object" || input === null || Array.isArray(input)) return input
-      const path = (input as { readonly path?: unknown }).path
+      const path = own(input as { readonly path?: unknown }, "path")
       if (typeof path !== "string" || path.length > 1024) return input
       const at = resolve(path)
       return Array.isArray(at) ? { ...input, path: `/${at.join("/")}` } : input

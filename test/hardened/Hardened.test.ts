@@ -9,7 +9,7 @@
 import "effect-agent-os/hardened"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Option, Schema } from "effect"
-import { Device, Process, Sys } from "effect-agent-os"
+import { type Capability, Device, Process, Sys } from "effect-agent-os"
 import { isHardened } from "effect-agent-os/hardened"
 import * as TestKernel from "effect-agent-os/testing"
 import { idle, isAlive, run, runOn, show } from "../security/harness.ts"
@@ -141,6 +141,44 @@ describe("the realm attacks an unhardened kernel leaves open", () => {
         assert.deepStrictEqual(
           { planted: report.planted, stolen: report.stolen, kills, vaultAlive: yield* isAlive(kernel, vault.pid) },
           { planted: [false], stolen: 0, kills: 0, vaultAlive: true }
+        )
+      })
+    )
+  )
+
+  it.effect(
+    "setters for a typed pipe's fields cannot be planted, so its decode (Effect's Schema) shows no one the message",
+    () =>
+      run(() =>
+        Effect.gen(function* () {
+          const seen: Array<unknown> = []
+          const planted = plant(Object.prototype, "secretField", {
+            set: (value: unknown) => void seen.push(value)
+          })
+          const me = yield* Sys.selfCap()
+          const pipe = yield* Sys.attenuate(me, { message: Schema.Struct({ secretField: Schema.String }) })
+          const { cap } = yield* Sys.spawn(
+            Process.make<Capability.CapRef>("talker", (to) => Sys.send(to, { secretField: "pw" })),
+            { args: pipe, caps: [pipe] }
+          )
+          yield* Sys.waitpid(cap)
+          const got = (yield* Sys.recv<{ readonly secretField: string }>()).body
+          assert.deepStrictEqual({ planted, seen, got: got.secretField }, { planted: false, seen: [], got: "pw" })
+        })
+      )
+  )
+
+  it.effect("accessors for _tag, call and message cannot be planted, so an invalid send stays an ArgumentError", () =>
+    run(() =>
+      Effect.gen(function* () {
+        const me = yield* Sys.selfCap()
+        const cycle: Record<string, unknown> = {}
+        cycle.self = cycle
+        const planted = ["_tag", "call", "message"].map((key) => plant(Object.prototype, key, { get: () => "forged" }))
+        const error = yield* Effect.flip(Sys.send(me, cycle))
+        assert.deepStrictEqual(
+          { planted, tag: error._tag, call: (error as { readonly call?: unknown }).call },
+          { planted: [false, false, false], tag: "ArgumentError", call: "send" }
         )
       })
     )

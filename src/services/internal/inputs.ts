@@ -39,7 +39,20 @@ class Unreadable {
 /** An input larger than its bound (see `bodyOf`): unreadable, and also a size the caller may answer differently. */
 export class TooLarge extends Unreadable {}
 
-const describe = (error: unknown): string => (error instanceof Error ? error.message : String(error))
+/**
+ * What a thrown value says, without running its code (a process may throw anything: an object with no prototype, a
+ * proxy, an error whose `message` is a getter that throws): an own string `message` of a plain error, else its type.
+ */
+const describe = (error: unknown): string => {
+  if (typeof error === "string") return error
+  if (typeof error !== "object" || error === null) return typeof error
+  try {
+    const message = getOwnPropertyDescriptor(error, "message")
+    return message !== undefined && typeof message.value === "string" ? message.value : "an object"
+  } catch {
+    return "an object"
+  }
+}
 
 /** Runs a reader; a throw (from a getter, a proxy trap, a `toString`) becomes an `ArgumentError`. */
 export const read = <A>(call: string, reader: () => A | Unreadable): A | ArgumentError => {
@@ -490,7 +503,8 @@ const kindOf = (proto: object): Kind => {
  * in a body grants nothing; only `caps` move authority). A function, a symbol, a cycle, an array or typed-array
  * subclass, a built-in whose state a copy cannot carry (Promise, WeakMap, RegExp, …), nesting deeper than
  * `depthMax`, or a body whose size (strings at two bytes a code unit, buffers by their bytes, eight bytes for
- * anything else) passes `bytesMax` is refused (a `TooLarge`). With `frozen`, each array and plain object of the copy
+ * anything else, and eight for each array slot besides what it holds) passes `bytesMax` is refused (a `TooLarge`).
+ * With `frozen`, each array and plain object of the copy
  * is frozen once everything it holds is (primitives, `CapRef`s, frozen copies): a copy whose top is frozen is plain
  * data frozen whole. Every built-in the copy calls was captured when the kernel loaded.
  */
@@ -556,6 +570,9 @@ const walk = (
           // `bytesMax` is refused from the length alone (a sparse array of length 1e9 is never walked)
           const items = arrayOf(field, value, Math.floor((bytesMax - bytes) / 8))
           if (items instanceof Unreadable) throw items
+          // each slot costs 8 bytes whatever it holds (a `null` or `""` element is not free: one array shared many
+          // times would otherwise make a small body copy into many slots)
+          count(8 * items.length)
           enter(value, depth)
           let whole = frozen
           for (let i = 0; i < items.length; i++) {
@@ -683,6 +700,7 @@ const recordOf = (
   frozen: boolean
 ): { readonly value: unknown; readonly bytes: number } | Unreadable => {
   let bytes = 8
+  if (bytes > bytesMax) return new TooLarge(`${field} is larger than ${bytesMax} bytes`)
   const keys = objectKeys(record)
   const out: Record<string, unknown> = {}
   let whole = frozen
