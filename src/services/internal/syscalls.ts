@@ -1404,8 +1404,8 @@ export const memoryBodyOf = (
 const tooLarge = freeze({ tooLarge: true as const })
 
 /**
- * A kept body as the process (or a pager, or a snapshot) gets it: a frozen body is plain data frozen whole
- * (`bodyOf` with `frozen` freezes an object only once all it holds is), given as it is; anything else a fresh copy. A body the
+ * A kept body as the process (or a pager, or a snapshot) gets it: a frozen body is plain data frozen whole (`bodyOf`
+ * with `frozen` freezes an object only once all it holds is), given as it is; anything else a fresh copy. A body the
  * copy cannot take (none the kernel keeps) is given as its text.
  */
 const handOut = (body: unknown): unknown => {
