@@ -24,11 +24,11 @@
  * an accessor on `Object.prototype._tag`/`call` breaks the kernel's ArgumentError.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Schema } from "effect"
+import { Cause, Effect, Exit, Layer, Schema } from "effect"
 import { Tool, Toolkit } from "effect/ai"
 import { KeyValueStore } from "effect/persistence"
 import { types } from "node:util"
-import { type Capability, type Device, Process, Sys, Tools, Vfs } from "effect-agent-os"
+import { type Capability, Device, Journal, Kernel, Process, Sys, Tools, Vfs } from "effect-agent-os"
 import * as TestKernel from "effect-agent-os/testing"
 import {
   assertArgumentError,
@@ -1335,5 +1335,97 @@ describe("MemoryHostile2: what a process dies with cannot stop its end", () => {
         }
       })
     )
+  )
+})
+
+describe("MemoryHostile2: a journaled request's digest passes through no patched built-in", () => {
+  it.effect("includes, push, sort, Object.keys, getPrototypeOf and view getters patched: none sees the request", () =>
+    Effect.gen(function* () {
+      const reached: Array<unknown> = []
+      const seenByDriver: Array<unknown> = []
+      // the test's own driver records with the push it had, not the image's patch
+      const hostPush = Array.prototype.push
+      const side = Device.make({
+        name: "side",
+        open: () =>
+          Effect.succeed({
+            read: (request: unknown) =>
+              Effect.sync(() => {
+                Reflect.apply(hostPush, seenByDriver, [request])
+                return { value: "ok" }
+              })
+          })
+      })
+      const typedProto = Object.getPrototypeOf(Uint8Array.prototype) as object
+      const program = Process.make<Kernel.BootGrant>("init", (grant) =>
+        Effect.gen(function* () {
+          const handle = yield* Sys.open(grant.devices.side!)
+          const request = { sql: "SELECT 1", when: new Date(0), bytes: new Uint8Array([1, 2]), nested: { b: 1, a: 2 } }
+          const saved = {
+            includes: Array.prototype.includes,
+            push: Array.prototype.push,
+            sort: Array.prototype.sort,
+            keys: Object.keys,
+            getPrototypeOf: Object.getPrototypeOf,
+            buffer: Object.getOwnPropertyDescriptor(typedProto, "buffer")!
+          }
+          const note = (value: unknown) => {
+            if (typeof value === "object" && value !== null) Reflect.apply(saved.push, reached, [value])
+          }
+          try {
+            Array.prototype.includes = function (this: Array<unknown>, value: unknown) {
+              note(value)
+              for (const item of this) note(item)
+              return Reflect.apply(saved.includes, this, [value]) as boolean
+            }
+            Array.prototype.push = function (this: Array<unknown>, ...items: Array<unknown>) {
+              for (const item of items) note(item)
+              return Reflect.apply(saved.push, this, items) as number
+            }
+            Array.prototype.sort = function (this: Array<unknown>, ...args: Array<never>) {
+              return Reflect.apply(saved.sort, this, args) as Array<unknown>
+            }
+            Object.keys = (o: object) => {
+              note(o)
+              return saved.keys(o)
+            }
+            Object.getPrototypeOf = (o: unknown) => {
+              note(o)
+              return saved.getPrototypeOf(o)
+            }
+            Object.defineProperty(typedProto, "buffer", {
+              configurable: true,
+              get(this: Uint8Array) {
+                note(this)
+                return Reflect.apply(saved.buffer.get!, this, []) as ArrayBufferLike
+              }
+            })
+            yield* Sys.read(handle, request)
+          } finally {
+            Array.prototype.includes = saved.includes
+            Array.prototype.push = saved.push
+            Array.prototype.sort = saved.sort
+            Object.keys = saved.keys
+            Object.getPrototypeOf = saved.getPrototypeOf
+            Object.defineProperty(typedProto, "buffer", saved.buffer)
+          }
+        })
+      )
+      const reason = yield* Effect.gen(function* () {
+        const kernel = yield* Kernel.Kernel
+        return yield* kernel.waitExit(yield* kernel.boot(program, { grant: ["side"] }))
+      }).pipe(
+        Effect.provide(Kernel.layer({ drivers: [side], journal: "record" })),
+        Effect.provide(Layer.succeed(Journal.JournalStoreService)(Journal.makeMemoryStore()))
+      )
+      assert.deepStrictEqual(reason, Process.normal, show(reason))
+      assert.strictEqual(seenByDriver.length, 1)
+      const kept = seenByDriver[0] as Record<string, unknown>
+      const kernelObjects = [kept, kept.when, kept.bytes, kept.nested]
+      assert.isFalse(
+        reached.some((o) => kernelObjects.includes(o)),
+        "a patched built-in was handed the kernel's copy of the request"
+      )
+    })
   )
 })

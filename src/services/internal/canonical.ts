@@ -12,6 +12,7 @@
  *
  * Private to the package.
  */
+import { includes, push } from "./primordials.ts"
 
 const tagKey = "$agentos"
 
@@ -270,8 +271,8 @@ export const canonical = (value: unknown): string => {
       }
       out += "]"
     } else {
-      const keys = Object.keys(object)
-      if (keys.length > 1) keys.sort()
+      const keys = objectKeysD(object)
+      if (keys.length > 1) reflectApply(arraySort, keys, [])
       let body = "{"
       let wrap = false
       for (let i = 0; i < keys.length; i++) {
@@ -297,16 +298,37 @@ export const canonical = (value: unknown): string => {
 const float = new Float64Array(1)
 const words = new Int32Array(float.buffer)
 
+const reflectApply = Reflect.apply
+const getPrototypeOfD = Reflect.getPrototypeOf
+const isArrayD = Array.isArray
+const objectKeysD = Object.keys
+const isViewD = ArrayBuffer.isView
+const arraySort = Array.prototype.sort
+const bigintToStringD = BigInt.prototype.toString
+const DatePrototypeD = Date.prototype
+const dateGetTimeD = Date.prototype.getTime
+const typedArrayPrototypeD = Reflect.getPrototypeOf(Uint8Array.prototype) as object
+const typedArrayTagD = Reflect.getOwnPropertyDescriptor(typedArrayPrototypeD, Symbol.toStringTag)!.get!
+const typedArrayBufferD = Reflect.getOwnPropertyDescriptor(typedArrayPrototypeD, "buffer")!.get!
+const typedArrayOffsetD = Reflect.getOwnPropertyDescriptor(typedArrayPrototypeD, "byteOffset")!.get!
+const typedArrayLengthD = Reflect.getOwnPropertyDescriptor(typedArrayPrototypeD, "byteLength")!.get!
+const dataViewBufferD = Reflect.getOwnPropertyDescriptor(DataView.prototype, "buffer")!.get!
+const dataViewOffsetD = Reflect.getOwnPropertyDescriptor(DataView.prototype, "byteOffset")!.get!
+const dataViewLengthD = Reflect.getOwnPropertyDescriptor(DataView.prototype, "byteLength")!.get!
+const Uint8ArrayD = Uint8Array
+const ownDescriptor = Reflect.getOwnPropertyDescriptor
+
+/** The name of the class `prototype` belongs to, read from own data properties only (no getter runs). */
+const typeName = (prototype: object): string => {
+  const constructor = ownDescriptor(prototype, "constructor")?.value as unknown
+  if (typeof constructor !== "function") return "object"
+  const name = ownDescriptor(constructor, "name")?.value as unknown
+  return typeof name === "string" ? name : "object"
+}
+
 /** A string JSON writes as it is, between quotes. */
 const plainString = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/
 
-/**
- * A 64-bit digest of a value's structure, equal for values `canonical` renders the same, computed without building
- * that string: the kernel digests every journaled request, and a SHA-256 over the canonical JSON cost more than the
- * rest of a recorded driver call. It is a good non-cryptographic hash (two multiply-rotate lanes, finalised like
- * MurmurHash3): two lanes of 32 bits, so an accidental collision is vanishingly unlikely, but it does not
- * stop someone who crafts a collision — against an adversary, the journal's MAC is the defence.
- */
 const hexDigits = "0123456789abcdef"
 
 /** `n` (an unsigned 32-bit integer) as eight hex digits, a nibble at a time (`toString(16)` is ten times slower). */
@@ -316,6 +338,14 @@ const hex8 = (n: number): string => {
   return text
 }
 
+/**
+ * A 64-bit digest of a value's structure, equal for values `canonical` renders the same, computed without building
+ * that string: the kernel digests every journaled request, and a SHA-256 over the canonical JSON cost more than the
+ * rest of a recorded driver call. It is a good non-cryptographic hash (two multiply-rotate lanes, finalised like
+ * MurmurHash3): two lanes of 32 bits, so an accidental collision is vanishingly unlikely, but it does not
+ * stop someone who crafts a collision — against an adversary, the journal's MAC is the defence. It calls only
+ * built-ins captured at load (the kernel's copy of a request never passes through a method image code patched).
+ */
 export const digest = (...values: ReadonlyArray<unknown>): string => {
   let h1 = 0x9747b28c
   let h2 = 0x2f8a3c41
@@ -354,7 +384,7 @@ export const digest = (...values: ReadonlyArray<unknown>): string => {
         return mix(words[1]!)
       case "bigint":
         mix(6)
-        return mixString(value.toString())
+        return mixString(reflectApply(bigintToStringD, value, []) as string)
       case "undefined":
         return mix(7)
       case "function":
@@ -365,26 +395,36 @@ export const digest = (...values: ReadonlyArray<unknown>): string => {
     }
     if (value === null) return mix(10)
     const object = value as object
-    if (path.length > depthMax || path.includes(object)) return mix(11)
-    const prototype = Object.getPrototypeOf(object)
-    const array = Array.isArray(object)
+    if (path.length > depthMax || includes(path, object)) return mix(11)
+    const prototype = getPrototypeOfD(object)
+    const array = isArrayD(object)
     if (!array && prototype !== objectPrototype && prototype !== null) {
-      if (object instanceof Date) {
+      if (prototype === DatePrototypeD) {
         mix(12)
-        float[0] = object.getTime()
+        float[0] = reflectApply(dateGetTimeD, object, []) as number
         mix(words[0]!)
         return mix(words[1]!)
       }
-      if (ArrayBuffer.isView(object)) {
+      if (isViewD(object)) {
         mix(13)
-        mixString(object.constructor.name)
-        const bytes = new Uint8Array(object.buffer, object.byteOffset, object.byteLength)
+        // the view's own type and bytes, from its internal slots (never a getter or a `constructor` it was given)
+        const tag = reflectApply(typedArrayTagD, object, []) as string | undefined
+        mixString(tag ?? "DataView")
+        const slots =
+          tag === undefined
+            ? [dataViewBufferD, dataViewOffsetD, dataViewLengthD]
+            : [typedArrayBufferD, typedArrayOffsetD, typedArrayLengthD]
+        const bytes = new Uint8ArrayD(
+          reflectApply(slots[0]!, object, []) as ArrayBuffer,
+          reflectApply(slots[1]!, object, []) as number,
+          reflectApply(slots[2]!, object, []) as number
+        )
         mix(bytes.length)
         for (let i = 0; i < bytes.length; i++) mix(bytes[i]!)
         return
       }
     }
-    path.push(object)
+    push(path, object)
     if (array) {
       mix(14)
       mix(object.length)
@@ -395,17 +435,17 @@ export const digest = (...values: ReadonlyArray<unknown>): string => {
     } else {
       if (prototype !== objectPrototype && prototype !== null) {
         mix(16)
-        mixString(object.constructor?.name ?? "object")
+        mixString(typeName(prototype))
       } else mix(17)
-      const keys = Object.keys(object)
-      if (keys.length > 1) keys.sort()
+      const keys = objectKeysD(object)
+      if (keys.length > 1) reflectApply(arraySort, keys, [])
       mix(keys.length)
       for (let i = 0; i < keys.length; i++) {
         mixString(keys[i]!)
         walk((object as Record<string, unknown>)[keys[i]!])
       }
     }
-    path.pop()
+    path.length--
   }
   for (let i = 0; i < values.length; i++) walk(values[i])
   const finish = (h: number, other: number) => {
