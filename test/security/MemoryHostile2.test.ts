@@ -28,7 +28,7 @@ import { Cause, Effect, Exit, Layer, Schema } from "effect"
 import { Tool, Toolkit } from "effect/ai"
 import { KeyValueStore } from "effect/persistence"
 import { types } from "node:util"
-import { type Capability, Device, Journal, Kernel, Process, Sys, Tools, Vfs } from "effect-agent-os"
+import { type Capability, Device, Journal, Kernel, Policy, Process, Sys, Tools, Vfs } from "effect-agent-os"
 import * as TestKernel from "effect-agent-os/testing"
 import {
   assertArgumentError,
@@ -1426,6 +1426,45 @@ describe("MemoryHostile2: a journaled request's digest passes through no patched
         reached.some((o) => kernelObjects.includes(o)),
         "a patched built-in was handed the kernel's copy of the request"
       )
+    })
+  )
+})
+
+describe("MemoryHostile2: a request judged by policies cannot change before the driver runs it", () => {
+  it.effect("the driver gets the judged copy frozen (plain parts): what the policy allowed is what runs", () =>
+    Effect.gen(function* () {
+      const got: Array<unknown> = []
+      const side = Device.make({
+        name: "side",
+        open: () =>
+          Effect.succeed({
+            read: (request: unknown) =>
+              Effect.sync(() => {
+                got.push(request)
+                return { value: "ok" }
+              })
+          })
+      })
+      const allow = yield* Policy.make([{ name: "all", decision: "allow" }])
+      const original = { sql: "SELECT 1", params: [1, { a: "b" }] }
+      const reason = yield* Effect.gen(function* () {
+        const kernel = yield* Kernel.Kernel
+        const init = Process.make<Kernel.BootGrant>("init", (grant) =>
+          Effect.gen(function* () {
+            const handle = yield* Sys.open(grant.devices.side!)
+            yield* Sys.read(handle, original)
+          })
+        )
+        return yield* kernel.waitExit(yield* kernel.boot(init, { grant: ["side"], policies: allow }))
+      }).pipe(Effect.provide(Kernel.layer({ drivers: [side] })))
+      assert.deepStrictEqual(reason, Process.normal, show(reason))
+      const request = got[0] as { sql: string; params: Array<unknown> }
+      assert.notStrictEqual(request, original, "the driver gets the kernel's copy")
+      for (const part of [request, request.params, request.params[1]]) assert.isTrue(Object.isFrozen(part))
+      assert.throws(() => {
+        request.sql = "DROP TABLE users"
+      })
+      assert.strictEqual(request.sql, "SELECT 1")
     })
   )
 })

@@ -845,15 +845,16 @@ export const toolGrantsOf = (input: unknown, isCapRef: (value: object) => boolea
 }
 
 /**
- * A request on a handle narrowed to some tools, copied (so what the kernel checks is what the driver gets) and its
- * `tool` read from the copy; `undefined` tool when it has none.
+ * A request on a handle narrowed to some tools (or judged by policies), copied (so what the kernel checks is what the
+ * driver gets) and its `tool` read from the copy; `undefined` tool when it has none. Its plain parts are frozen: no
+ * one can change the request between the check and the driver, whatever reaches it on the way.
  */
 export const toolRequestOf = (
   input: unknown,
   bytesMax: number,
   isCapRef: (value: object) => boolean
 ): { readonly request: unknown; readonly tool: string | undefined } | Unreadable => {
-  const copied = bodyOf("request", input, bytesMax, isCapRef)
+  const copied = bodyOf("request", input, bytesMax, isCapRef, 64, true)
   if (copied instanceof Unreadable) return copied
   const request = copied.value
   const tool = isObject(request) && !isArray(request) ? own(request, "tool") : undefined
