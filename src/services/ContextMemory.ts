@@ -388,7 +388,7 @@ export const tokenCount = (tokens: number): number =>
 export interface MemoryBodies {
   /** A body to keep and its tokens (never below `tokens`), or `undefined` when it cannot be kept. */
   readonly keep: (body: unknown, tokens: number) => { readonly body: unknown; readonly tokens: number } | undefined
-  /** A kept body as given out of the memory (to a pager, in a snapshot). */
+  /** A kept body as it leaves the memory (to the process, a pager, a snapshot). */
   readonly handOut: (body: unknown) => unknown
 }
 
@@ -445,21 +445,44 @@ export class Memory {
     return entry.id
   }
 
+  /** The working set, in use order, each body handed out (see `MemoryBodies`). */
   workingSet(): ReadonlyArray<Segment> {
     const entries = this.working.toValues()
     const out: Array<Segment> = []
-    for (let i = 0; i < entries.length; i++) push(out, segmentOf(entries[i]!))
+    for (let i = 0; i < entries.length; i++) push(out, this.segmentOf(entries[i]!))
     return out
   }
 
-  /** The segment `id`, in the working set or in swap (a look: it stays where it is). */
+  /** The segment `id`, in the working set or in swap (a look: it stays where it is), its body handed out. */
   get(id: number): (Segment & { readonly swapped: boolean }) | undefined {
     const entry = this.working.get(id)
     const swapped = entry === undefined
     const found = entry ?? this.swap.get(id)
-    return found === undefined
-      ? undefined
-      : { id: found.id, body: found.body, tokens: found.tokens, pinned: found.pinned, swapped }
+    return found === undefined ? undefined : { ...this.segmentOf(found), swapped }
+  }
+
+  /** Every segment's id, tokens, pin and place, bodies left where they are (a listing), ordered by id. */
+  list(): ReadonlyArray<{
+    readonly id: number
+    readonly tokens: number
+    readonly pinned: boolean
+    readonly swapped: boolean
+  }> {
+    const out: Array<{
+      readonly id: number
+      readonly tokens: number
+      readonly pinned: boolean
+      readonly swapped: boolean
+    }> = []
+    const add = (entries: ReadonlyArray<Entry>, swapped: boolean) => {
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i]!
+        push(out, { id: e.id, tokens: e.tokens, pinned: e.pinned, swapped })
+      }
+    }
+    add(this.working.toValues(), false)
+    add(this.swap.toValues(), true)
+    return out.sort((a, b) => a.id - b.id)
   }
 
   forget(id: number): boolean {
@@ -521,7 +544,7 @@ export class Memory {
       this.swapTokens += entry.tokens
       this.recaller.add(entry.id, textOf(entry.body))
       pagedTokens += entry.tokens
-      push(given, { id: entry.id, body: this.bodies.handOut(entry.body), tokens: entry.tokens, pinned: false })
+      push(given, this.segmentOf(entry))
     }
     let pending: Effect.Effect<void, never, Sys.Sys> | undefined
     if (paged.length > 0) {
@@ -548,10 +571,7 @@ export class Memory {
   export(): { readonly working: ReadonlyArray<Segment>; readonly swap: ReadonlyArray<Segment> } {
     const out = (entries: ReadonlyArray<Entry>): ReadonlyArray<Segment> => {
       const segments: Array<Segment> = []
-      for (let i = 0; i < entries.length; i++) {
-        const e = entries[i]!
-        push(segments, { id: e.id, body: this.bodies.handOut(e.body), tokens: e.tokens, pinned: e.pinned })
-      }
+      for (let i = 0; i < entries.length; i++) push(segments, this.segmentOf(entries[i]!))
       return segments
     }
     return { working: out(this.working.toValues()), swap: out(this.swap.toValues()) }
@@ -599,9 +619,14 @@ export class Memory {
       const entry = this.swap.get(ids[i]!)
       if (entry === undefined) continue
       this.pageIn(entry)
-      push(out, segmentOf(entry))
+      push(out, this.segmentOf(entry))
     }
     return out
+  }
+
+  /** A segment as it leaves the memory: its body handed out (the only way one does). */
+  private segmentOf(e: Entry): Segment {
+    return { id: e.id, body: this.bodies.handOut(e.body), tokens: e.tokens, pinned: e.pinned }
   }
 
   private pageIn(entry: Entry) {
@@ -612,8 +637,6 @@ export class Memory {
     this.tokens += entry.tokens
   }
 }
-
-const segmentOf = (e: Entry): Segment => ({ id: e.id, body: e.body, tokens: e.tokens, pinned: e.pinned })
 
 /**
  * How every process's memory pages and recalls: a recaller factory (one recaller per process) and a pager.

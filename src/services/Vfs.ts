@@ -62,7 +62,7 @@ import { Effect, Schema, Semaphore } from "effect"
 import { KeyValueStore } from "effect/persistence"
 import type { Cost } from "./Accounts.ts"
 import { isCapRef } from "./Capability.ts"
-import { textOf, tokenCount } from "./ContextMemory.ts"
+import { textOf } from "./ContextMemory.ts"
 import type { DeviceResult, Driver, Handle } from "./Device.ts"
 import { DeviceError } from "./Device.ts"
 import * as Lessons from "./internal/lessons.ts"
@@ -71,7 +71,7 @@ import { register } from "./internal/kernelDevice.ts"
 import type { KernelState } from "./internal/kernelState.ts"
 import type { Proc } from "./internal/proc.ts"
 import { snapshotOf, unencodableIn } from "./internal/snapshotOf.ts"
-import { fitMemory, memoryBodyOf, memoryOf, newMemory, overMemory } from "./internal/syscalls.ts"
+import { fitMemory, newMemory, overMemory, rememberIn } from "./internal/syscalls.ts"
 import type { Snapshot } from "./Snapshot.ts"
 import { freeze, includes, own, push, put } from "./internal/primordials.ts"
 
@@ -375,20 +375,14 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
       if (rest.length === 0) {
         switch (request.op) {
           case "list": {
-            const all = memory?.export() ?? { working: [], swap: [] }
-            const entries = [
-              ...all.working.map((s) => ({ ...s, swapped: false })),
-              ...all.swap.map((s) => ({ ...s, swapped: true }))
-            ]
-              .sort((a, b) => a.id - b.id)
-              .map((s): Entry => ({
-                name: String(s.id),
-                path: `${path}/${s.id}`,
-                type: "file",
-                tokens: s.tokens,
-                pinned: s.pinned,
-                swapped: s.swapped
-              }))
+            const entries = (memory?.list() ?? []).map((s): Entry => ({
+              name: String(s.id),
+              path: `${path}/${s.id}`,
+              type: "file",
+              tokens: s.tokens,
+              pinned: s.pinned,
+              swapped: s.swapped
+            }))
             return ok(entries)
           }
           case "search": {
@@ -411,20 +405,10 @@ export const driver = (options?: Options): Effect.Effect<Driver, never, KeyValue
             if (tokens !== undefined && !(Number.isFinite(tokens) && tokens >= 0)) {
               return fail("invalid-request", "tokens must be a finite number ≥ 0")
             }
-            // like `Sys.remember`: a caller may say a segment is larger than the estimate, never smaller; one larger
-            // than the whole `mem` quota ends the process
-            const counted = memoryBodyOf(
-              "write",
-              request.data,
-              Math.min(proc.kernel.limits.segmentBytesMax, proc.account.memMax * 8)
-            )
-            if ("tooLarge" in counted) return overMemory(proc)
-            if (!("tokens" in counted)) return fail("invalid-request", counted.message)
-            const id = memoryOf(proc).remember(
-              counted.value,
-              Math.max(tokenCount(tokens ?? 0), counted.tokens),
-              request.pin === true
-            )
+            // as `Sys.remember` does
+            const id = rememberIn(proc, "write", request.data, tokens, request.pin === true)
+            if (id === undefined) return overMemory(proc)
+            if (typeof id !== "number") return fail("invalid-request", id.message)
             return fitMemory(proc, ok({ path: `${path}/${id}` }))
           }
           default:

@@ -902,13 +902,9 @@ export class ProcessSys implements SysShape, EagerSys {
       const input = Inputs.read("remember", () => Inputs.rememberOptionsOf(options))
       if (input instanceof ArgumentError) return this.#argument("remember", input)
       const proc = this.#proc
-      // a body larger than the whole `mem` quota (eight bytes a token) could never be in the working set: the copy
-      // stops there, and the process ends as if it had pinned it
-      const copy = memoryBodyOf("remember", body, Math.min(proc.kernel.limits.segmentBytesMax, proc.account.memMax * 8))
-      if (copy instanceof ArgumentError) return this.#argument("remember", copy)
-      if (!("value" in copy)) return overMemory(proc)
-      // a caller may say a segment is larger than the estimate, never smaller: what is stored is what is counted
-      const id = memoryOf(proc).remember(copy.value, Math.max(tokenCount(input.tokens ?? 0), copy.tokens), input.pin)
+      const id = rememberIn(proc, "remember", body, input.tokens, input.pin)
+      if (id instanceof ArgumentError) return this.#argument("remember", id)
+      if (id === undefined) return overMemory(proc)
       this.#syscall("remember", id)
       return this.#fitMemory(Effect.succeed(id))
     })
@@ -917,7 +913,7 @@ export class ProcessSys implements SysShape, EagerSys {
   workingSet(): Effect.Effect<ReadonlyArray<Segment>> {
     return enter(this.#proc, () => {
       this.#syscall("workingSet")
-      return Effect.succeed(segmentsCopy(this.#proc.memory?.workingSet() ?? []))
+      return Effect.succeed(this.#proc.memory?.workingSet() ?? [])
     })
   }
 
@@ -930,7 +926,7 @@ export class ProcessSys implements SysShape, EagerSys {
         )
       }
       this.#syscall("recall")
-      const found = segmentsCopy(this.#proc.memory?.recall(query, k) ?? [])
+      const found = this.#proc.memory?.recall(query, k) ?? []
       return this.#fitMemory(Effect.succeed(found))
     })
   }
@@ -1419,14 +1415,24 @@ const handOut = (body: unknown): unknown => {
   return copied instanceof Inputs.Unreadable ? textOf(body) : copied.value
 }
 
-/** Segments for the process, each body handed out (see `handOut`): what it does with them changes nothing kept. */
-const segmentsCopy = (segments: ReadonlyArray<Segment>): ReadonlyArray<Segment> => {
-  const out: Array<Segment> = []
-  for (let i = 0; i < segments.length; i++) {
-    const s = segments[i]!
-    push(out, { id: s.id, body: handOut(s.body), tokens: s.tokens, pinned: s.pinned })
-  }
-  return out
+/**
+ * Remembers a copy of `body` in `proc`'s memory (`Sys.remember` and the VFS's `/mem/working` writes): its id, the
+ * `ArgumentError` the body is, or `undefined` when it is larger than the whole `mem` quota (eight bytes a token) or
+ * `segmentBytesMax` — it could never be in the working set, so the copy stops there and the caller ends the process
+ * (`overMemory`) as if it had pinned it. A caller may say a segment is larger than its count, never smaller.
+ */
+export const rememberIn = (
+  proc: Proc,
+  call: string,
+  body: unknown,
+  tokens: number | undefined,
+  pin: boolean
+): number | ArgumentError | undefined => {
+  const bytesMax = Math.min(proc.kernel.limits.segmentBytesMax, proc.account.memMax * 8)
+  const copy = memoryBodyOf(call, body, bytesMax)
+  if (copy instanceof ArgumentError) return copy
+  if (!("value" in copy)) return undefined
+  return memoryOf(proc).remember(copy.value, Math.max(tokenCount(tokens ?? 0), copy.tokens), pin)
 }
 
 /** Ends `proc` for its context memory: a body larger than its whole `mem` quota, or pinned memory over it. */
