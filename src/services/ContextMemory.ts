@@ -13,7 +13,7 @@
  * @since 0.1.0
  */
 import { Context, Effect, Schema } from "effect"
-import { push, SafeMap } from "./internal/primordials.ts"
+import { intrinsics, push, SafeMap } from "./internal/primordials.ts"
 import type * as Sys from "./Sys.ts"
 
 /**
@@ -100,18 +100,20 @@ const objectKeys = Object.keys
 const isArray = Array.isArray
 const isView = ArrayBuffer.isView
 const jsonQuote = JSON.stringify as (value: string) => string
-const reflectApply = Reflect.apply
-const bigintToString = BigInt.prototype.toString
-const dateToISOString = Date.prototype.toISOString
-const mapEntries = Map.prototype.entries
-const setValues = Set.prototype.values
-const mapIteratorNext = Object.getPrototypeOf(new Map().entries()).next as () => IteratorResult<[unknown, unknown]>
-const setIteratorNext = Object.getPrototypeOf(new Set().values()).next as () => IteratorResult<unknown>
-const MapPrototype = Map.prototype
-const SetPrototype = Set.prototype
-const DatePrototype = Date.prototype
-const ArrayBufferPrototype = ArrayBuffer.prototype
 const hasOwn = Object.hasOwn
+const {
+  apply: reflectApply,
+  ArrayBufferPrototype,
+  bigintToString,
+  DatePrototype,
+  dateToISOString,
+  mapEntries,
+  mapIteratorNext,
+  MapPrototype,
+  setIteratorNext,
+  SetPrototype,
+  setValues
+} = intrinsics
 
 /**
  * `value`'s own property `key`, never one it inherits (so no getter or `toJSON` of a prototype runs). The kernel's

@@ -12,7 +12,7 @@
  *
  * Private to the package.
  */
-import { includes, push } from "./primordials.ts"
+import { includes, intrinsics, push } from "./primordials.ts"
 
 const tagKey = "$agentos"
 
@@ -298,17 +298,19 @@ export const canonical = (value: unknown): string => {
 const float = new Float64Array(1)
 const words = new Int32Array(float.buffer)
 
-const reflectApply = Reflect.apply
 const getPrototypeOfD = Reflect.getPrototypeOf
 const isArrayD = Array.isArray
 const objectKeysD = Object.keys
 const isViewD = ArrayBuffer.isView
 const arraySort = Array.prototype.sort
-const bigintToStringD = BigInt.prototype.toString
-const DatePrototypeD = Date.prototype
-const dateGetTimeD = Date.prototype.getTime
-const typedArrayPrototypeD = Reflect.getPrototypeOf(Uint8Array.prototype) as object
-const typedArrayTagD = Reflect.getOwnPropertyDescriptor(typedArrayPrototypeD, Symbol.toStringTag)!.get!
+const {
+  apply: reflectApply,
+  bigintToString: bigintToStringD,
+  DatePrototype: DatePrototypeD,
+  dateGetTime: dateGetTimeD,
+  TypedArrayPrototype: typedArrayPrototypeD,
+  typedArrayTag: typedArrayTagD
+} = intrinsics
 const typedArrayBufferD = Reflect.getOwnPropertyDescriptor(typedArrayPrototypeD, "buffer")!.get!
 const typedArrayOffsetD = Reflect.getOwnPropertyDescriptor(typedArrayPrototypeD, "byteOffset")!.get!
 const typedArrayLengthD = Reflect.getOwnPropertyDescriptor(typedArrayPrototypeD, "byteLength")!.get!

@@ -18,7 +18,7 @@ import { durationMillis } from "./duration.ts"
 import type { MessageLayer, ToolLayer, ToolLayerEntry } from "./capRef.ts"
 import { Schema } from "effect"
 import { isPolicySet, type PolicySet } from "../Policy.ts"
-import { freeze, includes, own, push, put, putFresh, SafeMap } from "./primordials.ts"
+import { freeze, includes, intrinsics, own, push, put, putFresh, SafeMap } from "./primordials.ts"
 
 // captured at load: image code that replaces them later is never asked about a kernel input
 const isArray = Array.isArray
@@ -435,9 +435,7 @@ const viewConstructors: ReadonlyArray<new (length: number) => ArrayBufferView> =
 const viewPrototypes: ReadonlyArray<object> = viewConstructors.map((constructor) => constructor.prototype as object)
 const viewNames: ReadonlyArray<string> = viewConstructors.map((constructor) => constructor.name)
 // a typed array's own type, from its internal slot (a swapped prototype does not change it)
-const typedArrayTag = (Reflect.getOwnPropertyDescriptor(typedArrayPrototype, Symbol.toStringTag) as PropertyDescriptor)
-  .get as (this: unknown) => string | undefined
-const bigintToString = BigInt.prototype.toString
+const { typedArrayTag, bigintToString } = intrinsics
 // the copies are made without `slice` (which asks the value's `constructor[Symbol.species]` what to build) and
 // measured by the captured getters (never a `byteLength` image code redefined)
 const typedArrayLength = (Reflect.getOwnPropertyDescriptor(typedArrayPrototype, "length") as PropertyDescriptor)

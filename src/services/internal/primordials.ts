@@ -39,6 +39,34 @@ const mapIteratorNext = Object.getPrototypeOf(new Map().values()).next as (
   this: Iterator<unknown>
 ) => IteratorResult<unknown>
 
+/**
+ * Built-ins the kernel's walks over values call (the copy, the digest, the text of a body), captured here once: call
+ * them with `Reflect.apply` (`intrinsics.apply`), never through the value.
+ */
+export const intrinsics = freezeObject({
+  apply,
+  ObjectPrototype,
+  ArrayPrototype,
+  MapPrototype: Map.prototype,
+  SetPrototype: Set.prototype,
+  DatePrototype: Date.prototype,
+  ArrayBufferPrototype: ArrayBuffer.prototype,
+  /** `%TypedArray%.prototype`. */
+  TypedArrayPrototype: getPrototypeOf(Uint8Array.prototype) as object,
+  /** A typed array's own type (`"Uint8Array"`, …) from its internal slot, `undefined` for anything else. */
+  typedArrayTag: Object.getOwnPropertyDescriptor(getPrototypeOf(Uint8Array.prototype) as object, Symbol.toStringTag)!
+    .get! as (this: unknown) => string | undefined,
+  bigintToString: BigInt.prototype.toString,
+  dateGetTime: Date.prototype.getTime,
+  dateToISOString: Date.prototype.toISOString,
+  mapEntries: Map.prototype.entries,
+  setValues,
+  /** `next` of every Map iterator (entries, keys, values share it). */
+  mapIteratorNext,
+  /** `next` of every Set iterator. */
+  setIteratorNext
+})
+
 /** Drains a built-in iterator with a captured `next` into an array (indexed writes only). */
 const drain = <A>(iterator: Iterator<A>, next: (this: Iterator<unknown>) => IteratorResult<unknown>): Array<A> => {
   const out: Array<A> = []
