@@ -12,6 +12,7 @@ import {
   assertArgumentError,
   assertCapabilityError,
   deaf,
+  endOf,
   outcome,
   range,
   rowOf,
@@ -235,17 +236,6 @@ describe("context memory is measured, not taken on trust", () => {
   })
 
   /** Runs `body` as a process with `quota`, and gives how it ended. */
-  const endOf = (body: () => Effect.Effect<unknown, unknown, Sys.Sys>, quota: { readonly mem: number }) =>
-    run(() =>
-      Effect.gen(function* () {
-        const { cap } = yield* Sys.spawn(
-          Process.make("rememberer", () => Effect.asVoid(body())),
-          { quota }
-        )
-        return yield* Sys.waitpid(cap)
-      })
-    )
-
   it.effect("a body grown after remember is not what the kernel keeps: the segment is a copy taken at the call", () => {
     const seen: Array<unknown> = []
     return Effect.gen(function* () {

@@ -34,6 +34,7 @@ import {
   assertArgumentError,
   assertCapabilityError,
   attempt,
+  endOf as endOfChild,
   outcome,
   pollute,
   run,
@@ -222,16 +223,7 @@ const withTools = <A, E>(body: (tools: CapRef, contexts: Array<Device.CallContex
   })
 
 /** Runs `body` in a child with a `mem` quota; how it ended. */
-const endOf = (body: () => Effect.Effect<unknown, unknown, Sys.Sys>, mem: number) =>
-  run(() =>
-    Effect.gen(function* () {
-      const { cap } = yield* Sys.spawn(
-        Process.make("rememberer", () => Effect.asVoid(body())),
-        { quota: { mem } }
-      )
-      return yield* Sys.waitpid(cap)
-    })
-  )
+const endOf = (body: () => Effect.Effect<unknown, unknown, Sys.Sys>, mem: number) => endOfChild(body, { mem })
 
 const small = () => TestKernel.layer({ limits: { messageBytesMax: 1024 } })
 

@@ -15,7 +15,17 @@ import { Effect } from "effect"
 import { KeyValueStore } from "effect/persistence"
 import { type Capability, Kernel, Process, Snapshot, Sys, Vfs } from "effect-agent-os"
 import * as TestKernel from "effect-agent-os/testing"
-import { assertArgumentError, attempt, patchBuiltins, pollute, run, show, tagOf } from "./harness.ts"
+import {
+  assertArgumentError,
+  attempt,
+  endOf as endOfChild,
+  patchBuiltins,
+  pollute,
+  run,
+  show,
+  tagOf
+} from "./harness.ts"
+import { put, restore as restoreCheckpoint } from "../vfsRequests.ts"
 
 type CapRef = Capability.CapRef
 
@@ -24,17 +34,8 @@ type CapRef = Capability.CapRef
 
 const big = (n: number) => "x".repeat(n)
 
-/** Runs `body` as a child process with a `mem` quota; how it ended. */
-const endOf = (body: () => Effect.Effect<unknown, unknown, Sys.Sys>, mem = 100) =>
-  run(() =>
-    Effect.gen(function* () {
-      const { cap } = yield* Sys.spawn(
-        Process.make("rememberer", () => Effect.asVoid(body())),
-        { quota: { mem } }
-      )
-      return yield* Sys.waitpid(cap)
-    })
-  )
+/** Runs `body` as a child process with a `mem` quota (100 unless said); how it ended. */
+const endOf = (body: () => Effect.Effect<unknown, unknown, Sys.Sys>, mem = 100) => endOfChild(body, { mem })
 
 const quotaMem = Process.quota("mem")
 
@@ -161,15 +162,6 @@ const endOfWithVfs = (body: (vfs: CapRef) => Effect.Effect<unknown, unknown, Sys
       }),
     { grant: ["vfs"] }
   ).pipe(Effect.provide(vfsLayer()), Effect.provide(KeyValueStore.layerMemory))
-
-const put = (vfs: CapRef, path: string, data?: unknown, extra?: object) =>
-  Sys.write<{ readonly path: string | null }>(vfs, {
-    op: "write",
-    path,
-    ...(data === undefined ? {} : { data }),
-    ...extra
-  })
-const restoreCheckpoint = (vfs: CapRef, path: string) => Sys.write(vfs, { op: "restore", path })
 
 // =====================================================================================================================
 // A. bodies whose size the count does not see

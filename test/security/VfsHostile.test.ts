@@ -11,6 +11,7 @@ import { KeyValueStore } from "effect/persistence"
 import { TestClock } from "effect/testing"
 import { type Capability, Journal, Kernel, Kv, Policy, Process, Sys, Vfs } from "effect-agent-os"
 import * as TestKernel from "effect-agent-os/testing"
+import { cat, put, restore, rm } from "../vfsRequests.ts"
 
 type Entry = Vfs.Entry
 type CapRef = Capability.CapRef
@@ -50,16 +51,6 @@ const spawnAndWait = (image: Process.Image<CapRef>, vfs: CapRef, options?: Sys.S
   })
 
 const ls = (vfs: CapRef, path: string) => Sys.read<ReadonlyArray<Entry>>(vfs, { op: "list", path })
-const cat = <A = unknown>(vfs: CapRef, path: string) => Sys.read<A>(vfs, { op: "read", path })
-const put = (vfs: CapRef, path: string, data?: unknown, extra?: object) =>
-  Sys.write<{ readonly path: string | null }>(vfs, {
-    op: "write",
-    path,
-    ...(data === undefined ? {} : { data }),
-    ...extra
-  })
-const rm = (vfs: CapRef, path: string) => Sys.write(vfs, { op: "remove", path })
-const restore = (vfs: CapRef, path: string) => Sys.write(vfs, { op: "restore", path })
 
 /** The typed error's reason (or tag) an effect fails with; a defect or an interrupt is reported as such. */
 const reasonOf = <A>(effect: Effect.Effect<A, unknown, Sys.Sys>) =>

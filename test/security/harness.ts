@@ -44,6 +44,18 @@ export const runOn = <A, E>(body: Body<A, E>, boot?: Kernel.BootOptions) =>
 export const run = <A, E>(body: Body<A, E>, boot?: Kernel.BootOptions) =>
   runOn(body, boot).pipe(Effect.provide(TestKernel.layer()))
 
+/** Runs `body` as a child (image "rememberer") with `quota` on a fresh default test kernel; how it ended. */
+export const endOf = (body: () => Effect.Effect<unknown, unknown, Sys.Sys>, quota: { readonly mem: number }) =>
+  run(() =>
+    Effect.gen(function* () {
+      const { cap } = yield* Sys.spawn(
+        Process.make("rememberer", () => Effect.asVoid(body())),
+        { quota }
+      )
+      return yield* Sys.waitpid(cap)
+    })
+  )
+
 /**
  * What a syscall failed with, as a value, or `"succeeded"`. Interruption (the kernel ended the caller) and defects
  * propagate: the body stops there.

@@ -6,6 +6,7 @@ import { KeyValueStore } from "effect/persistence"
 import { TestClock } from "effect/testing"
 import { type Capability, Journal, Kernel, LongTermMemory, Kv, Policy, Process, Sys, Vfs } from "effect-agent-os"
 import * as TestKernel from "effect-agent-os/testing"
+import { cat, put, rm } from "../vfsRequests.ts"
 
 type Entry = Vfs.Entry
 type CapRef = Capability.CapRef
@@ -40,15 +41,6 @@ const alone = <A, E>(
 const withStore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provide(effect, KeyValueStore.layerMemory)
 
 const ls = (vfs: CapRef, path: string) => Sys.read<ReadonlyArray<Entry>>(vfs, { op: "list", path })
-const cat = <A = unknown>(vfs: CapRef, path: string) => Sys.read<A>(vfs, { op: "read", path })
-const put = (vfs: CapRef, path: string, data?: unknown, extra?: object) =>
-  Sys.write<{ readonly path: string | null }>(vfs, {
-    op: "write",
-    path,
-    ...(data === undefined ? {} : { data }),
-    ...extra
-  })
-const rm = (vfs: CapRef, path: string) => Sys.write(vfs, { op: "remove", path })
 const reasonOf = <A>(effect: Effect.Effect<A, unknown, Sys.Sys>) =>
   Effect.map(
     Effect.flip(effect),
